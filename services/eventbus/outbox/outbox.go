@@ -1,0 +1,240 @@
+// Package outbox makes a MongoDB state change and the events describing it one
+// atomic write, without multi-document transactions: the events are appended to
+// an array field of the very document that changes. A relay publishes them right
+// after the write and removes them once the broker confirmed them; a periodic
+// sweep republishes whatever a crash or a broker outage left behind.
+//
+// Delivery is at least once: an event may be published twice (two replicas
+// sweeping, a crash between confirm and removal), never lost.
+package outbox
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/personscore/eventbus"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.uber.org/zap"
+)
+
+// Field is the array field that holds a document's pending events.
+const Field = "outbox"
+
+// Publisher is what the outbox needs of the broker side (eventbus.Publisher).
+type Publisher interface {
+	Publish(ctx context.Context, events ...eventbus.Event) error
+}
+
+// Config tunes an Outbox; zero values take the defaults.
+type Config struct {
+	Collection *mongo.Collection
+	Publisher  Publisher
+	// SweepInterval is how often pending events are looked for (default 2s).
+	SweepInterval time.Duration
+	// MinAge keeps the sweep off events the relay is publishing right now (default 1s).
+	MinAge time.Duration
+	// RelayWorkers publish concurrently (default 4).
+	RelayWorkers int
+	Logger       *zap.Logger
+	Metrics      *eventbus.Metrics // default eventbus.DefaultMetrics()
+}
+
+// Outbox relays the events stored in one collection's documents.
+type Outbox struct {
+	cfg   Config
+	log   *zap.Logger
+	notes chan note
+	wg    sync.WaitGroup
+}
+
+type note struct {
+	id     any
+	events []eventbus.Event
+}
+
+// New creates the outbox of a collection; call Run to start relaying.
+func New(cfg Config) *Outbox {
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = 2 * time.Second
+	}
+	if cfg.MinAge <= 0 {
+		cfg.MinAge = time.Second
+	}
+	if cfg.RelayWorkers <= 0 {
+		cfg.RelayWorkers = 4
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = eventbus.DefaultMetrics()
+	}
+	return &Outbox{cfg: cfg, log: cfg.Logger.With(zap.String("outbox", cfg.Collection.Name())), notes: make(chan note, 8192)}
+}
+
+// With adds events to an update document so that they are stored by the same
+// single-document write as the state change. It merges into an existing $push.
+func With(update bson.D, events ...eventbus.Event) bson.D {
+	push := bson.E{Key: Field, Value: bson.D{{Key: "$each", Value: events}}}
+	for i, op := range update {
+		if op.Key == "$push" {
+			fields, _ := op.Value.(bson.D)
+			update[i].Value = append(fields, push)
+			return update
+		}
+	}
+	return append(update, bson.E{Key: "$push", Value: bson.D{push}})
+}
+
+// Notify hands the events just written to document id to the relay. It never
+// blocks: when the relay is saturated the sweep picks the events up later.
+func (o *Outbox) Notify(id any, events ...eventbus.Event) {
+	select {
+	case o.notes <- note{id: id, events: events}:
+	default:
+	}
+}
+
+// Run relays and sweeps until ctx ends, then flushes what is pending within
+// flushTimeout so a clean shutdown leaves nothing behind.
+func (o *Outbox) Run(ctx context.Context, flushTimeout time.Duration) error {
+	for range o.cfg.RelayWorkers {
+		o.wg.Add(1)
+		go func() {
+			defer o.wg.Done()
+			o.relay(ctx)
+		}()
+	}
+	tick := time.NewTicker(o.cfg.SweepInterval)
+	defer tick.Stop()
+	_ = o.sweep(ctx, o.cfg.MinAge)
+	for {
+		select {
+		case <-tick.C:
+			if err := o.sweep(ctx, o.cfg.MinAge); err != nil && ctx.Err() == nil {
+				o.log.Warn("outbox sweep failed", zap.Error(err))
+			}
+		case <-ctx.Done():
+			o.wg.Wait()
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+			defer cancel()
+			if err := o.sweep(fctx, 0); err != nil {
+				o.log.Warn("outbox flush at shutdown incomplete; the next start republishes", zap.Error(err))
+				return err
+			}
+			return nil
+		}
+	}
+}
+
+// Flush publishes every pending event now, whatever its age.
+func (o *Outbox) Flush(ctx context.Context) error { return o.sweep(ctx, 0) }
+
+// relay publishes notified events in batches: one pipelined publish for many
+// documents, then one removal per document.
+func (o *Outbox) relay(ctx context.Context) {
+	for {
+		var batch []note
+		select {
+		case n := <-o.notes:
+			batch = append(batch, n)
+		case <-ctx.Done():
+			return
+		}
+	more:
+		for len(batch) < 256 {
+			select {
+			case n := <-o.notes:
+				batch = append(batch, n)
+			default:
+				break more
+			}
+		}
+		var events []eventbus.Event
+		for _, n := range batch {
+			events = append(events, n.events...)
+		}
+		if err := o.cfg.Publisher.Publish(ctx, events...); err != nil {
+			o.log.Warn("relay publish failed; the sweep will retry", zap.Error(err), zap.Int("events", len(events)))
+			continue
+		}
+		for _, n := range batch {
+			if err := o.remove(ctx, n.id, n.events); err != nil {
+				o.log.Warn("could not clear published events; they will be republished", zap.Error(err))
+			}
+		}
+	}
+}
+
+// remove deletes confirmed events from the document's outbox by event id.
+func (o *Outbox) remove(ctx context.Context, id any, events []eventbus.Event) error {
+	ids := make([]string, len(events))
+	for i, ev := range events {
+		ids[i] = ev.ID
+	}
+	_, err := o.cfg.Collection.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}},
+		bson.D{{Key: "$pull", Value: bson.D{{Key: Field, Value: bson.D{{Key: "id", Value: bson.D{{Key: "$in", Value: ids}}}}}}}})
+	return err
+}
+
+type pendingDoc struct {
+	ID     any              `bson:"_id"`
+	Outbox []eventbus.Event `bson:"outbox"`
+}
+
+// sweep republishes, per document and in version order, the pending events
+// older than minAge, and refreshes the pending gauges.
+func (o *Outbox) sweep(ctx context.Context, minAge time.Duration) error {
+	cur, err := o.cfg.Collection.Find(ctx, bson.D{{Key: Field + ".0", Value: bson.D{{Key: "$exists", Value: true}}}},
+		options.Find().SetProjection(bson.D{{Key: Field, Value: 1}}))
+	if err != nil {
+		return err
+	}
+	defer cur.Close(ctx)
+	pending, oldest := 0, time.Time{}
+	var errs []error
+	for cur.Next(ctx) {
+		var doc pendingDoc
+		if err := cur.Decode(&doc); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		var due []eventbus.Event
+		for _, ev := range doc.Outbox {
+			pending++
+			if oldest.IsZero() || ev.Time.Before(oldest) {
+				oldest = ev.Time
+			}
+			if time.Since(ev.Time) >= minAge {
+				due = append(due, ev)
+			}
+		}
+		if len(due) == 0 {
+			continue
+		}
+		if err := o.cfg.Publisher.Publish(ctx, due...); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := o.remove(ctx, doc.ID, due); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		pending -= len(due)
+	}
+	if err := cur.Err(); err != nil {
+		errs = append(errs, err)
+	}
+	name := o.cfg.Collection.Name()
+	o.cfg.Metrics.OutboxPending.WithLabelValues(name).Set(float64(pending))
+	if oldest.IsZero() || pending == 0 {
+		o.cfg.Metrics.OutboxOldest.WithLabelValues(name).Set(0)
+	} else {
+		o.cfg.Metrics.OutboxOldest.WithLabelValues(name).Set(time.Since(oldest).Seconds())
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,80 @@
+// Command localmongo runs an embedded MongoDB-wire server (FerretDB with a
+// write gate) for local development.
+//
+// Environment:
+//
+//	LOCALMONGO_ADDR            listen address (default 127.0.0.1:27017)
+//	LOCALMONGO_DIR             SQLite data directory (default .data/mongo)
+//	LOCALMONGO_POSTGRESQL_URL  use this PostgreSQL database instead of SQLite
+//	LOG_LEVEL                  debug, info (default), warn, error; FerretDB's
+//	                           own logs are shown only at debug
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/personscore/localmongo"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "localmongo:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	level := zapcore.InfoLevel
+	if s := os.Getenv("LOG_LEVEL"); s != "" {
+		l, err := zapcore.ParseLevel(s)
+		if err != nil {
+			return fmt.Errorf("LOG_LEVEL: %w", err)
+		}
+		level = l
+	}
+	zcfg := zap.NewProductionConfig()
+	zcfg.Level = zap.NewAtomicLevelAt(level)
+	log, err := zcfg.Build()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+
+	cfg := localmongo.Config{
+		Addr:          envOr("LOCALMONGO_ADDR", "127.0.0.1:27017"),
+		Dir:           envOr("LOCALMONGO_DIR", ".data/mongo"),
+		PostgreSQLURL: os.Getenv("LOCALMONGO_POSTGRESQL_URL"),
+		Logger:        log,
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	srv, err := localmongo.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	backend := "sqlite"
+	if cfg.PostgreSQLURL != "" {
+		backend = "postgresql"
+	}
+	log.Info("localmongo ready", zap.String("uri", srv.URI()), zap.String("backend", backend), zap.String("addr", cfg.Addr))
+
+	<-ctx.Done()
+	log.Info("localmongo shutting down")
+	return srv.Close()
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

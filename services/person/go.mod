@@ -1,0 +1,3 @@
+module github.com/personscore/person
+
+go 1.26

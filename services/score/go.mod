@@ -1,0 +1,3 @@
+module github.com/personscore/score
+
+go 1.26
