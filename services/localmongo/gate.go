@@ -303,4 +303,3 @@ func firstKey(doc []byte) string {
 	}
 	return string(doc[5 : 5+i])
 }
-

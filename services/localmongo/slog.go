@@ -3,6 +3,7 @@ package localmongo
 import (
 	"context"
 	"log/slog"
+	"strings"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -28,6 +29,15 @@ func newSlogLogger(l *zap.Logger) *slog.Logger {
 func (h *zapHandler) Enabled(_ context.Context, lvl slog.Level) bool { return lvl >= h.min }
 
 func (h *zapHandler) Handle(_ context.Context, r slog.Record) error {
+	// FerretDB logs every command error reply (duplicate key, unknown
+	// endSessions, ...) at warn with a multi-line dump. The client gets that
+	// error anyway, so it is only interesting when debugging.
+	if r.Level == slog.LevelWarn && strings.HasPrefix(r.Message, "Response ") {
+		if h.min > slog.LevelDebug {
+			return nil
+		}
+		r.Level = slog.LevelDebug
+	}
 	ce := h.l.Check(zapLevel(r.Level), r.Message)
 	if ce == nil {
 		return nil

@@ -191,20 +191,3 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
-{{/* True when an autoscaler (HPA) owns the replica count. */}}
-{{- define "svc.autoscaled" -}}
-{{- if .Values.autoscaling.enabled }}true{{ end -}}
-{{- end -}}
-
-{{/* Service-specific container ports (none for person). */}}
-{{- define "svc.extraContainerPorts" -}}
-{{- end -}}
-
-{{/* Service-specific environment (none for person). */}}
-{{- define "svc.extraServiceEnv" -}}
-{{- end -}}
-
-{{/* The CPU HPA is rendered (person: whenever autoscaling is on). */}}
-{{- define "svc.hpaEnabled" -}}
-{{- if .Values.autoscaling.enabled }}true{{ end -}}
-{{- end -}}

@@ -170,15 +170,17 @@ func (o *Outbox) relay(ctx context.Context) {
 	}
 }
 
-// remove deletes confirmed events from the document's outbox by event id.
+// remove deletes confirmed events from the document's outbox by event id, one
+// $pull each: FerretDB v1 silently ignores a $pull whose condition uses $in.
 func (o *Outbox) remove(ctx context.Context, id any, events []eventbus.Event) error {
-	ids := make([]string, len(events))
-	for i, ev := range events {
-		ids[i] = ev.ID
+	for _, ev := range events {
+		_, err := o.cfg.Collection.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}},
+			bson.D{{Key: "$pull", Value: bson.D{{Key: Field, Value: bson.D{{Key: "id", Value: ev.ID}}}}}})
+		if err != nil {
+			return err
+		}
 	}
-	_, err := o.cfg.Collection.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}},
-		bson.D{{Key: "$pull", Value: bson.D{{Key: Field, Value: bson.D{{Key: "id", Value: bson.D{{Key: "$in", Value: ids}}}}}}}})
-	return err
+	return nil
 }
 
 type pendingDoc struct {

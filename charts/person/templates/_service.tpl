@@ -1,0 +1,26 @@
+{{/*
+Service-specific hooks used by the templates shared with the other chart
+(_helpers.tpl and most templates are identical in charts/person and charts/score;
+k8s/test checks that they stay so).
+*/}}
+{{/* True when an autoscaler (HPA) owns the replica count. */}}
+{{- define "svc.autoscaled" -}}
+{{- if .Values.autoscaling.enabled }}true{{ end -}}
+{{- end -}}
+
+{{/* Service-specific container ports (none for person). */}}
+{{- define "svc.extraContainerPorts" -}}
+{{- end -}}
+
+{{/* Service-specific environment (none for person). */}}
+{{- define "svc.extraServiceEnv" -}}
+{{- end -}}
+
+{{/* The CPU HPA is rendered (person: whenever autoscaling is on). */}}
+{{- define "svc.hpaEnabled" -}}
+{{- if .Values.autoscaling.enabled }}true{{ end -}}
+{{- end -}}
+
+{{/* Service-specific NetworkPolicy ingress rules (none for person). */}}
+{{- define "svc.extraNetworkPolicyIngress" -}}
+{{- end -}}

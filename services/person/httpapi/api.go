@@ -1,0 +1,247 @@
+// Package httpapi is person's HTTP edge: it parses requests, calls the store and
+// maps domain errors to status codes and problem+json bodies.
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/personscore/eventbus/service"
+	"github.com/personscore/person"
+	"go.uber.org/zap"
+)
+
+// MaxBody is the largest request body accepted (1 MiB).
+const MaxBody = 1 << 20
+
+// Store is what the API needs of storage (mongodb.Store).
+type Store interface {
+	Create(ctx context.Context, p person.NewPerson) (int64, error)
+	Update(ctx context.Context, cpf person.CPF, d person.Details) (int64, error)
+	Delete(ctx context.Context, cpf person.CPF) (int64, error)
+	AddItem(ctx context.Context, cpf person.CPF, kind person.Kind, in person.NewItem) (person.Item, error)
+	DeleteItem(ctx context.Context, cpf person.CPF, kind person.Kind, id string) (int64, error)
+	Get(ctx context.Context, cpf person.CPF) (person.Person, []person.Item, error)
+}
+
+// API serves person's routes.
+type API struct {
+	store   Store
+	log     *zap.Logger
+	timeout time.Duration
+}
+
+// Register adds person's routes to r.
+func Register(r *gin.Engine, store Store, log *zap.Logger) {
+	a := &API{store: store, log: log, timeout: 5 * time.Second}
+	r.POST("/person", a.createPerson)
+	r.GET("/person/:cpf", a.getPerson)
+	r.PUT("/person/:cpf", a.updatePerson)
+	r.DELETE("/person/:cpf", a.deletePerson)
+	for _, k := range []person.Kind{person.Income, person.Asset, person.Debt} {
+		r.POST("/person/:cpf/"+string(k), a.addItem(k))
+	}
+	r.DELETE("/person/:cpf/:kind/:id", a.deleteItem)
+	r.GET("/openapi.json", func(c *gin.Context) { c.Data(http.StatusOK, "application/json", OpenAPI) })
+}
+
+func (a *API) ctx(c *gin.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(c.Request.Context(), a.timeout)
+}
+
+func (a *API) body(c *gin.Context) ([]byte, bool) {
+	b, err := service.ReadBody(c, MaxBody)
+	switch {
+	case errors.Is(err, service.ErrBodyTooLarge):
+		service.WriteProblem(c, http.StatusRequestEntityTooLarge, "request body over 1 MiB")
+		return nil, false
+	case err != nil:
+		service.WriteProblem(c, http.StatusBadRequest, "could not read request body")
+		return nil, false
+	}
+	return b, true
+}
+
+func (a *API) cpf(c *gin.Context) (person.CPF, bool) {
+	cpf, err := person.ParseCPF(c.Param("cpf"))
+	if err != nil {
+		// An impossible cpf names no person.
+		service.WriteProblem(c, http.StatusNotFound, "person not found: cpf "+err.Error())
+		return 0, false
+	}
+	return cpf, true
+}
+
+// fail maps a domain error to its status; anything unknown is the store or
+// broker failing, which is a 503 and never a 500 for the client's input.
+func (a *API) fail(c *gin.Context, err error) {
+	var invalid *person.ValidationError
+	var malformed *person.MalformedError
+	switch {
+	case errors.As(err, &malformed):
+		service.WriteProblem(c, http.StatusBadRequest, malformed.Error())
+	case errors.As(err, &invalid):
+		fields := make([]service.FieldError, len(invalid.Fields))
+		for i, f := range invalid.Fields {
+			fields[i] = service.FieldError{Field: f.Field, Reason: f.Reason}
+		}
+		service.WriteProblem(c, http.StatusUnprocessableEntity, "validation failed", fields...)
+	case errors.Is(err, person.ErrNotFound):
+		service.WriteProblem(c, http.StatusNotFound, "person not found")
+	case errors.Is(err, person.ErrItemMissing):
+		service.WriteProblem(c, http.StatusNotFound, "item not found")
+	case errors.Is(err, person.ErrExists):
+		service.WriteProblem(c, http.StatusConflict, "a person with this cpf already exists")
+	default:
+		service.Log(c.Request.Context(), a.log).Warn("request failed", zap.Error(err))
+		c.Header("Retry-After", "1")
+		service.WriteProblem(c, http.StatusServiceUnavailable, "storage unavailable, nothing was written; retry later")
+	}
+}
+
+func (a *API) createPerson(c *gin.Context) {
+	b, ok := a.body(c)
+	if !ok {
+		return
+	}
+	p, err := person.ParseNewPerson(b)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	ctx, cancel := a.ctx(c)
+	defer cancel()
+	v, err := a.store.Create(ctx, p)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	c.Header("Location", "/person/"+p.CPF.String())
+	c.JSON(http.StatusCreated, gin.H{"message": "created", "cpf": p.CPF, "version": v})
+}
+
+func (a *API) updatePerson(c *gin.Context) {
+	cpf, ok := a.cpf(c)
+	if !ok {
+		return
+	}
+	b, ok := a.body(c)
+	if !ok {
+		return
+	}
+	d, err := person.ParseDetails(b)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	ctx, cancel := a.ctx(c)
+	defer cancel()
+	v, err := a.store.Update(ctx, cpf, d)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"message": "updated", "cpf": cpf, "version": v})
+}
+
+func (a *API) deletePerson(c *gin.Context) {
+	cpf, ok := a.cpf(c)
+	if !ok {
+		return
+	}
+	ctx, cancel := a.ctx(c)
+	defer cancel()
+	v, err := a.store.Delete(ctx, cpf)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	c.Header("X-Version", itoa(v))
+	c.Status(http.StatusNoContent)
+}
+
+func (a *API) addItem(kind person.Kind) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		cpf, ok := a.cpf(c)
+		if !ok {
+			return
+		}
+		b, ok := a.body(c)
+		if !ok {
+			return
+		}
+		in, err := person.ParseNewItem(kind, b)
+		if err != nil {
+			a.fail(c, err)
+			return
+		}
+		ctx, cancel := a.ctx(c)
+		defer cancel()
+		it, err := a.store.AddItem(ctx, cpf, kind, in)
+		if err != nil {
+			a.fail(c, err)
+			return
+		}
+		c.Header("Location", "/person/"+cpf.String()+"/"+string(kind)+"/"+it.ID)
+		c.JSON(http.StatusCreated, gin.H{"message": "created", "cpf": cpf, "id": it.ID, "version": it.Version})
+	}
+}
+
+func (a *API) deleteItem(c *gin.Context) {
+	cpf, ok := a.cpf(c)
+	if !ok {
+		return
+	}
+	kind, ok := person.ParseKind(c.Param("kind"))
+	if !ok {
+		service.WriteProblem(c, http.StatusNotFound, "no such resource")
+		return
+	}
+	ctx, cancel := a.ctx(c)
+	defer cancel()
+	v, err := a.store.DeleteItem(ctx, cpf, kind, c.Param("id"))
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	c.Header("X-Version", itoa(v))
+	c.Status(http.StatusNoContent)
+}
+
+type itemsView struct {
+	Incomes []person.Item `json:"incomes"`
+	Assets  []person.Item `json:"assets"`
+	Debts   []person.Item `json:"debts"`
+}
+
+func (a *API) getPerson(c *gin.Context) {
+	cpf, ok := a.cpf(c)
+	if !ok {
+		return
+	}
+	ctx, cancel := a.ctx(c)
+	defer cancel()
+	p, items, err := a.store.Get(ctx, cpf)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	v := itemsView{Incomes: []person.Item{}, Assets: []person.Item{}, Debts: []person.Item{}}
+	for _, it := range items {
+		switch it.Kind {
+		case person.Income:
+			v.Incomes = append(v.Incomes, it)
+		case person.Asset:
+			v.Assets = append(v.Assets, it)
+		case person.Debt:
+			v.Debts = append(v.Debts, it)
+		}
+	}
+	c.JSON(http.StatusOK, gin.H{"cpf": p.CPF, "name": p.Name, "address": p.Address, "date_of_birth": p.DateOfBirth,
+		"version": p.Version, "score": p.Score, "incomes": v.Incomes, "assets": v.Assets, "debts": v.Debts})
+}
+
+func itoa(v int64) string { return person.CPF(v).String() }

@@ -1,0 +1,303 @@
+// Package mongodb stores persons in MongoDB. Every change is one
+// single-document compare-and-swap on the person's version that also appends
+// the change's event to the document's outbox, so state and event are written
+// together or not at all.
+package mongodb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/personscore/eventbus"
+	"github.com/personscore/eventbus/outbox"
+	"github.com/personscore/person"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// Source is the CloudEvents source of every event person publishes.
+const Source = "/person"
+
+// Collection is the name of the persons collection.
+const Collection = "persons"
+
+// maxCASAttempts bounds the retries of a change that keeps losing the race
+// against concurrent changes of the same person.
+const maxCASAttempts = 200
+
+// Store reads and changes persons.
+type Store struct {
+	coll   *mongo.Collection
+	outbox *outbox.Outbox
+}
+
+// New returns a store on db; ob relays the events the store writes.
+func New(db *mongo.Database, ob *outbox.Outbox) *Store {
+	return &Store{coll: db.Collection(Collection), outbox: ob}
+}
+
+// PersonsCollection is the collection a Store uses, for building its outbox.
+func PersonsCollection(db *mongo.Database) *mongo.Collection { return db.Collection(Collection) }
+
+type doc struct {
+	CPF            person.CPF             `bson:"_id"`
+	person.Details `bson:",inline"`
+	Items          map[string]person.Item `bson:"items"`
+	Version        int64                  `bson:"version"`
+	Deleted        bool                   `bson:"deleted"`
+	Score          *person.Score          `bson:"score,omitempty"`
+	ScoreVersion   int64                  `bson:"score_version"`
+	CreatedAt      time.Time              `bson:"created_at"`
+	UpdatedAt      time.Time              `bson:"updated_at"`
+}
+
+func unavailable(err error) error {
+	return fmt.Errorf("%w: %v", person.ErrUnavailable, err)
+}
+
+func (s *Store) load(ctx context.Context, cpf person.CPF) (doc, error) {
+	var d doc
+	err := s.coll.FindOne(ctx, bson.D{{Key: "_id", Value: cpf}}, options.FindOne().SetProjection(bson.D{{Key: outbox.Field, Value: 0}})).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return d, person.ErrNotFound
+	}
+	if err != nil {
+		return d, unavailable(err)
+	}
+	return d, nil
+}
+
+// Get returns a live person with its items and latest score.
+func (s *Store) Get(ctx context.Context, cpf person.CPF) (person.Person, []person.Item, error) {
+	d, err := s.load(ctx, cpf)
+	if err != nil {
+		return person.Person{}, nil, err
+	}
+	if d.Deleted {
+		return person.Person{}, nil, person.ErrNotFound
+	}
+	items := make([]person.Item, 0, len(d.Items))
+	for _, it := range d.Items {
+		items = append(items, it)
+	}
+	slices.SortFunc(items, func(a, b person.Item) int { return int(a.Version - b.Version) })
+	return person.Person{CPF: d.CPF, Details: d.Details, Version: d.Version, Score: d.Score}, items, nil
+}
+
+func newEvent(ctx context.Context, typ string, cpf person.CPF, version int64, data any) (eventbus.Event, error) {
+	return eventbus.NewEvent(ctx, Source, typ, cpf.String(), version, data)
+}
+
+// Create stores a new person; a cpf that was deleted before is created again
+// with its version history continuing, so versions never repeat.
+func (s *Store) Create(ctx context.Context, p person.NewPerson) (int64, error) {
+	now := time.Now().UTC()
+	ev, err := newEvent(ctx, person.PersonCreated, p.CPF, 1, person.PersonData{CPF: p.CPF, Details: p.Details})
+	if err != nil {
+		return 0, err
+	}
+	d := bson.D{
+		{Key: "_id", Value: p.CPF}, {Key: "name", Value: p.Name}, {Key: "address", Value: p.Address},
+		{Key: "date_of_birth", Value: p.DateOfBirth}, {Key: "items", Value: bson.D{}}, {Key: "version", Value: int64(1)},
+		{Key: "deleted", Value: false}, {Key: "score_version", Value: int64(0)},
+		{Key: "created_at", Value: now}, {Key: "updated_at", Value: now},
+		{Key: outbox.Field, Value: []eventbus.Event{ev}},
+	}
+	_, err = s.coll.InsertOne(ctx, d)
+	if err == nil {
+		s.outbox.Notify(p.CPF, ev)
+		return 1, nil
+	}
+	if !mongo.IsDuplicateKeyError(err) {
+		return 0, unavailable(err)
+	}
+	return s.change(ctx, p.CPF, true, func(cur doc, next int64) (bson.D, string, any, error) {
+		if !cur.Deleted {
+			return nil, "", nil, person.ErrExists
+		}
+		set := bson.D{{Key: "name", Value: p.Name}, {Key: "address", Value: p.Address},
+			{Key: "date_of_birth", Value: p.DateOfBirth}, {Key: "items", Value: bson.D{}},
+			{Key: "deleted", Value: false}, {Key: "created_at", Value: now}}
+		return bson.D{{Key: "$set", Value: set}, {Key: "$unset", Value: bson.D{{Key: "score", Value: ""}}}},
+			person.PersonCreated, person.PersonData{CPF: p.CPF, Details: p.Details}, nil
+	})
+}
+
+// Update replaces a person's details.
+func (s *Store) Update(ctx context.Context, cpf person.CPF, det person.Details) (int64, error) {
+	return s.change(ctx, cpf, false, func(cur doc, next int64) (bson.D, string, any, error) {
+		set := bson.D{{Key: "name", Value: det.Name}, {Key: "address", Value: det.Address}, {Key: "date_of_birth", Value: det.DateOfBirth}}
+		return bson.D{{Key: "$set", Value: set}}, person.PersonUpdated, person.PersonData{CPF: cpf, Details: det}, nil
+	})
+}
+
+// Delete removes a person and all its items; the document stays as a
+// tombstone that keeps the version history.
+func (s *Store) Delete(ctx context.Context, cpf person.CPF) (int64, error) {
+	return s.change(ctx, cpf, false, func(cur doc, next int64) (bson.D, string, any, error) {
+		set := bson.D{{Key: "deleted", Value: true}, {Key: "items", Value: bson.D{}}, {Key: "name", Value: ""},
+			{Key: "address", Value: ""}, {Key: "date_of_birth", Value: ""}}
+		return bson.D{{Key: "$set", Value: set}, {Key: "$unset", Value: bson.D{{Key: "score", Value: ""}}}},
+			person.PersonDeleted, person.DeletedData{CPF: cpf}, nil
+	})
+}
+
+// AddItem records an income, asset or debt and returns it with its id.
+func (s *Store) AddItem(ctx context.Context, cpf person.CPF, kind person.Kind, in person.NewItem) (person.Item, error) {
+	var it person.Item
+	_, err := s.change(ctx, cpf, false, func(cur doc, next int64) (bson.D, string, any, error) {
+		it = person.Item{ID: uuid.Must(uuid.NewV7()).String(), Kind: kind, Type: in.Type, Value: in.Value,
+			Version: next, CreatedAt: time.Now().UTC()}
+		data := person.ItemData{CPF: cpf, ID: it.ID, Kind: kind, Type: it.Type, Value: it.Value, ValueCents: int64(it.Value)}
+		return bson.D{{Key: "$set", Value: bson.D{{Key: "items." + it.ID, Value: it}}}}, person.ItemEventType(kind, true), data, nil
+	})
+	return it, err
+}
+
+// DeleteItem removes one item of the given kind.
+func (s *Store) DeleteItem(ctx context.Context, cpf person.CPF, kind person.Kind, id string) (int64, error) {
+	return s.change(ctx, cpf, false, func(cur doc, next int64) (bson.D, string, any, error) {
+		it, ok := cur.Items[id]
+		if !ok || it.Kind != kind {
+			return nil, "", nil, person.ErrItemMissing
+		}
+		data := person.ItemData{CPF: cpf, ID: id, Kind: kind}
+		return bson.D{{Key: "$unset", Value: bson.D{{Key: "items." + id, Value: ""}}}}, person.ItemEventType(kind, false), data, nil
+	})
+}
+
+// change applies one versioned change: it reads the person, lets build describe
+// the update and its event for version cur+1, and writes both with a
+// compare-and-swap on the version, retrying when a concurrent change won.
+func (s *Store) change(ctx context.Context, cpf person.CPF, allowDeleted bool,
+	build func(cur doc, next int64) (update bson.D, typ string, data any, err error)) (int64, error) {
+	for range maxCASAttempts {
+		cur, err := s.load(ctx, cpf)
+		if err != nil {
+			return 0, err
+		}
+		if cur.Deleted && !allowDeleted {
+			return 0, person.ErrNotFound
+		}
+		next := cur.Version + 1
+		update, typ, data, err := build(cur, next)
+		if err != nil {
+			return 0, err
+		}
+		ev, err := newEvent(ctx, typ, cpf, next, data)
+		if err != nil {
+			return 0, err
+		}
+		update = setFields(update, bson.E{Key: "version", Value: next}, bson.E{Key: "updated_at", Value: time.Now().UTC()})
+		filter := bson.D{{Key: "_id", Value: cpf}, {Key: "version", Value: cur.Version}}
+		res, err := s.coll.UpdateOne(ctx, filter, outbox.With(update, ev))
+		if err != nil {
+			return 0, unavailable(err)
+		}
+		if res.MatchedCount == 1 {
+			s.outbox.Notify(cpf, ev)
+			return next, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return 0, unavailable(err)
+		}
+	}
+	return 0, fmt.Errorf("%w: too much contention on cpf %s", person.ErrUnavailable, cpf)
+}
+
+// setFields adds fields to the update's $set, creating it if needed.
+func setFields(update bson.D, fields ...bson.E) bson.D {
+	for i, op := range update {
+		if op.Key == "$set" {
+			update[i].Value = append(op.Value.(bson.D), fields...)
+			return update
+		}
+	}
+	return append(update, bson.E{Key: "$set", Value: bson.D(fields)})
+}
+
+// SetScore stores the latest score replicated from the score service; an
+// older or repeated score.changed (by its version) changes nothing.
+func (s *Store) SetScore(ctx context.Context, cpf person.CPF, value, version int64, at time.Time) error {
+	filter := bson.D{{Key: "_id", Value: cpf}, {Key: "deleted", Value: false}, {Key: "score_version", Value: bson.D{{Key: "$lt", Value: version}}}}
+	update := bson.D{{Key: "$set", Value: bson.D{
+		{Key: "score", Value: person.Score{Value: value, Version: version, UpdatedAt: at}},
+		{Key: "score_version", Value: version},
+	}}}
+	if _, err := s.coll.UpdateOne(ctx, filter, update); err != nil {
+		return unavailable(err)
+	}
+	return nil
+}
+
+// PublishSnapshots appends a person.snapshot event with the current state of
+// every person (deleted ones too) to its outbox, for a replica to rebuild from.
+// It returns how many snapshots were queued.
+func (s *Store) PublishSnapshots(ctx context.Context, progress func(n int)) (int, error) {
+	cur, err := s.coll.Find(ctx, bson.D{}, options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}}).SetSort(bson.D{{Key: "_id", Value: 1}}))
+	if err != nil {
+		return 0, unavailable(err)
+	}
+	var ids []struct {
+		CPF person.CPF `bson:"_id"`
+	}
+	if err := cur.All(ctx, &ids); err != nil {
+		return 0, unavailable(err)
+	}
+	n := 0
+	for _, id := range ids {
+		if err := s.snapshot(ctx, id.CPF); err != nil {
+			return n, err
+		}
+		n++
+		if progress != nil {
+			progress(n)
+		}
+	}
+	return n, nil
+}
+
+func (s *Store) snapshot(ctx context.Context, cpf person.CPF) error {
+	for range maxCASAttempts {
+		cur, err := s.load(ctx, cpf)
+		if err != nil {
+			return err
+		}
+		data := person.SnapshotData{CPF: cpf, Deleted: cur.Deleted, Items: []person.ItemData{}}
+		if !cur.Deleted {
+			det := cur.Details
+			data.Person = &det
+			for _, it := range cur.Items {
+				data.Items = append(data.Items, person.ItemData{CPF: cpf, ID: it.ID, Kind: it.Kind, Type: it.Type, Value: it.Value, ValueCents: int64(it.Value), Version: it.Version})
+			}
+			slices.SortFunc(data.Items, func(a, b person.ItemData) int {
+				return int(cur.Items[a.ID].Version - cur.Items[b.ID].Version)
+			})
+		}
+		ev, err := newEvent(ctx, person.PersonSnapshot, cpf, cur.Version, data)
+		if err != nil {
+			return err
+		}
+		ev.ID = uuid.NewString()
+		filter := bson.D{{Key: "_id", Value: cpf}, {Key: "version", Value: cur.Version}}
+		res, err := s.coll.UpdateOne(ctx, filter, outbox.With(bson.D{}, ev))
+		if err != nil {
+			return unavailable(err)
+		}
+		if res.MatchedCount == 1 {
+			s.outbox.Notify(cpf, ev)
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: too much contention on cpf %s", person.ErrUnavailable, cpf)
+}
+
+// Ping checks that the store answers.
+func (s *Store) Ping(ctx context.Context) error {
+	return s.coll.Database().Client().Ping(ctx, nil)
+}

@@ -1,0 +1,21 @@
+// Package personevents subscribes score to person's events.
+package personevents
+
+import (
+	"context"
+
+	"github.com/personscore/eventbus"
+	"github.com/personscore/score"
+)
+
+// Store is what the handlers need (mongodb.Store).
+type Store interface {
+	Apply(ctx context.Context, ev eventbus.Event) error
+}
+
+// Register subscribes c to every event type the read model understands.
+func Register(c *eventbus.Consumer, store Store) {
+	for _, typ := range score.EventTypes() {
+		c.Handle(typ, store.Apply)
+	}
+}
