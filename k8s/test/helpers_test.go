@@ -65,13 +65,13 @@ func profiles(chartName string) []profile {
 // CRD-backed API groups the charts may emit (installed from their Go modules in the
 // API-server test). Anything else must be a built-in type.
 var customKinds = map[schema.GroupVersionKind]bool{
-	{Group: "rabbitmq.com", Version: "v1beta1", Kind: "RabbitmqCluster"}:                  true,
-	{Group: "rabbitmq.com", Version: "v1beta1", Kind: "User"}:                             true,
-	{Group: "rabbitmq.com", Version: "v1beta1", Kind: "Permission"}:                       true,
-	{Group: "keda.sh", Version: "v1alpha1", Kind: "ScaledObject"}:                         true,
-	{Group: "keda.sh", Version: "v1alpha1", Kind: "TriggerAuthentication"}:                true,
-	{Group: "monitoring.coreos.com", Version: "v1", Kind: "ServiceMonitor"}:               true,
-	{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "HTTPRoute"}:                true,
+	{Group: "rabbitmq.com", Version: "v1beta1", Kind: "RabbitmqCluster"}:    true,
+	{Group: "rabbitmq.com", Version: "v1beta1", Kind: "User"}:               true,
+	{Group: "rabbitmq.com", Version: "v1beta1", Kind: "Permission"}:         true,
+	{Group: "keda.sh", Version: "v1alpha1", Kind: "ScaledObject"}:           true,
+	{Group: "keda.sh", Version: "v1alpha1", Kind: "TriggerAuthentication"}:  true,
+	{Group: "monitoring.coreos.com", Version: "v1", Kind: "ServiceMonitor"}: true,
+	{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "HTTPRoute"}:  true,
 }
 
 // loadChart loads a chart from charts/ with the Helm SDK and drops its declared

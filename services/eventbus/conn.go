@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -17,6 +19,10 @@ import (
 // ErrNotConnected is returned at once by operations that need the broker while
 // the connection is down; callers fail fast instead of queueing in memory.
 var ErrNotConnected = errors.New("eventbus: not connected to the broker")
+
+// ErrBlocked is returned at once by a publish while the broker has blocked the
+// connection (a memory or disk alarm); it wraps ErrNotConnected.
+var ErrBlocked = fmt.Errorf("%w: broker blocked the connection (resource alarm)", ErrNotConnected)
 
 // ConnConfig says where the broker is and how to reach it.
 type ConnConfig struct {
@@ -54,7 +60,8 @@ type Conn struct {
 
 	mu      sync.Mutex
 	current *amqp.Connection
-	ready   chan struct{} // closed while current is usable
+	ready   chan struct{}          // closed while current is usable
+	blocked atomic.Pointer[string] // reason, while the broker blocks publishing
 }
 
 // Open starts connecting in the background and keeps the connection up until
@@ -77,6 +84,15 @@ func (c *Conn) Connected() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.current != nil && !c.current.IsClosed()
+}
+
+// Blocked reports whether the broker has blocked the connection (it does so
+// during a memory or disk alarm), and why.
+func (c *Conn) Blocked() (string, bool) {
+	if r := c.blocked.Load(); r != nil {
+		return *r, true
+	}
+	return "", false
 }
 
 // WaitConnected blocks until the connection is up or ctx ends.
@@ -113,39 +129,48 @@ func (c *Conn) Close() error {
 
 func (c *Conn) run() {
 	defer close(c.done)
-	backoff := 100 * time.Millisecond
-	next := 0
+	if len(c.cfg.URLs) == 0 {
+		c.log.Error("no broker URL configured")
+		return
+	}
+	const minBackoff = 100 * time.Millisecond
+	backoff := minBackoff
+	next, failed := 0, 0
 	for c.ctx.Err() == nil {
-		if len(c.cfg.URLs) == 0 {
-			c.log.Error("no broker URL configured")
-			return
-		}
 		raw := c.cfg.URLs[next%len(c.cfg.URLs)]
-		next++
 		conn, err := c.dial(raw)
 		if err != nil {
-			c.log.Warn("broker connection failed", zap.String("broker", redact(raw)), zap.Error(err), zap.Duration("retry_in", backoff))
-			select {
-			case <-time.After(backoff + rand.N(backoff/2+1)):
-			case <-c.ctx.Done():
+			next++
+			failed++
+			if failed < len(c.cfg.URLs) {
+				// Try the other nodes of the cluster before backing off.
+				c.log.Warn("broker connection failed, trying the next node", zap.String("broker", redact(raw)), zap.Error(err))
+				continue
+			}
+			failed = 0
+			wait := backoff + rand.N(backoff/2+1)
+			c.log.Warn("broker connection failed", zap.String("broker", redact(raw)), zap.Error(err), zap.Duration("retry_in", wait))
+			if !c.sleep(wait) {
 				return
 			}
 			backoff = min(backoff*2, c.cfg.MaxBackoff)
 			continue
 		}
-		backoff = 100 * time.Millisecond
-		next-- // stay on the node that answered, move on only when it fails
+		failed = 0
 		closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+		go c.watchBlocked(conn.NotifyBlocked(make(chan amqp.Blocking, 4)))
 		c.mu.Lock()
 		c.current = conn
 		close(c.ready)
 		c.mu.Unlock()
 		c.log.Info("broker connected", zap.String("broker", redact(raw)))
+		since := time.Now()
 
+		lost := false
 		select {
 		case err := <-closed:
 			c.log.Warn("broker connection lost", zap.String("broker", redact(raw)), zap.Any("reason", err))
-			next++
+			lost = true
 		case <-c.ctx.Done():
 			_ = conn.Close()
 		}
@@ -153,6 +178,47 @@ func (c *Conn) run() {
 		c.current = nil
 		c.ready = make(chan struct{})
 		c.mu.Unlock()
+		c.blocked.Store(nil)
+		if !lost {
+			return
+		}
+		// Move on to the next node. A connection that lived long was healthy:
+		// reconnect at once; one that died young backs off like a failed dial.
+		next++
+		if time.Since(since) > 10*c.cfg.MaxBackoff {
+			backoff = minBackoff
+			continue
+		}
+		if !c.sleep(backoff + rand.N(backoff/2+1)) {
+			return
+		}
+		backoff = min(backoff*2, c.cfg.MaxBackoff)
+	}
+}
+
+// sleep waits d unless the Conn is closed first (false).
+func (c *Conn) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.ctx.Done():
+		return false
+	}
+}
+
+// watchBlocked follows connection.blocked/unblocked until the connection closes.
+func (c *Conn) watchBlocked(ch <-chan amqp.Blocking) {
+	for b := range ch {
+		if b.Active {
+			reason := b.Reason
+			c.blocked.Store(&reason)
+			c.log.Warn("broker blocked publishing on this connection", zap.String("reason", reason))
+		} else {
+			c.blocked.Store(nil)
+			c.log.Info("broker unblocked the connection")
+		}
 	}
 }
 
@@ -162,11 +228,16 @@ func (c *Conn) dial(raw string) (*amqp.Connection, error) {
 		props.SetClientConnectionName(c.cfg.Name)
 	}
 	cfg := amqp.Config{
-		Heartbeat:       10 * time.Second,
-		Locale:          "en_US",
-		Properties:      props,
-		TLSClientConfig: c.cfg.TLS,
-		Dial:            amqp.DefaultDial(5 * time.Second),
+		Heartbeat:  10 * time.Second,
+		Locale:     "en_US",
+		Properties: props,
+		Dial:       amqp.DefaultDial(5 * time.Second),
+	}
+	if c.cfg.TLS != nil {
+		// amqp091 writes the URL's host into an empty ServerName of the config
+		// it is given; a shared config would then verify every later node
+		// against the first node's name.
+		cfg.TLSClientConfig = c.cfg.TLS.Clone()
 	}
 	return amqp.DialConfig(raw, cfg)
 }

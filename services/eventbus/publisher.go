@@ -6,10 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
-	"go.opentelemetry.io/otel/propagation"
 	"go.uber.org/zap"
 )
 
@@ -24,25 +25,38 @@ var (
 type PublisherConfig struct {
 	Exchange string // default DefaultExchange
 	// Window is how many publishes may wait for their confirm at once (default 2048).
-	Window  int
-	Logger  *zap.Logger
-	Metrics *Metrics // default DefaultMetrics()
+	Window int
+	// Channels is how many confirm-mode channels the publisher keeps open
+	// (default 1). A channel is only ever written by one goroutine at a time;
+	// concurrent Publish calls spread over the channels.
+	Channels int
+	Logger   *zap.Logger
+	Metrics  *Metrics // default DefaultMetrics()
 }
 
 // Publisher sends events with publisher confirms and the mandatory flag. Many
-// goroutines may call Publish at once: frames go out one at a time on the
-// publisher's own channel and the confirms are awaited concurrently, so the
-// broker sees a pipelined window instead of one message per round trip.
+// goroutines may call Publish at once: each call writes its frames on one of
+// the publisher's channels, which no other goroutine writes meanwhile, and then
+// waits for its confirms without holding the channel, so the broker sees a
+// pipelined window instead of one message per round trip.
 type Publisher struct {
 	conn   *Conn
 	cfg    PublisherConfig
 	window chan struct{}
+	slots  []*pubSlot
+	next   atomic.Uint32
 	cancel context.CancelFunc
-	done   chan struct{}
+	wg     sync.WaitGroup
+	types  sync.Map // event type -> *pubTypeMetrics
+}
 
-	mu    sync.Mutex // serialises frames on ch and guards it
+// pubSlot is one channel of the publisher, reopened after every failure.
+type pubSlot struct {
+	write sync.Mutex // held while a goroutine writes frames on the channel
+
+	mu    sync.Mutex // guards ch and ready
 	ch    *pubChannel
-	ready chan struct{}
+	ready chan struct{} // closed while ch is usable
 }
 
 type pubChannel struct {
@@ -52,13 +66,21 @@ type pubChannel struct {
 	returned map[string]string // message id -> broker's reply text
 }
 
-// NewPublisher opens a confirm-mode channel on conn and keeps it open across reconnects.
+type pubTypeMetrics struct {
+	published, confirmed, returned prometheus.Counter
+}
+
+// NewPublisher opens confirm-mode channels on conn and keeps them open across
+// reconnects; on every (re)open it declares the exchange.
 func NewPublisher(conn *Conn, cfg PublisherConfig) *Publisher {
 	if cfg.Exchange == "" {
 		cfg.Exchange = DefaultExchange
 	}
 	if cfg.Window <= 0 {
 		cfg.Window = 2048
+	}
+	if cfg.Channels <= 0 {
+		cfg.Channels = 1
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = conn.log
@@ -67,27 +89,46 @@ func NewPublisher(conn *Conn, cfg PublisherConfig) *Publisher {
 		cfg.Metrics = DefaultMetrics()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Publisher{conn: conn, cfg: cfg, window: make(chan struct{}, cfg.Window), cancel: cancel,
-		done: make(chan struct{}), ready: make(chan struct{})}
-	go p.run(ctx)
+	p := &Publisher{conn: conn, cfg: cfg, window: make(chan struct{}, cfg.Window), cancel: cancel}
+	for range cfg.Channels {
+		s := &pubSlot{ready: make(chan struct{})}
+		p.slots = append(p.slots, s)
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.run(ctx, s)
+		}()
+	}
 	return p
 }
 
 // Ready reports whether a publish could be sent now.
 func (p *Publisher) Ready() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.ch != nil
+	if _, blocked := p.conn.Blocked(); blocked {
+		return false
+	}
+	for _, s := range p.slots {
+		if s.current() != nil {
+			return true
+		}
+	}
+	return false
 }
 
-// WaitReady blocks until the publisher's channel is open or ctx ends.
+// WaitReady blocks until one of the publisher's channels is open or ctx ends.
 func (p *Publisher) WaitReady(ctx context.Context) error {
 	for {
-		p.mu.Lock()
-		ready, ok := p.ready, p.ch != nil
-		p.mu.Unlock()
-		if ok {
-			return nil
+		var ready chan struct{}
+		for _, s := range p.slots {
+			s.mu.Lock()
+			ok := s.ch != nil
+			if ready == nil {
+				ready = s.ready
+			}
+			s.mu.Unlock()
+			if ok {
+				return nil
+			}
 		}
 		select {
 		case <-ready:
@@ -100,25 +141,27 @@ func (p *Publisher) WaitReady(ctx context.Context) error {
 // Close stops the publisher; publishes still waiting for confirms fail.
 func (p *Publisher) Close() error {
 	p.cancel()
-	<-p.done
+	p.wg.Wait()
 	return nil
 }
 
 // Publish sends events to the exchange, routed by their type, and returns once
-// the broker has confirmed every one of them (nil) or one failed. It fails fast
-// with ErrNotConnected while the broker is unreachable.
+// the broker has confirmed every one of them (nil) or one failed. The events
+// of one call go out in order on one channel. It fails fast with
+// ErrNotConnected while the broker is unreachable; ctx bounds the wait for
+// confirms.
 func (p *Publisher) Publish(ctx context.Context, events ...Event) error {
+	if len(events) == 0 {
+		return nil
+	}
 	msgs := make([]outgoing, len(events))
 	for i, ev := range events {
+		if err := ev.Validate(); err != nil {
+			return fmt.Errorf("eventbus: refusing to publish event %q: %w", ev.ID, err)
+		}
 		body, err := json.Marshal(ev)
 		if err != nil {
 			return fmt.Errorf("eventbus: encode event %s: %w", ev.ID, err)
-		}
-		headers := amqp.Table{}
-		if ev.TraceParent != "" {
-			headers["traceparent"] = ev.TraceParent
-		} else {
-			propagation.TraceContext{}.Inject(ctx, tableCarrier(headers))
 		}
 		msgs[i] = outgoing{exchange: p.cfg.Exchange, key: ev.Type, msg: amqp.Publishing{
 			ContentType:  ContentType,
@@ -127,7 +170,7 @@ func (p *Publisher) Publish(ctx context.Context, events ...Event) error {
 			Type:         ev.Type,
 			Timestamp:    ev.Time,
 			AppId:        ev.Source,
-			Headers:      headers,
+			Headers:      traceHeaders(ctx, ev),
 			Body:         body,
 		}}
 	}
@@ -139,7 +182,39 @@ type outgoing struct {
 	msg           amqp.Publishing
 }
 
+func (p *Publisher) typeMetrics(typ string) *pubTypeMetrics {
+	if m, ok := p.types.Load(typ); ok {
+		return m.(*pubTypeMetrics)
+	}
+	m := &pubTypeMetrics{
+		published: p.cfg.Metrics.Published.WithLabelValues(typ),
+		confirmed: p.cfg.Metrics.Confirmed.WithLabelValues(typ),
+		returned:  p.cfg.Metrics.Returned.WithLabelValues(typ),
+	}
+	actual, _ := p.types.LoadOrStore(typ, m)
+	return actual.(*pubTypeMetrics)
+}
+
+// send publishes msgs in order and waits for their confirms. A batch larger
+// than the window goes out in window-sized chunks.
 func (p *Publisher) send(ctx context.Context, msgs []outgoing) error {
+	for len(msgs) > 0 {
+		n := min(len(msgs), p.cfg.Window)
+		if err := p.sendChunk(ctx, msgs[:n]); err != nil {
+			return err
+		}
+		msgs = msgs[n:]
+	}
+	return nil
+}
+
+func (p *Publisher) sendChunk(ctx context.Context, msgs []outgoing) error {
+	if reason, blocked := p.conn.Blocked(); blocked {
+		return fmt.Errorf("%w: %s", ErrBlocked, reason)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	taken := 0
 	defer func() {
 		for ; taken > 0; taken-- {
@@ -155,39 +230,116 @@ func (p *Publisher) send(ctx context.Context, msgs []outgoing) error {
 		}
 	}
 
-	p.mu.Lock()
-	pc := p.ch
+	s := p.pickSlot()
+	pc := s.current()
 	if pc == nil {
-		p.mu.Unlock()
+		s.write.Unlock()
 		return ErrNotConnected
 	}
+	pc.forget(msgs)
 	confirms := make([]*amqp.DeferredConfirmation, len(msgs))
-	for i, m := range msgs {
-		dc, err := pc.ch.PublishWithDeferredConfirmWithContext(ctx, m.exchange, m.key, true, false, m.msg)
+	for i := range msgs {
+		m := &msgs[i]
+		dc, err := pc.ch.PublishWithDeferredConfirm(m.exchange, m.key, true, false, m.msg)
 		if err != nil {
-			p.mu.Unlock()
+			s.write.Unlock()
+			if errors.Is(err, amqp.ErrClosed) {
+				err = fmt.Errorf("%w: %v", ErrNotConnected, err)
+			}
 			return fmt.Errorf("eventbus: publish %s: %w", m.msg.Type, err)
 		}
 		confirms[i] = dc
-		p.cfg.Metrics.Published.WithLabelValues(m.msg.Type).Inc()
+		p.typeMetrics(m.msg.Type).published.Inc()
 	}
-	p.mu.Unlock()
+	s.write.Unlock()
 
+	var first error
 	for i, dc := range confirms {
+		m := &msgs[i]
+		tm := p.typeMetrics(m.msg.Type)
 		acked, err := dc.WaitContext(ctx)
 		if err != nil {
 			return err
 		}
 		if !acked {
-			return fmt.Errorf("%w: %s %s", ErrNacked, msgs[i].msg.Type, msgs[i].msg.MessageId)
+			if first == nil {
+				first = fmt.Errorf("%w: %s %s", ErrNacked, m.msg.Type, m.msg.MessageId)
+			}
+			continue
 		}
-		if reason, returned := pc.takeReturn(msgs[i].msg.MessageId); returned {
-			p.cfg.Metrics.Returned.WithLabelValues(msgs[i].msg.Type).Inc()
-			return fmt.Errorf("%w: %s %s to %q: %s", ErrUnroutable, msgs[i].msg.Type, msgs[i].msg.MessageId, msgs[i].key, reason)
+		if reason, returned := pc.takeReturn(m.msg.MessageId); returned {
+			tm.returned.Inc()
+			if first == nil {
+				first = fmt.Errorf("%w: %s %s to %q: %s", ErrUnroutable, m.msg.Type, m.msg.MessageId, m.key, reason)
+			}
+			continue
 		}
-		p.cfg.Metrics.Confirmed.WithLabelValues(msgs[i].msg.Type).Inc()
+		tm.confirmed.Inc()
 	}
-	return nil
+	return first
+}
+
+// pickSlot returns a slot whose write lock the caller now holds: a free one if
+// any, else the next in turn.
+func (p *Publisher) pickSlot() *pubSlot {
+	n := uint32(len(p.slots))
+	if n == 1 {
+		p.slots[0].write.Lock()
+		return p.slots[0]
+	}
+	start := p.next.Add(1)
+	for i := range n {
+		s := p.slots[(start+i)%n]
+		if s.current() != nil && s.write.TryLock() {
+			return s
+		}
+	}
+	for i := range n {
+		s := p.slots[(start+i)%n]
+		if s.current() != nil {
+			s.write.Lock()
+			return s
+		}
+	}
+	s := p.slots[start%n]
+	s.write.Lock()
+	return s
+}
+
+func (s *pubSlot) current() *pubChannel {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ch
+}
+
+// drainLocked moves returns waiting in the notification channel into the map.
+func (pc *pubChannel) drainLocked() {
+	for {
+		select {
+		case r, ok := <-pc.returns:
+			if !ok {
+				return
+			}
+			pc.returned[r.MessageId] = r.ReplyText
+		default:
+			return
+		}
+	}
+}
+
+// forget drops returns recorded for earlier publishes of the same ids (a
+// caller that gave up waiting never took them), so they cannot be mistaken
+// for returns of these publishes.
+func (pc *pubChannel) forget(msgs []outgoing) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	pc.drainLocked()
+	if len(pc.returned) == 0 {
+		return
+	}
+	for i := range msgs {
+		delete(pc.returned, msgs[i].msg.MessageId)
+	}
 }
 
 // takeReturn reports whether the broker returned message id. The broker sends
@@ -197,25 +349,17 @@ func (p *Publisher) send(ctx context.Context, msgs []outgoing) error {
 func (pc *pubChannel) takeReturn(id string) (string, bool) {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
-drain:
-	for {
-		select {
-		case r, ok := <-pc.returns:
-			if !ok {
-				break drain
-			}
-			pc.returned[r.MessageId] = r.ReplyText
-		default:
-			break drain
-		}
-	}
+	pc.drainLocked()
 	reason, found := pc.returned[id]
-	delete(pc.returned, id)
+	if found {
+		delete(pc.returned, id)
+	}
 	return reason, found
 }
 
-func (p *Publisher) run(ctx context.Context) {
-	defer close(p.done)
+// run keeps one slot's channel open until ctx ends.
+func (p *Publisher) run(ctx context.Context, s *pubSlot) {
+	backoff := 100 * time.Millisecond
 	for {
 		conn, err := p.conn.await(ctx)
 		if err != nil {
@@ -223,27 +367,32 @@ func (p *Publisher) run(ctx context.Context) {
 		}
 		pc, closed, err := p.open(conn)
 		if err != nil {
-			p.cfg.Logger.Warn("publisher channel failed", zap.Error(err))
+			p.cfg.Logger.Warn("publisher channel failed", zap.Error(err), zap.Duration("retry_in", backoff))
 			select {
-			case <-time.After(200 * time.Millisecond):
+			case <-time.After(backoff):
+				backoff = min(2*backoff, 5*time.Second)
 				continue
 			case <-ctx.Done():
 				return
 			}
 		}
-		p.mu.Lock()
-		p.ch = pc
-		close(p.ready)
-		p.mu.Unlock()
+		backoff = 100 * time.Millisecond
+		s.mu.Lock()
+		s.ch = pc
+		close(s.ready)
+		s.mu.Unlock()
 
 		select {
-		case <-closed:
+		case err := <-closed:
+			if err != nil {
+				p.cfg.Logger.Warn("publisher channel closed", zap.Error(err))
+			}
 		case <-ctx.Done():
 		}
-		p.mu.Lock()
-		p.ch = nil
-		p.ready = make(chan struct{})
-		p.mu.Unlock()
+		s.mu.Lock()
+		s.ch = nil
+		s.ready = make(chan struct{})
+		s.mu.Unlock()
 		_ = pc.ch.Close()
 		if ctx.Err() != nil {
 			return
@@ -266,25 +415,8 @@ func (p *Publisher) open(conn *amqp.Connection) (*pubChannel, chan *amqp.Error, 
 			return nil, nil, err
 		}
 	}
-	pc := &pubChannel{ch: ch, returns: ch.NotifyReturn(make(chan amqp.Return, 4096)), returned: map[string]string{}}
+	// The return buffer exceeds the window, so the client's reader never waits on it.
+	pc := &pubChannel{ch: ch, returns: ch.NotifyReturn(make(chan amqp.Return, p.cfg.Window+64)), returned: map[string]string{}}
 	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
 	return pc, closed, nil
-}
-
-// tableCarrier lets OpenTelemetry propagators write AMQP headers.
-type tableCarrier amqp.Table
-
-func (t tableCarrier) Get(key string) string {
-	if v, ok := t[key].(string); ok {
-		return v
-	}
-	return ""
-}
-func (t tableCarrier) Set(key, value string) { t[key] = value }
-func (t tableCarrier) Keys() []string {
-	keys := make([]string, 0, len(t))
-	for k := range t {
-		keys = append(keys, k)
-	}
-	return keys
 }

@@ -10,6 +10,8 @@ require (
 	go.uber.org/zap v1.28.0
 )
 
+require github.com/getkin/kin-openapi v0.153.0 // indirect
+
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/bytedance/gopkg v0.1.3 // indirect
@@ -37,6 +39,7 @@ require (
 	github.com/modern-go/reflect2 v1.0.2 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/pelletier/go-toml/v2 v2.2.4 // indirect
+	github.com/personscore/localmongo v0.0.0
 	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
@@ -64,3 +67,5 @@ require (
 )
 
 replace github.com/personscore/eventbus => ../eventbus
+
+replace github.com/personscore/localmongo => ../localmongo

@@ -194,9 +194,11 @@ func Apply(d *Document, ev eventbus.Event) (bool, error) {
 }
 
 // applySnapshot makes d the state at version v while keeping every part that
-// came from a version above v.
+// came from a version above v. A snapshot behaves like a write of the whole
+// person at version v: it loses against a later create, update or delete that
+// is already applied, exactly as those events lose against each other.
 func applySnapshot(d *Document, v int64, s snapshotData) {
-	if d.PersonVersion <= v {
+	if v >= d.PersonVersion && v >= d.DeletedVersion {
 		d.Person, d.PersonVersion = nil, v
 		if !s.Deleted && s.Person != nil {
 			p := *s.Person
@@ -208,17 +210,23 @@ func applySnapshot(d *Document, v int64, s snapshotData) {
 	}
 	maps.DeleteFunc(d.Items, func(_ string, it Item) bool { return it.Version <= v })
 	maps.DeleteFunc(d.Removed, func(_ string, rv int64) bool { return rv <= v })
-	if !s.Deleted {
-		for _, it := range s.Items {
-			if _, gone := d.Removed[it.ID]; gone || it.ValueCents <= 0 {
-				continue
-			}
-			ver := it.Version
-			if ver <= 0 || ver > v {
-				ver = v
-			}
-			d.Items[it.ID] = Item{Kind: it.Kind, Type: it.Type, ValueCents: it.ValueCents, Points: Points(it.Kind, it.ValueCents), Version: ver}
+	if s.Deleted {
+		return
+	}
+	for _, it := range s.Items {
+		ver := it.Version
+		if ver <= 0 || ver > v {
+			ver = v
 		}
+		if _, gone := d.Removed[it.ID]; gone || it.ValueCents <= 0 || it.ID == "" {
+			continue
+		}
+		if ver < d.DeletedVersion {
+			// A person.deleted above v, already applied, removed every item
+			// older than itself; the snapshot must not bring them back.
+			continue
+		}
+		d.Items[it.ID] = Item{Kind: it.Kind, Type: it.Type, ValueCents: it.ValueCents, Points: Points(it.Kind, it.ValueCents), Version: ver}
 	}
 }
 

@@ -27,16 +27,36 @@ type Store interface {
 	Get(ctx context.Context, cpf person.CPF) (person.Person, []person.Item, error)
 }
 
+// Config is what the API is built from.
+type Config struct {
+	Store  Store
+	Logger *zap.Logger
+	// CanWrite, when set, is asked before every change: an error answers 503
+	// and nothing is written. The service uses it to refuse writes while the
+	// broker is unreachable, so that a 2xx always means "stored, and its event
+	// is on its way" rather than "stored, event parked for who knows how long".
+	CanWrite func(ctx context.Context) error
+	// Timeout bounds the store work of one request (default 5s).
+	Timeout time.Duration
+}
+
 // API serves person's routes.
 type API struct {
-	store   Store
-	log     *zap.Logger
-	timeout time.Duration
+	store    Store
+	log      *zap.Logger
+	canWrite func(ctx context.Context) error
+	timeout  time.Duration
 }
 
 // Register adds person's routes to r.
-func Register(r *gin.Engine, store Store, log *zap.Logger) {
-	a := &API{store: store, log: log, timeout: 5 * time.Second}
+func Register(r *gin.Engine, cfg Config) {
+	a := &API{store: cfg.Store, log: cfg.Logger, canWrite: cfg.CanWrite, timeout: cfg.Timeout}
+	if a.log == nil {
+		a.log = zap.NewNop()
+	}
+	if a.timeout <= 0 {
+		a.timeout = 5 * time.Second
+	}
 	r.POST("/person", a.createPerson)
 	r.GET("/person/:cpf", a.getPerson)
 	r.PUT("/person/:cpf", a.updatePerson)
@@ -50,6 +70,20 @@ func Register(r *gin.Engine, store Store, log *zap.Logger) {
 
 func (a *API) ctx(c *gin.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(c.Request.Context(), a.timeout)
+}
+
+// writable answers 503 (and reports false) when changes are refused now.
+func (a *API) writable(ctx context.Context, c *gin.Context) bool {
+	if a.canWrite == nil {
+		return true
+	}
+	if err := a.canWrite(ctx); err != nil {
+		service.Log(c.Request.Context(), a.log).Warn("write refused", zap.Error(err))
+		c.Header("Retry-After", "1")
+		service.WriteProblem(c, http.StatusServiceUnavailable, "event broker unavailable, nothing was written; retry later")
+		return false
+	}
+	return true
 }
 
 func (a *API) body(c *gin.Context) ([]byte, bool) {
@@ -114,6 +148,9 @@ func (a *API) createPerson(c *gin.Context) {
 	}
 	ctx, cancel := a.ctx(c)
 	defer cancel()
+	if !a.writable(ctx, c) {
+		return
+	}
 	v, err := a.store.Create(ctx, p)
 	if err != nil {
 		a.fail(c, err)
@@ -139,6 +176,9 @@ func (a *API) updatePerson(c *gin.Context) {
 	}
 	ctx, cancel := a.ctx(c)
 	defer cancel()
+	if !a.writable(ctx, c) {
+		return
+	}
 	v, err := a.store.Update(ctx, cpf, d)
 	if err != nil {
 		a.fail(c, err)
@@ -154,6 +194,9 @@ func (a *API) deletePerson(c *gin.Context) {
 	}
 	ctx, cancel := a.ctx(c)
 	defer cancel()
+	if !a.writable(ctx, c) {
+		return
+	}
 	v, err := a.store.Delete(ctx, cpf)
 	if err != nil {
 		a.fail(c, err)
@@ -180,6 +223,9 @@ func (a *API) addItem(kind person.Kind) gin.HandlerFunc {
 		}
 		ctx, cancel := a.ctx(c)
 		defer cancel()
+		if !a.writable(ctx, c) {
+			return
+		}
 		it, err := a.store.AddItem(ctx, cpf, kind, in)
 		if err != nil {
 			a.fail(c, err)
@@ -202,6 +248,9 @@ func (a *API) deleteItem(c *gin.Context) {
 	}
 	ctx, cancel := a.ctx(c)
 	defer cancel()
+	if !a.writable(ctx, c) {
+		return
+	}
 	v, err := a.store.DeleteItem(ctx, cpf, kind, c.Param("id"))
 	if err != nil {
 		a.fail(c, err)

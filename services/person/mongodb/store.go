@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -27,13 +28,15 @@ const Source = "/person"
 const Collection = "persons"
 
 // maxCASAttempts bounds the retries of a change that keeps losing the race
-// against concurrent changes of the same person.
+// against concurrent changes of the same person made by other replicas
+// (changes made through one Store never race: they take turns per cpf).
 const maxCASAttempts = 200
 
 // Store reads and changes persons.
 type Store struct {
 	coll   *mongo.Collection
 	outbox *outbox.Outbox
+	locks  cpfLocks
 }
 
 // New returns a store on db; ob relays the events the store writes.
@@ -96,6 +99,11 @@ func newEvent(ctx context.Context, typ string, cpf person.CPF, version int64, da
 // Create stores a new person; a cpf that was deleted before is created again
 // with its version history continuing, so versions never repeat.
 func (s *Store) Create(ctx context.Context, p person.NewPerson) (int64, error) {
+	unlock, err := s.locks.lock(ctx, p.CPF)
+	if err != nil {
+		return 0, unavailable(err)
+	}
+	defer unlock()
 	now := time.Now().UTC()
 	ev, err := newEvent(ctx, person.PersonCreated, p.CPF, 1, person.PersonData{CPF: p.CPF, Details: p.Details})
 	if err != nil {
@@ -116,7 +124,7 @@ func (s *Store) Create(ctx context.Context, p person.NewPerson) (int64, error) {
 	if !mongo.IsDuplicateKeyError(err) {
 		return 0, unavailable(err)
 	}
-	return s.change(ctx, p.CPF, true, func(cur doc, next int64) (bson.D, string, any, error) {
+	return s.changeLocked(ctx, p.CPF, true, func(cur doc, next int64) (bson.D, string, any, error) {
 		if !cur.Deleted {
 			return nil, "", nil, person.ErrExists
 		}
@@ -171,12 +179,26 @@ func (s *Store) DeleteItem(ctx context.Context, cpf person.CPF, kind person.Kind
 	})
 }
 
+type buildFunc func(cur doc, next int64) (update bson.D, typ string, data any, err error)
+
 // change applies one versioned change: it reads the person, lets build describe
 // the update and its event for version cur+1, and writes both with a
 // compare-and-swap on the version, retrying when a concurrent change won.
-func (s *Store) change(ctx context.Context, cpf person.CPF, allowDeleted bool,
-	build func(cur doc, next int64) (update bson.D, typ string, data any, err error)) (int64, error) {
-	for range maxCASAttempts {
+func (s *Store) change(ctx context.Context, cpf person.CPF, allowDeleted bool, build buildFunc) (int64, error) {
+	unlock, err := s.locks.lock(ctx, cpf)
+	if err != nil {
+		return 0, unavailable(err)
+	}
+	defer unlock()
+	return s.changeLocked(ctx, cpf, allowDeleted, build)
+}
+
+// changeLocked is change for a caller holding cpf's lock.
+func (s *Store) changeLocked(ctx context.Context, cpf person.CPF, allowDeleted bool, build buildFunc) (int64, error) {
+	for attempt := range maxCASAttempts {
+		if err := casBackoff(ctx, attempt); err != nil {
+			return 0, unavailable(err)
+		}
 		cur, err := s.load(ctx, cpf)
 		if err != nil {
 			return 0, err
@@ -203,11 +225,26 @@ func (s *Store) change(ctx context.Context, cpf person.CPF, allowDeleted bool,
 			s.outbox.Notify(cpf, ev)
 			return next, nil
 		}
-		if err := ctx.Err(); err != nil {
-			return 0, unavailable(err)
-		}
 	}
 	return 0, fmt.Errorf("%w: too much contention on cpf %s", person.ErrUnavailable, cpf)
+}
+
+// casBackoff waits before a retry of a lost compare-and-swap: nothing before
+// the first attempt, then a short random pause growing up to about 20ms, so
+// that replicas racing for one person spread out instead of colliding again.
+func casBackoff(ctx context.Context, attempt int) error {
+	if attempt == 0 {
+		return ctx.Err()
+	}
+	limit := time.Duration(min(attempt, 20)) * time.Millisecond
+	t := time.NewTimer(time.Duration(rand.Int64N(int64(limit))) + 100*time.Microsecond)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // setFields adds fields to the update's $set, creating it if needed.
@@ -263,7 +300,15 @@ func (s *Store) PublishSnapshots(ctx context.Context, progress func(n int)) (int
 }
 
 func (s *Store) snapshot(ctx context.Context, cpf person.CPF) error {
-	for range maxCASAttempts {
+	unlock, err := s.locks.lock(ctx, cpf)
+	if err != nil {
+		return unavailable(err)
+	}
+	defer unlock()
+	for attempt := range maxCASAttempts {
+		if err := casBackoff(ctx, attempt); err != nil {
+			return unavailable(err)
+		}
 		cur, err := s.load(ctx, cpf)
 		if err != nil {
 			return err

@@ -20,33 +20,60 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.uber.org/zap"
 )
 
+// config is the common service configuration plus person's own settings.
+type config struct {
+	service.Config
+	personConfig
+}
+
+type personConfig struct {
+	// ConsumerName names person's queues: <name>.queue, <name>.dlq, ...
+	ConsumerName string `env:"CONSUMER_NAME" envDefault:"person"`
+}
+
 func main() {
-	if err := run(); err != nil {
+	var own personConfig
+	common, err := service.LoadConfig(&own)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "person:", err)
+		os.Exit(1)
+	}
+	log, err := service.NewLogger("person", common.LogLevel)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "person:", err)
+		os.Exit(1)
+	}
+	ctx, stop := service.SignalContext()
+	err = run(ctx, config{Config: common, personConfig: own}, log, prometheus.DefaultRegisterer)
+	stop()
+	_ = log.Sync()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "person:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	cfg, err := service.LoadConfig()
-	if err != nil {
-		return err
-	}
+// run serves until ctx ends (SIGTERM), then shuts down within
+// cfg.ShutdownTimeout: it stops accepting and finishes the requests in flight
+// (first half of the deadline), then flushes the outbox so that every write
+// that got a 2xx is published, while the consumer finishes its handlers
+// (second half).
+func run(ctx context.Context, cfg config, log *zap.Logger, reg prometheus.Registerer) error {
 	if cfg.HTTPAddr == "" {
 		cfg.HTTPAddr = ":8080"
 	}
 	if cfg.MongoDatabase == "" {
 		cfg.MongoDatabase = "person"
 	}
-	log, err := service.NewLogger("person", cfg.LogLevel)
-	if err != nil {
-		return err
+	if cfg.ConsumerName == "" {
+		cfg.ConsumerName = "person"
 	}
-	defer log.Sync()
-	ctx, stop := service.SignalContext()
-	defer stop()
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 10 * time.Second
+	}
 
 	client, err := mongo.Connect(options.Client().ApplyURI(cfg.MongoURI).SetServerSelectionTimeout(2 * time.Second).SetTimeout(5 * time.Second))
 	if err != nil {
@@ -61,8 +88,8 @@ func run() error {
 	defer pub.Close()
 	ob := outbox.New(outbox.Config{Collection: mongodb.PersonsCollection(db), Publisher: pub, Logger: log})
 	store := mongodb.New(db, ob)
-	consumer := eventbus.NewConsumer(conn, eventbus.ConsumerConfig{Service: "person", Exchange: cfg.Exchange,
-		Workers: cfg.Workers, ShutdownTimeout: cfg.ShutdownTimeout, Logger: log})
+	consumer := eventbus.NewConsumer(conn, eventbus.ConsumerConfig{Service: cfg.ConsumerName, Exchange: cfg.Exchange,
+		Workers: cfg.Workers, ShutdownTimeout: cfg.ShutdownTimeout / 2, Logger: log})
 	scoreevents.Register(consumer, store)
 
 	ready := func(ctx context.Context) error {
@@ -74,8 +101,15 @@ func run() error {
 		}
 		return nil
 	}
-	router := service.NewRouter(log, service.NewHTTPMetrics(prometheus.DefaultRegisterer), ready)
-	httpapi.Register(router, store, log)
+	// Writes are refused (503, nothing written) while the broker is unreachable.
+	canWrite := func(context.Context) error {
+		if !pub.Ready() {
+			return errors.New("rabbitmq: publisher not connected")
+		}
+		return nil
+	}
+	router := service.NewRouter(log, service.NewHTTPMetrics(reg), ready)
+	httpapi.Register(router, httpapi.Config{Store: store, Logger: log, CanWrite: canWrite})
 	srv := &http.Server{Addr: cfg.HTTPAddr, Handler: router, ReadHeaderTimeout: 5 * time.Second}
 
 	// Shutdown order: stop taking requests and finish those in flight, then flush
@@ -93,4 +127,3 @@ func run() error {
 	log.Info("stopped")
 	return err
 }
-

@@ -1,0 +1,492 @@
+package test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/kube"
+	"helm.sh/helm/v3/pkg/release"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+)
+
+// CRDs installed into the API server, each read from the module cache of the project
+// that owns it (downloaded through the Go module proxy with `go mod download`).
+var crdSources = []struct{ Module, Version, Glob string }{
+	{"github.com/rabbitmq/cluster-operator/v2", "v2.20.0", "config/crd/bases/rabbitmq.com_rabbitmqclusters.yaml"},
+	{"github.com/kedacore/keda/v2", "v2.21.0", "config/crd/bases/keda.sh_*.yaml"},
+	{"github.com/prometheus-operator/prometheus-operator", "v0.85.0", "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml"},
+	{"sigs.k8s.io/gateway-api", "v1.4.1", "config/crd/standard/gateway.networking.k8s.io_*.yaml"},
+}
+
+// The Messaging Topology Operator's Go module is not served by the module proxy, so its
+// User and Permission CRDs cannot be read from it. They are registered here with an
+// open schema: the API server then checks the group/version/kind, names and metadata of
+// those two kinds, not their spec fields.
+var openSchemaKinds = []struct{ Plural, Kind string }{{"users", "User"}, {"permissions", "Permission"}}
+
+func binPath(env, name string) string {
+	if p := os.Getenv(env); p != "" {
+		return p
+	}
+	return filepath.Join(repoRoot, "bin", name)
+}
+
+type controlPlane struct {
+	cfg        *rest.Config
+	kubeconfig string
+	dyn        dynamic.Interface
+	mapper     *restmapper.DeferredDiscoveryRESTMapper
+	warnings   *warningCollector
+}
+
+type warningCollector struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (w *warningCollector) HandleWarningHeader(code int, agent, text string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.msgs = append(w.msgs, text)
+}
+
+func (w *warningCollector) take() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	m := w.msgs
+	w.msgs = nil
+	return m
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func startProcess(t *testing.T, name, bin string, args []string, logDir string) {
+	t.Helper()
+	logFile, err := os.Create(filepath.Join(logDir, name+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		logFile.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logFile.Name())
+			if len(b) > 4000 {
+				b = b[len(b)-4000:]
+			}
+			t.Logf("--- tail of %s log ---\n%s", name, b)
+		}
+	})
+}
+
+// startControlPlane runs etcd and kube-apiserver (built by k8s/hack/build-control-plane.sh)
+// on loopback ports, authenticating a system:masters user with a static token.
+func startControlPlane(t *testing.T) *controlPlane {
+	t.Helper()
+	etcdBin, apiBin := binPath("ETCD_BIN", "etcd"), binPath("KUBE_APISERVER_BIN", "kube-apiserver")
+	for _, b := range []string{etcdBin, apiBin} {
+		if _, err := os.Stat(b); err != nil {
+			t.Fatalf("%s is missing: build it with `make control-plane` (k8s/hack/build-control-plane.sh); `make test-charts` does this first", b)
+		}
+	}
+	dir := t.TempDir()
+	clientPort, peerPort, apiPort := freePort(t), freePort(t), freePort(t)
+	startProcess(t, "etcd", etcdBin, []string{
+		"--name=default", "--data-dir=" + filepath.Join(dir, "etcd"),
+		fmt.Sprintf("--listen-client-urls=http://127.0.0.1:%d", clientPort),
+		fmt.Sprintf("--advertise-client-urls=http://127.0.0.1:%d", clientPort),
+		fmt.Sprintf("--listen-peer-urls=http://127.0.0.1:%d", peerPort),
+		fmt.Sprintf("--initial-advertise-peer-urls=http://127.0.0.1:%d", peerPort),
+		fmt.Sprintf("--initial-cluster=default=http://127.0.0.1:%d", peerPort),
+		"--unsafe-no-fsync=true", "--log-level=warn",
+	}, dir)
+
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saKey := filepath.Join(dir, "sa.key")
+	der := x509.MarshalPKCS1PrivateKey(key)
+	if err := os.WriteFile(saKey, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	token := "personscore-test-token"
+	tokenFile := filepath.Join(dir, "tokens.csv")
+	if err := os.WriteFile(tokenFile, []byte(token+`,admin,admin,"system:masters"`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startProcess(t, "kube-apiserver", apiBin, []string{
+		fmt.Sprintf("--etcd-servers=http://127.0.0.1:%d", clientPort),
+		"--cert-dir=" + filepath.Join(dir, "pki"),
+		fmt.Sprintf("--secure-port=%d", apiPort),
+		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+		"--service-cluster-ip-range=10.0.0.0/24",
+		"--service-account-issuer=https://kubernetes.default.svc",
+		"--service-account-key-file=" + saKey,
+		"--service-account-signing-key-file=" + saKey,
+		"--token-auth-file=" + tokenFile,
+		"--authorization-mode=RBAC",
+		"--allow-privileged=false",
+		"--enable-priority-and-fairness=false",
+	}, dir)
+
+	host := fmt.Sprintf("https://127.0.0.1:%d", apiPort)
+	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		req, _ := http.NewRequest(http.MethodGet, host+"/readyz", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := hc.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kube-apiserver not ready after 3m (last error: %v)", err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	kc := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: test
+  cluster: {server: %q, insecure-skip-tls-verify: true}
+users:
+- name: admin
+  user: {token: %q}
+contexts:
+- name: test
+  context: {cluster: test, user: admin}
+current-context: test
+`, host, token)
+	if err := os.WriteFile(kubeconfig, []byte(kc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w := &warningCollector{}
+	cfg := &rest.Config{Host: host, BearerToken: token, TLSClientConfig: rest.TLSClientConfig{Insecure: true}, WarningHandler: w, QPS: 200, Burst: 400}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &controlPlane{cfg: cfg, kubeconfig: kubeconfig, dyn: dyn, mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc)), warnings: w}
+}
+
+var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+
+// moduleDir downloads (or finds in the module cache) one module version.
+func moduleDir(t *testing.T, mod, version string) string {
+	t.Helper()
+	cmd := exec.Command("go", "mod", "download", "-json", mod+"@"+version)
+	cmd.Dir = t.TempDir()
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod")
+	out, err := cmd.Output()
+	var info struct{ Dir, Error string }
+	_ = json.Unmarshal(out, &info)
+	if err != nil || info.Dir == "" {
+		t.Fatalf("go mod download %s@%s: %v %s", mod, version, err, info.Error)
+	}
+	return info.Dir
+}
+
+func (cp *controlPlane) installCRDs(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	var crds []*unstructured.Unstructured
+	for _, src := range crdSources {
+		files, _ := filepath.Glob(filepath.Join(moduleDir(t, src.Module, src.Version), src.Glob))
+		if len(files) == 0 {
+			t.Fatalf("no CRD %s in %s@%s", src.Glob, src.Module, src.Version)
+		}
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(string(b)), 4096)
+			for {
+				u := &unstructured.Unstructured{}
+				if err := dec.Decode(&u.Object); err != nil {
+					break
+				}
+				if u.GetKind() == "CustomResourceDefinition" {
+					crds = append(crds, u)
+				}
+			}
+		}
+	}
+	for _, k := range openSchemaKinds {
+		crds = append(crds, &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+			"metadata": map[string]any{"name": k.Plural + ".rabbitmq.com"},
+			"spec": map[string]any{
+				"group": "rabbitmq.com", "scope": "Namespaced",
+				"names": map[string]any{"plural": k.Plural, "singular": strings.ToLower(k.Kind), "kind": k.Kind, "listKind": k.Kind + "List"},
+				"versions": []any{map[string]any{"name": "v1beta1", "served": true, "storage": true,
+					"schema": map[string]any{"openAPIV3Schema": map[string]any{"type": "object",
+						"properties": map[string]any{
+							"spec":   map[string]any{"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+							"status": map[string]any{"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+						}}}}},
+			},
+		}})
+	}
+	for _, crd := range crds {
+		if _, err := cp.dyn.Resource(crdGVR).Create(ctx, crd, metav1.CreateOptions{FieldValidation: "Strict"}); err != nil {
+			t.Fatalf("create CRD %s: %v", crd.GetName(), err)
+		}
+	}
+	for _, crd := range crds {
+		deadline := time.Now().Add(time.Minute)
+		for {
+			got, err := cp.dyn.Resource(crdGVR).Get(ctx, crd.GetName(), metav1.GetOptions{})
+			if err == nil && crdEstablished(got) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("CRD %s not established: %v", crd.GetName(), err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	cp.mapper.Reset()
+	t.Logf("installed %d CRDs", len(crds))
+}
+
+func crdEstablished(u *unstructured.Unstructured) bool {
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	for _, c := range conds {
+		m := c.(map[string]any)
+		if m["type"] == "Established" && m["status"] == "True" {
+			return true
+		}
+	}
+	return false
+}
+
+// createNamespace makes a namespace that enforces the "restricted" Pod Security Standard
+// and warns about pod templates that would violate it.
+func (cp *controlPlane) createNamespace(t *testing.T, name string) {
+	t.Helper()
+	ns := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "Namespace",
+		"metadata": map[string]any{"name": name, "labels": map[string]any{
+			"pod-security.kubernetes.io/enforce": "restricted",
+			"pod-security.kubernetes.io/warn":    "restricted",
+			"pod-security.kubernetes.io/audit":   "restricted",
+		}},
+	}}
+	if _, err := cp.dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}).Create(context.Background(), ns, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (cp *controlPlane) resource(t *testing.T, o object, ns string) dynamic.ResourceInterface {
+	t.Helper()
+	m, err := cp.mapper.RESTMapping(o.GVK.GroupKind(), o.GVK.Version)
+	if err != nil {
+		t.Fatalf("%s: the API server does not serve this kind: %v", o, err)
+	}
+	if m.Scope.Name() == "namespace" {
+		return cp.dyn.Resource(m.Resource).Namespace(ns)
+	}
+	return cp.dyn.Resource(m.Resource)
+}
+
+type scenario struct {
+	name   string
+	person profile
+	score  profile
+	// extra --set values per chart
+	personSet, scoreSet []string
+	only                []string // charts to install (default both)
+}
+
+func apiServerScenarios() []scenario {
+	ps, ss := profiles("person"), profiles("score")
+	return []scenario{
+		{name: "default", person: ps[0], score: ss[0]},
+		{name: "kind", person: ps[1], score: ss[1]},
+		{name: "production", person: ps[2], score: ss[2]},
+		{name: "gateway", person: ps[0], score: ss[0],
+			personSet: []string{"httpRoute.enabled=true", "httpRoute.parentRefs[0].name=personscore", "ingress.enabled=false"},
+			scoreSet:  []string{"httpRoute.enabled=true", "httpRoute.parentRefs[0].name=personscore", "ingress.enabled=false"}},
+		{name: "score-alone", score: ss[0], scoreSet: []string{"rabbitmq.createCluster=true", "rabbitmq.topologyOperator.enabled=true"}, only: []string{"score"}},
+	}
+}
+
+// TestInstallOnAPIServer installs both charts, under every profile, on a real
+// kube-apiserver + etcd with the CRDs of the operators: every object is first created
+// with a server-side dry run and strict field validation (unknown fields are errors),
+// in a namespace that enforces the restricted Pod Security Standard (violations in pod
+// templates come back as warnings, which fail the test), then `helm install` and
+// `helm upgrade` run for real.
+func TestInstallOnAPIServer(t *testing.T) {
+	if testing.Short() {
+		t.Fatal("TestInstallOnAPIServer does not skip: run without -short")
+	}
+	start := time.Now()
+	cp := startControlPlane(t)
+	t.Logf("control plane ready in %v", time.Since(start).Round(time.Millisecond))
+	cp.installCRDs(t)
+	_ = cp.warnings.take()
+
+	for _, sc := range apiServerScenarios() {
+		t.Run(sc.name, func(t *testing.T) {
+			ns := "ps-" + sc.name
+			cp.createNamespace(t, ns)
+			installs := []struct {
+				chart string
+				p     profile
+				set   []string
+			}{{"person", sc.person, sc.personSet}, {"score", sc.score, sc.scoreSet}}
+			for _, in := range installs {
+				if sc.only != nil && !contains(sc.only, in.chart) {
+					continue
+				}
+				r := renderChart(t, in.chart, in.p, in.set...)
+				cp.dryRunStrict(t, r, ns)
+				cp.helmInstall(t, in.chart, in.p, in.set, ns, r)
+			}
+		})
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (cp *controlPlane) dryRunStrict(t *testing.T, r *rendered, ns string) {
+	t.Helper()
+	ctx := context.Background()
+	for _, o := range r.Objects {
+		u := o.Unstructured.DeepCopy()
+		u.SetNamespace(ns)
+		_, err := cp.resource(t, o, ns).Create(ctx, u, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}, FieldValidation: "Strict"})
+		if err != nil {
+			t.Errorf("%s/%s: API server rejected %s: %v", r.Chart, r.Profile, o, err)
+		}
+		for _, w := range cp.warnings.take() {
+			t.Errorf("%s/%s: API server warning for %s: %s", r.Chart, r.Profile, o, w)
+		}
+	}
+}
+
+func (cp *controlPlane) helmInstall(t *testing.T, chartName string, p profile, set []string, ns string, r *rendered) {
+	t.Helper()
+	cfg := new(action.Configuration)
+	if err := cfg.Init(kube.GetConfig(cp.kubeconfig, "", ns), ns, "secret", t.Logf); err != nil {
+		t.Fatal(err)
+	}
+	inst := action.NewInstall(cfg)
+	inst.ReleaseName = chartName
+	inst.Namespace = ns
+	inst.Timeout = 2 * time.Minute
+	rel, err := inst.Run(loadChart(t, chartName), mergeValues(t, p, set...))
+	if err != nil {
+		t.Fatalf("helm install %s (%s) in %s: %v", chartName, p.Name, ns, err)
+	}
+	if rel.Info.Status != release.StatusDeployed {
+		t.Fatalf("release %s status %s", chartName, rel.Info.Status)
+	}
+	// Every rendered object (hooks aside) now exists.
+	ctx := context.Background()
+	manifestObjs, err := decodeStrict(rel.Manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range manifestObjs {
+		if _, err := cp.resource(t, o, ns).Get(ctx, o.Name, metav1.GetOptions{}); err != nil {
+			t.Errorf("%s not found after install: %v", o, err)
+		}
+	}
+	t.Logf("helm install %s (%s): %d objects accepted in %s", chartName, p.Name, len(manifestObjs), ns)
+
+	// Generated secrets are read back with `lookup` and survive an upgrade unchanged.
+	before := cp.secretData(t, ns)
+	up := action.NewUpgrade(cfg)
+	up.Namespace = ns
+	up.Timeout = 2 * time.Minute
+	if _, err := up.Run(chartName, loadChart(t, chartName), mergeValues(t, p, set...)); err != nil {
+		t.Fatalf("helm upgrade %s: %v", chartName, err)
+	}
+	after := cp.secretData(t, ns)
+	for name, data := range before {
+		if after[name] != data {
+			t.Errorf("helm upgrade changed the generated Secret %s", name)
+		}
+	}
+	for _, w := range cp.warnings.take() {
+		t.Errorf("API server warning: %s", w)
+	}
+}
+
+// secretData returns the chart-generated Secrets of a namespace (Helm's release records
+// excluded), serialised for comparison.
+func (cp *controlPlane) secretData(t *testing.T, ns string) map[string]string {
+	t.Helper()
+	list, err := cp.dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "secrets"}).Namespace(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/part-of=personscore"})
+	if err != nil && !apierrors.IsNotFound(err) {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, s := range list.Items {
+		if s.Object["type"] == string(corev1.SecretTypeOpaque) {
+			b, _ := json.Marshal(s.Object["data"])
+			out[s.GetName()] = string(b)
+		}
+	}
+	return out
+}

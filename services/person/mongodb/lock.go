@@ -1,0 +1,54 @@
+package mongodb
+
+import (
+	"context"
+	"sync"
+
+	"github.com/personscore/person"
+)
+
+// cpfLocks queues the changes one process makes to the same person, so that
+// concurrent requests for one cpf take turns instead of racing each other's
+// compare-and-swap (which would make many of them retry and, under heavy
+// contention, give up). The compare-and-swap still guards against other
+// replicas; this only removes the needless conflicts inside one replica.
+type cpfLocks struct {
+	mu    sync.Mutex
+	locks map[person.CPF]*cpfLock
+}
+
+type cpfLock struct {
+	turn    chan struct{} // holds a token while the lock is taken
+	waiters int           // holders and waiters; the entry is dropped at zero
+}
+
+// lock waits for cpf's turn or for ctx to end; call the returned func to release.
+func (l *cpfLocks) lock(ctx context.Context, cpf person.CPF) (func(), error) {
+	l.mu.Lock()
+	if l.locks == nil {
+		l.locks = map[person.CPF]*cpfLock{}
+	}
+	e := l.locks[cpf]
+	if e == nil {
+		e = &cpfLock{turn: make(chan struct{}, 1)}
+		l.locks[cpf] = e
+	}
+	e.waiters++
+	l.mu.Unlock()
+
+	release := func() {
+		l.mu.Lock()
+		e.waiters--
+		if e.waiters == 0 {
+			delete(l.locks, cpf)
+		}
+		l.mu.Unlock()
+	}
+	select {
+	case e.turn <- struct{}{}:
+		return func() { <-e.turn; release() }, nil
+	case <-ctx.Done():
+		release()
+		return nil, ctx.Err()
+	}
+}
