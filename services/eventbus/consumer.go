@@ -4,15 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
+	"hash/maphash"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // Handler applies one event. Returning an error sends the event down the retry
@@ -32,11 +37,14 @@ type ConsumerConfig struct {
 	Prefetch int
 	// RetryDelays is the backoff schedule: attempt n+1 waits RetryDelays[n] in a
 	// delay queue. After len(RetryDelays)+1 failed attempts the event is
-	// dead-lettered (default 500ms, 2s, 8s, 32s).
+	// dead-lettered (default 500ms, 2s, 8s, 32s). Use an empty, non-nil slice
+	// for no retries.
 	RetryDelays []time.Duration
 	// DeliveryLimit is the work queue's x-delivery-limit: deliveries that were
 	// never acknowledged (the consumer crashed) before the broker dead-letters (default 10).
 	DeliveryLimit int
+	// HandlerTimeout bounds one handler call through its context (default 30s).
+	HandlerTimeout time.Duration
 	// ShutdownTimeout bounds how long Run waits for in-flight handlers (default 10s).
 	ShutdownTimeout time.Duration
 	Logger          *zap.Logger
@@ -62,6 +70,15 @@ type Consumer struct {
 	handlers map[string]Handler
 	pub      *Publisher
 	ready    atomic.Bool
+	stopping atomic.Bool
+	seed     maphash.Seed
+	types    map[string]*typeMetrics // fixed once Run starts
+}
+
+// typeMetrics are the per-type instruments, resolved once instead of per event.
+type typeMetrics struct {
+	consumed, retried prometheus.Counter
+	handler, lag      prometheus.Observer
 }
 
 // NewConsumer prepares a consumer; register handlers with Handle, then call Run.
@@ -81,6 +98,9 @@ func NewConsumer(conn *Conn, cfg ConsumerConfig) *Consumer {
 	if cfg.DeliveryLimit <= 0 {
 		cfg.DeliveryLimit = 10
 	}
+	if cfg.HandlerTimeout <= 0 {
+		cfg.HandlerTimeout = 30 * time.Second
+	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
@@ -91,30 +111,48 @@ func NewConsumer(conn *Conn, cfg ConsumerConfig) *Consumer {
 		cfg.Metrics = DefaultMetrics()
 	}
 	return &Consumer{conn: conn, cfg: cfg, log: cfg.Logger.With(zap.String("queue", WorkQueue(cfg.Service))),
-		m: cfg.Metrics, handlers: map[string]Handler{}}
+		m: cfg.Metrics, handlers: map[string]Handler{}, seed: maphash.MakeSeed()}
 }
 
 // Handle registers h for events of type typ and binds the work queue to it.
-// Events of types without a handler are dead-lettered.
+// Events of types without a handler are dead-lettered. Call it before Run.
 func (c *Consumer) Handle(typ string, h Handler) { c.handlers[typ] = h }
 
 // Ready reports whether the consumer is attached to its queue now.
 func (c *Consumer) Ready() bool { return c.ready.Load() }
 
+// EventFields are the zap fields that identify an event in logs.
+func EventFields(ev Event) []zap.Field {
+	return []zap.Field{zap.String("event_id", ev.ID), zap.String("event_type", ev.Type),
+		zap.String("subject", ev.Subject), zap.Int64("version", ev.Version)}
+}
+
 type job struct {
 	d  amqp.Delivery
+	ch *amqp.Channel // the channel d arrived on; its acks fail once it closed
 	ev Event
 }
 
-// Run consumes until ctx is cancelled, reconnecting as needed, then stops taking
-// deliveries and waits up to ShutdownTimeout for in-flight handlers. Deliveries
-// not acknowledged by then go back to the queue.
+// Run consumes until ctx is cancelled, reconnecting as needed. At shutdown it
+// stops taking deliveries, returns those not started yet to the queue, and
+// waits up to ShutdownTimeout for the handlers that are running; deliveries
+// still unacknowledged after that go back to the queue too.
 func (c *Consumer) Run(ctx context.Context) error {
 	if c.cfg.Service == "" {
 		return errors.New("eventbus: ConsumerConfig.Service is required")
 	}
 	if len(c.handlers) == 0 {
 		return errors.New("eventbus: consumer has no handlers")
+	}
+	c.stopping.Store(false)
+	c.types = make(map[string]*typeMetrics, len(c.handlers))
+	for typ := range c.handlers {
+		c.types[typ] = &typeMetrics{
+			consumed: c.m.Consumed.WithLabelValues(c.cfg.Service, typ),
+			retried:  c.m.Retried.WithLabelValues(c.cfg.Service, typ),
+			handler:  c.m.HandlerSeconds.WithLabelValues(c.cfg.Service, typ),
+			lag:      c.m.Lag.WithLabelValues(c.cfg.Service, typ),
+		}
 	}
 	c.pub = NewPublisher(c.conn, PublisherConfig{Exchange: c.cfg.Exchange, Logger: c.log, Metrics: c.m})
 	defer c.pub.Close()
@@ -130,53 +168,63 @@ func (c *Consumer) Run(ctx context.Context) error {
 		go func() {
 			defer workers.Done()
 			for j := range queues[i] {
-				c.handle(hctx, j)
+				c.work(hctx, j)
 			}
 		}()
 	}
 
-	var lastCh *amqp.Channel
+	var channels []*amqp.Channel
+	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		ch, err := c.consume(ctx, queues)
+		ch, attached, err := c.consume(ctx, queues)
 		if ch != nil {
-			lastCh = ch
+			channels = append(channels, ch)
+		}
+		if attached {
+			backoff = 100 * time.Millisecond
 		}
 		if err != nil && ctx.Err() == nil {
-			c.log.Warn("consumer interrupted, reattaching", zap.Error(err))
+			c.log.Warn("consumer interrupted, reattaching", zap.Error(err), zap.Duration("retry_in", backoff))
 			select {
-			case <-time.After(200 * time.Millisecond):
+			case <-time.After(backoff):
 			case <-ctx.Done():
 			}
+			backoff = min(2*backoff, 5*time.Second)
 		}
 	}
 
+	c.stopping.Store(true)
 	for _, q := range queues {
 		close(q)
 	}
 	drained := make(chan struct{})
 	go func() { workers.Wait(); close(drained) }()
+	timer := time.NewTimer(c.cfg.ShutdownTimeout)
+	defer timer.Stop()
 	select {
 	case <-drained:
-	case <-time.After(c.cfg.ShutdownTimeout):
+	case <-timer.C:
 		c.log.Warn("shutdown deadline passed with handlers still running; their deliveries will be redelivered")
 		hcancel()
 	}
-	if lastCh != nil {
-		_ = lastCh.Close()
+	for _, ch := range channels {
+		_ = ch.Close() // unacknowledged deliveries go back to the queue
 	}
+	c.log.Info("consumer stopped")
 	return nil
 }
 
 // consume attaches to the work queue and feeds workers until the channel
-// closes or ctx ends. It returns the channel so Run can close it after draining.
-func (c *Consumer) consume(ctx context.Context, queues []chan job) (*amqp.Channel, error) {
+// closes or ctx ends. It returns the channel (Run closes it after draining)
+// and whether it got as far as consuming.
+func (c *Consumer) consume(ctx context.Context, queues []chan job) (*amqp.Channel, bool, error) {
 	conn, err := c.conn.await(ctx)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	ch, err := conn.Channel()
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	keys := make([]string, 0, len(c.handlers))
 	for k := range c.handlers {
@@ -184,17 +232,17 @@ func (c *Consumer) consume(ctx context.Context, queues []chan job) (*amqp.Channe
 	}
 	if err := declareConsumerTopology(ch, c.cfg, keys); err != nil {
 		_ = ch.Close()
-		return nil, err
+		return nil, false, err
 	}
 	if err := ch.Qos(c.cfg.Prefetch, 0, false); err != nil {
 		_ = ch.Close()
-		return nil, err
+		return nil, false, err
 	}
 	tag := fmt.Sprintf("%s-%d", c.cfg.Service, time.Now().UnixNano())
 	deliveries, err := ch.Consume(WorkQueue(c.cfg.Service), tag, false, false, false, false, nil)
 	if err != nil {
 		_ = ch.Close()
-		return nil, err
+		return nil, false, err
 	}
 	c.ready.Store(true)
 	defer c.ready.Store(false)
@@ -204,19 +252,19 @@ func (c *Consumer) consume(ctx context.Context, queues []chan job) (*amqp.Channe
 		case d, ok := <-deliveries:
 			if !ok {
 				_ = ch.Close()
-				return nil, errors.New("delivery channel closed")
+				return nil, true, errors.New("delivery channel closed")
 			}
-			c.dispatch(ctx, d, queues)
+			c.dispatch(ctx, ch, d, queues)
 		case <-ctx.Done():
-			// Stop new deliveries; those already prefetched but not dispatched
-			// are requeued when the channel closes after the drain.
+			// Stop new deliveries; those prefetched and not started are
+			// returned by the workers, the rest when the channel closes.
 			_ = ch.Cancel(tag, false)
-			return ch, nil
+			return ch, true, nil
 		}
 	}
 }
 
-func (c *Consumer) dispatch(ctx context.Context, d amqp.Delivery, queues []chan job) {
+func (c *Consumer) dispatch(ctx context.Context, ch *amqp.Channel, d amqp.Delivery, queues []chan job) {
 	ev, err := ParseEvent(d.Body)
 	if err == nil {
 		if _, known := c.handlers[ev.Type]; !known {
@@ -224,64 +272,110 @@ func (c *Consumer) dispatch(ctx context.Context, d amqp.Delivery, queues []chan 
 		}
 	}
 	if err != nil {
-		c.deadLetter(ctx, d, attemptOf(d)+1, err)
+		c.log.Error("malformed event, dead-lettering", zap.String("message_id", d.MessageId),
+			zap.String("amqp_type", d.Type), zap.Error(err))
+		c.deadLetter(context.WithoutCancel(ctx), d, attemptOf(d)+1, err)
 		return
 	}
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(ev.Subject))
-	queues[h.Sum32()%uint32(len(queues))] <- job{d: d, ev: ev}
+	i := maphash.String(c.seed, ev.Subject) % uint64(len(queues))
+	queues[i] <- job{d: d, ch: ch, ev: ev}
+}
+
+// work runs one job on a worker.
+func (c *Consumer) work(ctx context.Context, j job) {
+	if j.ch.IsClosed() {
+		return // its channel is gone: the broker redelivers it, an ack would fail
+	}
+	if c.stopping.Load() {
+		_ = j.d.Nack(false, true) // not started before shutdown: back to the queue
+		return
+	}
+	c.handle(ctx, j)
 }
 
 func (c *Consumer) handle(ctx context.Context, j job) {
 	ev, d := j.ev, j.d
+	tm := c.types[ev.Type]
 	attempt := attemptOf(d) + 1
-	log := c.log.With(zap.String("event_id", ev.ID), zap.String("event_type", ev.Type),
-		zap.String("subject", ev.Subject), zap.Int64("version", ev.Version), zap.Int("attempt", attempt))
-	ctx, span := otel.Tracer("eventbus").Start(ev.traceContext(ctx), "consume "+ev.Type, trace.WithSpanKind(trace.SpanKindConsumer))
+	ctx, span := otel.Tracer("github.com/personscore/eventbus").Start(deliveryTraceContext(ctx, d.Headers, ev),
+		"process "+ev.Type, trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.String("messaging.system", "rabbitmq"),
+			attribute.String("messaging.destination.name", WorkQueue(c.cfg.Service)),
+			attribute.String("messaging.message.id", ev.ID),
+			attribute.String("cloudevents.event_type", ev.Type),
+			attribute.String("cloudevents.event_subject", ev.Subject),
+			attribute.Int("eventbus.attempt", attempt)))
 	defer span.End()
 
 	start := time.Now()
 	err := c.call(ctx, ev)
-	c.m.HandlerSeconds.WithLabelValues(c.cfg.Service, ev.Type).Observe(time.Since(start).Seconds())
-	switch {
-	case err == nil:
+	tm.handler.Observe(time.Since(start).Seconds())
+	if err == nil {
 		if ackErr := d.Ack(false); ackErr != nil {
-			log.Warn("ack failed; the event will be redelivered", zap.Error(ackErr))
+			c.log.Warn("ack failed; the event will be redelivered", append(EventFields(ev), zap.Error(ackErr))...)
 			return
 		}
-		c.m.Consumed.WithLabelValues(c.cfg.Service, ev.Type).Inc()
-		c.m.Lag.WithLabelValues(c.cfg.Service, ev.Type).Observe(time.Since(ev.Time).Seconds())
-	case errors.Is(err, ErrMalformed) || attempt > len(c.cfg.RetryDelays):
-		log.Error("handler failed for good, dead-lettering", zap.Error(err))
+		tm.consumed.Inc()
+		tm.lag.Observe(time.Since(ev.Time).Seconds())
+		if ce := c.log.Check(zapcore.DebugLevel, "event handled"); ce != nil {
+			ce.Write(append(EventFields(ev), zap.Int("attempt", attempt))...)
+		}
+		return
+	}
+	span.RecordError(err)
+	span.SetStatus(codes.Error, err.Error())
+	fields := append(EventFields(ev), zap.Int("attempt", attempt), zap.Error(err))
+	if errors.Is(err, ErrMalformed) || attempt > len(c.cfg.RetryDelays) {
+		c.log.Error("handler failed for good, dead-lettering", fields...)
 		c.deadLetter(ctx, d, attempt, err)
-	default:
-		delay := c.cfg.RetryDelays[attempt-1]
-		log.Warn("handler failed, retrying later", zap.Error(err), zap.Duration("delay", delay))
-		c.retry(ctx, d, attempt, delay, err)
+		return
+	}
+	delay := c.cfg.RetryDelays[attempt-1]
+	c.log.Warn("handler failed, retrying later", append(fields, zap.Duration("delay", delay))...)
+	if c.retry(ctx, d, attempt, delay, err) {
+		tm.retried.Inc()
 	}
 }
 
 func (c *Consumer) call(ctx context.Context, ev Event) (err error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.HandlerTimeout)
+	defer cancel()
 	defer func() {
 		if r := recover(); r != nil {
+			c.log.Error("handler panicked", append(EventFields(ev), zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))...)
 			err = fmt.Errorf("handler panic: %v", r)
 		}
 	}()
 	return c.handlers[ev.Type](ctx, ev)
 }
 
-// retry parks the delivery in the delay queue for its attempt; when the TTL
-// expires the broker dead-letters it back into the work queue. The original is
-// acknowledged only once the copy is confirmed, so nothing is lost in between.
-func (c *Consumer) retry(ctx context.Context, d amqp.Delivery, attempt int, delay time.Duration, cause error) {
-	msg := republish(d, amqp.Table{HeaderAttempt: int32(attempt), HeaderLastError: truncate(cause.Error())})
-	if err := c.pub.send(ctx, []outgoing{{key: delayQueue(c.cfg.Service, delay), msg: msg}}); err != nil {
-		c.log.Warn("could not park event for retry; returning it to the queue", zap.Error(err))
-		_ = d.Nack(false, true)
-		return
+// park publishes a copy of d through the consumer's own publisher and then
+// acknowledges d, so the event is never lost in between. If the copy cannot
+// be confirmed the delivery goes back to the queue.
+func (c *Consumer) park(ctx context.Context, d amqp.Delivery, key string, msg amqp.Publishing) bool {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err := c.pub.WaitReady(ctx)
+	if err == nil {
+		err = c.pub.send(ctx, []outgoing{{key: key, msg: msg}})
 	}
-	_ = d.Ack(false)
-	c.m.Retried.WithLabelValues(c.cfg.Service, d.Type).Inc()
+	if err != nil {
+		c.log.Warn("could not move event to "+key+"; returning it to the queue",
+			zap.String("message_id", d.MessageId), zap.Error(err))
+		_ = d.Nack(false, true)
+		return false
+	}
+	if err := d.Ack(false); err != nil {
+		c.log.Warn("ack after moving event failed; it may be handled twice", zap.String("message_id", d.MessageId), zap.Error(err))
+	}
+	return true
+}
+
+// retry parks the delivery in the delay queue for its attempt; when the TTL
+// expires the broker dead-letters it back into the work queue.
+func (c *Consumer) retry(ctx context.Context, d amqp.Delivery, attempt int, delay time.Duration, cause error) bool {
+	msg := republish(d, amqp.Table{HeaderAttempt: int32(attempt), HeaderLastError: truncate(cause.Error())})
+	return c.park(ctx, d, delayQueue(c.cfg.Service, delay), msg)
 }
 
 // deadLetter moves the delivery to the service's dead-letter queue with the
@@ -290,15 +384,11 @@ func (c *Consumer) deadLetter(ctx context.Context, d amqp.Delivery, attempt int,
 	msg := republish(d, amqp.Table{
 		HeaderAttempt:       int32(attempt),
 		HeaderFailureReason: truncate(cause.Error()),
-		HeaderRoutingKey:    d.RoutingKey,
 		HeaderFailedAt:      time.Now().UTC().Format(time.RFC3339Nano),
 	})
-	if err := c.pub.send(ctx, []outgoing{{key: DeadLetterQueue(c.cfg.Service), msg: msg}}); err != nil {
-		c.log.Warn("could not dead-letter event; returning it to the queue", zap.Error(err))
-		_ = d.Nack(false, true)
+	if !c.park(ctx, d, DeadLetterQueue(c.cfg.Service), msg) {
 		return
 	}
-	_ = d.Ack(false)
 	reason := "handler"
 	if errors.Is(cause, ErrMalformed) {
 		reason = "malformed"
@@ -310,13 +400,15 @@ func (c *Consumer) deadLetter(ctx context.Context, d amqp.Delivery, attempt int,
 func republish(d amqp.Delivery, extra amqp.Table) amqp.Publishing {
 	headers := amqp.Table{}
 	for k, v := range d.Headers {
-		if k == "x-death" || k == "x-delivery-count" {
+		if k == "x-death" || k == "x-delivery-count" || k == "x-first-death-exchange" ||
+			k == "x-first-death-queue" || k == "x-first-death-reason" || k == "x-last-death-exchange" ||
+			k == "x-last-death-queue" || k == "x-last-death-reason" {
 			continue // broker bookkeeping of the previous hop
 		}
 		headers[k] = v
 	}
 	if _, ok := headers[HeaderRoutingKey]; !ok && d.RoutingKey != "" {
-		headers[HeaderRoutingKey] = d.RoutingKey
+		headers[HeaderRoutingKey] = originalRoutingKey(d)
 	}
 	for k, v := range extra {
 		headers[k] = v
@@ -333,6 +425,21 @@ func republish(d amqp.Delivery, extra amqp.Table) amqp.Publishing {
 	}
 }
 
+// originalRoutingKey is the key the event was first published with, even when
+// the broker dead-lettered it on (a delivery-limit hit re-routes it by queue name).
+func originalRoutingKey(d amqp.Delivery) string {
+	if deaths, ok := d.Headers["x-death"].([]any); ok && len(deaths) > 0 {
+		if first, ok := deaths[len(deaths)-1].(amqp.Table); ok {
+			if keys, ok := first["routing-keys"].([]any); ok && len(keys) > 0 {
+				if k, ok := keys[0].(string); ok {
+					return k
+				}
+			}
+		}
+	}
+	return d.RoutingKey
+}
+
 func attemptOf(d amqp.Delivery) int {
 	switch v := d.Headers[HeaderAttempt].(type) {
 	case int32:
@@ -341,6 +448,10 @@ func attemptOf(d amqp.Delivery) int {
 		return int(v)
 	case int:
 		return v
+	case int16:
+		return int(v)
+	case int8:
+		return int(v)
 	}
 	return 0
 }

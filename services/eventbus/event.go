@@ -39,12 +39,14 @@ func NewEvent(ctx context.Context, source, typ, subject string, version int64, d
 		return Event{}, fmt.Errorf("eventbus: encode %s data: %w", typ, err)
 	}
 	ev := Event{
-		SpecVersion:     "1.0",
-		ID:              uuid.NewString(),
-		Source:          source,
-		Type:            typ,
-		Subject:         subject,
-		Time:            time.Now().UTC().Truncate(time.Microsecond),
+		SpecVersion: "1.0",
+		ID:          uuid.NewString(),
+		Source:      source,
+		Type:        typ,
+		Subject:     subject,
+		// Millisecond precision: what MongoDB stores, so an event reads the same
+		// whether the relay or the sweep publishes it.
+		Time:            time.Now().UTC().Truncate(time.Millisecond),
 		DataContentType: "application/json",
 		Data:            raw,
 		Version:         version,

@@ -84,4 +84,3 @@ func ReplayDeadLetters(ctx context.Context, conn *Conn, service string, limit in
 	}
 	return moved, nil
 }
-

@@ -30,8 +30,8 @@ func declareExchange(ch *amqp.Channel, exchange string) error {
 // queues that dead-letter at least once.
 func quorumArgs() amqp.Table {
 	return amqp.Table{
-		amqp.QueueTypeArg:       amqp.QueueTypeQuorum,
-		"x-overflow":            "reject-publish",
+		amqp.QueueTypeArg:        amqp.QueueTypeQuorum,
+		"x-overflow":             "reject-publish",
 		"x-dead-letter-strategy": "at-least-once",
 	}
 }
