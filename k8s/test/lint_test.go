@@ -39,14 +39,14 @@ func TestHelmLintStrict(t *testing.T) {
 				tolerated := 0
 				for _, m := range res.Messages {
 					if m.Severity < support.WarningSev {
-						t.Logf("lint %s: %s", support.SeverityNames[m.Severity], m.Err)
+						t.Logf("lint: %s", m)
 						continue
 					}
 					if !depVendored && m.Severity == support.WarningSev && strings.Contains(m.Err.Error(), missingDependency) {
 						tolerated++
 						continue
 					}
-					t.Errorf("lint %s: %s: %v", support.SeverityNames[m.Severity], m.Path, m.Err)
+					t.Errorf("lint: %s", m)
 				}
 				if !depVendored && tolerated != 1 {
 					t.Errorf("expected exactly the missing-dependency warning once, got %d", tolerated)

@@ -62,6 +62,7 @@ type Conn struct {
 	current *amqp.Connection
 	ready   chan struct{}          // closed while current is usable
 	blocked atomic.Pointer[string] // reason, while the broker blocks publishing
+	lastErr atomic.Pointer[error]  // the last dial failure, for diagnostics
 }
 
 // Open starts connecting in the background and keeps the connection up until
@@ -93,6 +94,14 @@ func (c *Conn) Blocked() (string, bool) {
 		return *r, true
 	}
 	return "", false
+}
+
+// LastError returns why the last connection attempt failed (nil if it did not).
+func (c *Conn) LastError() error {
+	if e := c.lastErr.Load(); e != nil {
+		return *e
+	}
+	return nil
 }
 
 // WaitConnected blocks until the connection is up or ctx ends.
@@ -140,6 +149,7 @@ func (c *Conn) run() {
 		raw := c.cfg.URLs[next%len(c.cfg.URLs)]
 		conn, err := c.dial(raw)
 		if err != nil {
+			c.lastErr.Store(&err)
 			next++
 			failed++
 			if failed < len(c.cfg.URLs) {
@@ -157,6 +167,7 @@ func (c *Conn) run() {
 			continue
 		}
 		failed = 0
+		c.lastErr.Store(nil)
 		closed := conn.NotifyClose(make(chan *amqp.Error, 1))
 		go c.watchBlocked(conn.NotifyBlocked(make(chan amqp.Blocking, 4)))
 		c.mu.Lock()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +52,8 @@ type ConsumerConfig struct {
 	Metrics         *Metrics // default DefaultMetrics()
 }
 
+var defaultRetryDelays = []time.Duration{500 * time.Millisecond, 2 * time.Second, 8 * time.Second, 32 * time.Second}
+
 // Header names the consumer writes on retried and dead-lettered messages.
 const (
 	HeaderAttempt       = "x-attempt"
@@ -93,7 +96,7 @@ func NewConsumer(conn *Conn, cfg ConsumerConfig) *Consumer {
 		cfg.Prefetch = 32 * cfg.Workers
 	}
 	if cfg.RetryDelays == nil {
-		cfg.RetryDelays = []time.Duration{500 * time.Millisecond, 2 * time.Second, 8 * time.Second, 32 * time.Second}
+		cfg.RetryDelays = slices.Clone(defaultRetryDelays)
 	}
 	if cfg.DeliveryLimit <= 0 {
 		cfg.DeliveryLimit = 10
@@ -316,7 +319,9 @@ func (c *Consumer) handle(ctx context.Context, j job) {
 			return
 		}
 		tm.consumed.Inc()
-		tm.lag.Observe(time.Since(ev.Time).Seconds())
+		if !ev.Time.IsZero() {
+			tm.lag.Observe(time.Since(ev.Time).Seconds())
+		}
 		if ce := c.log.Check(zapcore.DebugLevel, "event handled"); ce != nil {
 			ce.Write(append(EventFields(ev), zap.Int("attempt", attempt))...)
 		}

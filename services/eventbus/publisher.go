@@ -40,14 +40,15 @@ type PublisherConfig struct {
 // waits for its confirms without holding the channel, so the broker sees a
 // pipelined window instead of one message per round trip.
 type Publisher struct {
-	conn   *Conn
-	cfg    PublisherConfig
-	window chan struct{}
-	slots  []*pubSlot
-	next   atomic.Uint32
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	types  sync.Map // event type -> *pubTypeMetrics
+	conn    *Conn
+	cfg     PublisherConfig
+	window  chan struct{}
+	slots   []*pubSlot
+	next    atomic.Uint32
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	types   sync.Map // event type -> *pubTypeMetrics
+	declare bool
 }
 
 // pubSlot is one channel of the publisher, reopened after every failure.
@@ -73,6 +74,12 @@ type pubTypeMetrics struct {
 // NewPublisher opens confirm-mode channels on conn and keeps them open across
 // reconnects; on every (re)open it declares the exchange.
 func NewPublisher(conn *Conn, cfg PublisherConfig) *Publisher {
+	return newPublisher(conn, cfg, true)
+}
+
+// newPublisher builds a publisher; declare says whether it declares its
+// exchange (a publisher that only targets queues directly has none to declare).
+func newPublisher(conn *Conn, cfg PublisherConfig, declare bool) *Publisher {
 	if cfg.Exchange == "" {
 		cfg.Exchange = DefaultExchange
 	}
@@ -89,7 +96,7 @@ func NewPublisher(conn *Conn, cfg PublisherConfig) *Publisher {
 		cfg.Metrics = DefaultMetrics()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Publisher{conn: conn, cfg: cfg, window: make(chan struct{}, cfg.Window), cancel: cancel}
+	p := &Publisher{conn: conn, cfg: cfg, window: make(chan struct{}, cfg.Window), cancel: cancel, declare: declare}
 	for range cfg.Channels {
 		s := &pubSlot{ready: make(chan struct{})}
 		p.slots = append(p.slots, s)
@@ -409,7 +416,7 @@ func (p *Publisher) open(conn *amqp.Connection) (*pubChannel, chan *amqp.Error, 
 		_ = ch.Close()
 		return nil, nil, err
 	}
-	if p.cfg.Exchange != "" {
+	if p.declare {
 		if err := declareExchange(ch, p.cfg.Exchange); err != nil {
 			_ = ch.Close()
 			return nil, nil, err

@@ -62,3 +62,30 @@ func (l *VersionLog) compact() {
 	}
 	l.Ahead = nil
 }
+
+// IDLog remembers the ids of the latest events applied to one aggregate, for
+// events that carry no usable version (Version 0, or several events sharing a
+// version). Like VersionLog it lives in the consumer's own document and is
+// updated in the same write as the state it protects. It keeps the newest
+// limit ids; a duplicate of an event older than that is not recognised, so
+// size limit above the number of events an aggregate receives while a
+// message can still be redelivered.
+type IDLog struct {
+	IDs []string `json:"ids,omitempty" bson:"ids,omitempty"`
+}
+
+// Has reports whether the event with this id was applied already.
+func (l IDLog) Has(id string) bool { return slices.Contains(l.IDs, id) }
+
+// Add records id as applied, forgetting the oldest ids beyond limit, and
+// reports whether it was new.
+func (l *IDLog) Add(id string, limit int) bool {
+	if l.Has(id) {
+		return false
+	}
+	l.IDs = append(l.IDs, id)
+	if limit > 0 && len(l.IDs) > limit {
+		l.IDs = slices.Delete(l.IDs, 0, len(l.IDs)-limit)
+	}
+	return true
+}

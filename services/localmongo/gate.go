@@ -148,12 +148,9 @@ func (g *gate) roundTrip(req []byte, server, client net.Conn, rep []byte) ([]byt
 	// it (so w:0 writes are serialized too) and drops it. The flag can only be
 	// cleared without a checksum (drivers do not send one).
 	noReply := false
-	if opcode(req) == opMsg {
-		flags := binary.LittleEndian.Uint32(req[16:20])
-		if flags&msgMoreToCome != 0 && flags&msgChecksumPresent == 0 {
-			binary.LittleEndian.PutUint32(req[16:20], flags&^msgMoreToCome)
-			noReply = true
-		}
+	if flags := msgFlags(req); flags&msgMoreToCome != 0 && flags&msgChecksumPresent == 0 {
+		binary.LittleEndian.PutUint32(req[16:20], flags&^msgMoreToCome)
+		noReply = true
 	}
 
 	if _, err := server.Write(req); err != nil {
@@ -167,7 +164,7 @@ func (g *gate) roundTrip(req []byte, server, client net.Conn, rep []byte) ([]byt
 		}
 		// The reply exists, so the write is finished inside FerretDB: release the
 		// gate before writing to the client, so a slow client cannot stall others.
-		more := opcode(rep) == opMsg && binary.LittleEndian.Uint32(rep[16:20])&msgMoreToCome != 0
+		more := msgFlags(rep)&msgMoreToCome != 0
 		if !more {
 			unlock()
 		}
@@ -215,6 +212,14 @@ func readMsg(r io.Reader, buf []byte) ([]byte, error) {
 
 func opcode(msg []byte) int32 { return int32(binary.LittleEndian.Uint32(msg[12:16])) }
 
+// msgFlags returns the flag bits of an OP_MSG, 0 for anything else.
+func msgFlags(msg []byte) uint32 {
+	if opcode(msg) != opMsg || len(msg) < headerLen+4 {
+		return 0
+	}
+	return binary.LittleEndian.Uint32(msg[16:20])
+}
+
 // isWrite reports whether msg carries a command that modifies documents.
 func isWrite(msg []byte) bool {
 	switch opcode(msg) {
@@ -244,7 +249,7 @@ func opMsgCommand(msg []byte) string {
 		return ""
 	}
 	end := len(msg)
-	if binary.LittleEndian.Uint32(msg[16:20])&msgChecksumPresent != 0 {
+	if msgFlags(msg)&msgChecksumPresent != 0 {
 		end -= 4
 	}
 	for p := headerLen + 4; p < end; {

@@ -42,6 +42,13 @@ type Config struct {
 	ScoreAddr  string // default 127.0.0.1:8081
 	// Env is added to every service's environment (e.g. LOG_LEVEL=debug).
 	Env []string
+	// ServiceEnv adds variables to one process's environment, after Env (the
+	// last value of a variable wins), keyed by Mongo, Person or Score: e.g. a
+	// per-service AMQP_URL, or LOCALMONGO_POSTGRESQL_URL for the store.
+	ServiceEnv map[string][]string
+	// ServiceMongoURI, when set, is the URI person and score are given instead
+	// of MongoURI(), e.g. a fault-injecting proxy in front of the embedded server.
+	ServiceMongoURI string
 	// Output receives every process's output, each line prefixed with its name.
 	Output io.Writer
 	// ReadyTimeout bounds the wait for a process to become ready (default 30s).
@@ -54,7 +61,12 @@ type Stack struct {
 	mu    sync.Mutex
 	procs map[string]*exec.Cmd
 	exits map[string]chan error
+	// replicas maps the name of an extra instance to its binary and HTTP address.
+	replicas map[string]replica
+	logs     *syncBuffer // set by the test helpers
 }
+
+type replica struct{ of, addr string }
 
 // ErrNoBroker means RabbitMQ could not be reached.
 var ErrNoBroker = errors.New("RabbitMQ is not reachable")
@@ -89,7 +101,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	if cfg.ReadyTimeout <= 0 {
 		cfg.ReadyTimeout = 30 * time.Second
 	}
-	s := &Stack{cfg: cfg, procs: map[string]*exec.Cmd{}, exits: map[string]chan error{}}
+	s := &Stack{cfg: cfg, procs: map[string]*exec.Cmd{}, exits: map[string]chan error{}, replicas: map[string]replica{}}
 	names := []string{Person, Score}
 	if cfg.MongoURI == "" {
 		names = append([]string{Mongo}, names...)
@@ -111,33 +123,77 @@ func (s *Stack) MongoURI() string {
 	return "mongodb://" + s.cfg.MongoAddr + "/"
 }
 
-// URL is the base HTTP URL of person or score.
+// URL is the base HTTP URL of person or score (or of a replica started with
+// StartReplica).
 func (s *Stack) URL(name string) string {
-	if name == Score {
+	s.mu.Lock()
+	r, ok := s.replicas[name]
+	s.mu.Unlock()
+	switch {
+	case ok:
+		return "http://" + r.addr
+	case name == Score:
 		return "http://" + s.cfg.ScoreAddr
 	}
 	return "http://" + s.cfg.PersonAddr
 }
 
+// Logs returns the output of every process so far when the stack was started
+// by StartForTest or StartConfigForTest, else "".
+func (s *Stack) Logs() string {
+	if s.logs == nil {
+		return ""
+	}
+	return s.logs.String()
+}
+
+// kind is the binary a process name runs: itself, or what a replica is of.
+func (s *Stack) kind(name string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r, ok := s.replicas[name]; ok {
+		return r.of
+	}
+	return name
+}
+
 func (s *Stack) command(name string) *exec.Cmd {
-	cmd := exec.Command(filepath.Join(s.cfg.BinDir, name))
-	env := append(os.Environ(), "AMQP_URL="+s.cfg.AMQPURL, "MONGO_URI="+s.MongoURI())
-	switch name {
+	kind := s.kind(name)
+	cmd := exec.Command(filepath.Join(s.cfg.BinDir, kind))
+	mongoURI := s.MongoURI()
+	if kind != Mongo && s.cfg.ServiceMongoURI != "" {
+		mongoURI = s.cfg.ServiceMongoURI
+	}
+	env := append(os.Environ(), "AMQP_URL="+s.cfg.AMQPURL, "MONGO_URI="+mongoURI)
+	switch kind {
 	case Mongo:
 		env = append(env, "LOCALMONGO_ADDR="+s.cfg.MongoAddr, "LOCALMONGO_DIR="+s.cfg.DataDir)
-	case Person:
-		env = append(env, "HTTP_ADDR="+s.cfg.PersonAddr)
-	case Score:
-		env = append(env, "HTTP_ADDR="+s.cfg.ScoreAddr)
+	default:
+		env = append(env, "HTTP_ADDR="+strings.TrimPrefix(s.URL(name), "http://"))
 	}
-	if name != Mongo {
+	if kind != Mongo {
 		env = append(env, s.cfg.Env...)
 	}
+	env = append(env, s.cfg.ServiceEnv[kind]...)
 	cmd.Env = env
 	// Each process gets its own process group so Ctrl-C on `make run` reaches
 	// only the runner, which then stops the children in order.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	return cmd
+}
+
+// StartReplica starts one more instance of person or score, named name and
+// serving HTTP on addr, wired like the first one (same store, broker and
+// queues: replicas of one service compete for its queue). Use URL, Kill and
+// Start with its name; Stop stops it too.
+func (s *Stack) StartReplica(ctx context.Context, of, name, addr string) error {
+	if of != Person && of != Score {
+		return fmt.Errorf("stack: only person and score have replicas, not %q", of)
+	}
+	s.mu.Lock()
+	s.replicas[name] = replica{of: of, addr: addr}
+	s.mu.Unlock()
+	return s.Start(ctx, name)
 }
 
 // Start (re)starts one process and waits until it is ready.
@@ -182,7 +238,7 @@ func (s *Stack) Start(ctx context.Context, name string) error {
 }
 
 func (s *Stack) ready(ctx context.Context, name string) bool {
-	if name == Mongo {
+	if s.kind(name) == Mongo {
 		c, err := net.DialTimeout("tcp", s.cfg.MongoAddr, time.Second)
 		if err == nil {
 			c.Close()
@@ -232,7 +288,13 @@ func (s *Stack) Stop(timeout time.Duration) error {
 	var errs []error
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	for _, name := range []string{Person, Score} {
+	names := []string{Person, Score}
+	s.mu.Lock()
+	for name := range s.replicas {
+		names = append(names, name)
+	}
+	s.mu.Unlock()
+	for _, name := range names {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

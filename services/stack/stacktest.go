@@ -3,6 +3,7 @@ package stack
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,11 +19,9 @@ var (
 	buildErr  error
 )
 
-// StartForTest builds the binaries once per test binary and starts a stack on
-// free loopback ports, in its own RabbitMQ vhost and data folder. It fails the
-// test (never skips) when RabbitMQ or the build is unavailable, and stops the
-// stack at the end, printing its output if the test failed.
-func StartForTest(t testing.TB, env ...string) *Stack {
+// BuildForTest builds the binaries once per test binary and returns the folder
+// holding them; it fails the test when the build fails.
+func BuildForTest(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		wd, _ := os.Getwd()
@@ -41,28 +40,67 @@ func StartForTest(t testing.TB, env ...string) *Stack {
 	if buildErr != nil {
 		t.Fatalf("building the binaries: %v", buildErr)
 	}
-	base := os.Getenv("AMQP_URL")
-	if base == "" {
-		base = "amqp://guest:guest@localhost:5672/"
+	return buildDir
+}
+
+// StartForTest builds the binaries once per test binary and starts a stack on
+// free loopback ports, in its own RabbitMQ vhost and data folder. It fails the
+// test (never skips) when RabbitMQ or the build is unavailable, and stops the
+// stack at the end, printing its output if the test failed.
+func StartForTest(t testing.TB, env ...string) *Stack {
+	t.Helper()
+	return StartConfigForTest(t, Config{Env: env})
+}
+
+// StartConfigForTest is StartForTest with a custom configuration: fields left
+// empty get the test defaults (built binaries, a data folder in t.TempDir(),
+// free loopback ports). When cfg.AMQPURL is empty a fresh vhost of the broker
+// at $AMQP_URL (default localhost:5672) is used and deleted at the end;
+// otherwise cfg.AMQPURL is used as is.
+func StartConfigForTest(t testing.TB, cfg Config) *Stack {
+	t.Helper()
+	if cfg.BinDir == "" {
+		cfg.BinDir = BuildForTest(t)
 	}
-	if err := CheckBroker(base, 3*time.Second); err != nil {
-		t.Fatalf("this test needs RabbitMQ: %v (start it with `rabbitmq-server -detached`)", err)
+	dropVhost := func() {}
+	if cfg.AMQPURL == "" {
+		base := os.Getenv("AMQP_URL")
+		if base == "" {
+			base = "amqp://guest:guest@localhost:5672/"
+		}
+		if err := CheckBroker(base, 3*time.Second); err != nil {
+			t.Fatalf("this test needs RabbitMQ: %v (start it with `rabbitmq-server -detached`)", err)
+		}
+		url, drop, err := NewVhost(base, "test")
+		if err != nil {
+			t.Fatalf("creating a RabbitMQ vhost: %v", err)
+		}
+		cfg.AMQPURL, dropVhost = url, drop
 	}
-	url, dropVhost, err := NewVhost(base, "test")
-	if err != nil {
-		t.Fatalf("creating a RabbitMQ vhost: %v", err)
+	if cfg.DataDir == "" {
+		cfg.DataDir = filepath.Join(t.TempDir(), "mongo")
 	}
-	var out syncBuffer
-	cfg := Config{
-		BinDir: buildDir, DataDir: filepath.Join(t.TempDir(), "mongo"), AMQPURL: url,
-		MongoAddr: FreeAddr(t), PersonAddr: FreeAddr(t), ScoreAddr: FreeAddr(t),
-		Env: env, Output: &out,
+	if cfg.MongoAddr == "" && cfg.MongoURI == "" {
+		cfg.MongoAddr = FreeAddr(t)
+	}
+	if cfg.PersonAddr == "" {
+		cfg.PersonAddr = FreeAddr(t)
+	}
+	if cfg.ScoreAddr == "" {
+		cfg.ScoreAddr = FreeAddr(t)
+	}
+	out := &syncBuffer{}
+	if cfg.Output == nil {
+		cfg.Output = out
+	} else {
+		cfg.Output = io.MultiWriter(cfg.Output, out)
 	}
 	s, err := Start(context.Background(), cfg)
 	if err != nil {
 		dropVhost()
-		t.Fatalf("starting the stack: %v\n%s", err, out.String())
+		t.Fatalf("starting the stack: %v\n%s", err, tail(out.String(), 200))
 	}
+	s.logs = out
 	t.Cleanup(func() {
 		if err := s.Stop(15 * time.Second); err != nil {
 			t.Errorf("stopping the stack: %v", err)

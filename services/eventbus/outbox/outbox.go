@@ -9,8 +9,12 @@
 package outbox
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
+	"hash/maphash"
+	"slices"
 	"sync"
 	"time"
 
@@ -37,17 +41,21 @@ type Config struct {
 	SweepInterval time.Duration
 	// MinAge keeps the sweep off events the relay is publishing right now (default 1s).
 	MinAge time.Duration
-	// RelayWorkers publish concurrently (default 4).
+	// RelayWorkers publish concurrently (default 4). The events of one document
+	// always go through the same worker, so the relay keeps their order.
 	RelayWorkers int
-	Logger       *zap.Logger
-	Metrics      *eventbus.Metrics // default eventbus.DefaultMetrics()
+	// SweepBatch is how many events the sweep publishes per round (default 512).
+	SweepBatch int
+	Logger     *zap.Logger
+	Metrics    *eventbus.Metrics // default eventbus.DefaultMetrics()
 }
 
 // Outbox relays the events stored in one collection's documents.
 type Outbox struct {
 	cfg   Config
 	log   *zap.Logger
-	notes chan note
+	notes []chan note // one per relay worker
+	seed  maphash.Seed
 	wg    sync.WaitGroup
 }
 
@@ -67,13 +75,20 @@ func New(cfg Config) *Outbox {
 	if cfg.RelayWorkers <= 0 {
 		cfg.RelayWorkers = 4
 	}
+	if cfg.SweepBatch <= 0 {
+		cfg.SweepBatch = 512
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = eventbus.DefaultMetrics()
 	}
-	return &Outbox{cfg: cfg, log: cfg.Logger.With(zap.String("outbox", cfg.Collection.Name())), notes: make(chan note, 8192)}
+	o := &Outbox{cfg: cfg, log: cfg.Logger.With(zap.String("outbox", cfg.Collection.Name())), seed: maphash.MakeSeed()}
+	for range cfg.RelayWorkers {
+		o.notes = append(o.notes, make(chan note, max(8192/cfg.RelayWorkers, 256)))
+	}
+	return o
 }
 
 // With adds events to an update document so that they are stored by the same
@@ -93,8 +108,12 @@ func With(update bson.D, events ...eventbus.Event) bson.D {
 // Notify hands the events just written to document id to the relay. It never
 // blocks: when the relay is saturated the sweep picks the events up later.
 func (o *Outbox) Notify(id any, events ...eventbus.Event) {
+	if len(events) == 0 {
+		return
+	}
+	i := maphash.String(o.seed, fmt.Sprint(id)) % uint64(len(o.notes))
 	select {
-	case o.notes <- note{id: id, events: events}:
+	case o.notes[i] <- note{id: id, events: events}:
 	default:
 	}
 }
@@ -102,11 +121,11 @@ func (o *Outbox) Notify(id any, events ...eventbus.Event) {
 // Run relays and sweeps until ctx ends, then flushes what is pending within
 // flushTimeout so a clean shutdown leaves nothing behind.
 func (o *Outbox) Run(ctx context.Context, flushTimeout time.Duration) error {
-	for range o.cfg.RelayWorkers {
+	for _, notes := range o.notes {
 		o.wg.Add(1)
 		go func() {
 			defer o.wg.Done()
-			o.relay(ctx)
+			o.relay(ctx, notes)
 		}()
 	}
 	tick := time.NewTicker(o.cfg.SweepInterval)
@@ -136,11 +155,11 @@ func (o *Outbox) Flush(ctx context.Context) error { return o.sweep(ctx, 0) }
 
 // relay publishes notified events in batches: one pipelined publish for many
 // documents, then one removal per document.
-func (o *Outbox) relay(ctx context.Context) {
+func (o *Outbox) relay(ctx context.Context, notes chan note) {
 	for {
 		var batch []note
 		select {
-		case n := <-o.notes:
+		case n := <-notes:
 			batch = append(batch, n)
 		case <-ctx.Done():
 			return
@@ -148,7 +167,7 @@ func (o *Outbox) relay(ctx context.Context) {
 	more:
 		for len(batch) < 256 {
 			select {
-			case n := <-o.notes:
+			case n := <-notes:
 				batch = append(batch, n)
 			default:
 				break more
@@ -188,8 +207,9 @@ type pendingDoc struct {
 	Outbox []eventbus.Event `bson:"outbox"`
 }
 
-// sweep republishes, per document and in version order, the pending events
-// older than minAge, and refreshes the pending gauges.
+// sweep republishes the pending events older than minAge, those of one
+// document in version order, many documents per pipelined publish, and
+// refreshes the pending gauges.
 func (o *Outbox) sweep(ctx context.Context, minAge time.Duration) error {
 	cur, err := o.cfg.Collection.Find(ctx, bson.D{{Key: Field + ".0", Value: bson.D{{Key: "$exists", Value: true}}}},
 		options.Find().SetProjection(bson.D{{Key: Field, Value: 1}}))
@@ -199,6 +219,25 @@ func (o *Outbox) sweep(ctx context.Context, minAge time.Duration) error {
 	defer cur.Close(ctx)
 	pending, oldest := 0, time.Time{}
 	var errs []error
+	var batch []note
+	var events []eventbus.Event
+	flush := func() {
+		if len(events) == 0 {
+			return
+		}
+		defer func() { batch, events = batch[:0], events[:0] }()
+		if err := o.cfg.Publisher.Publish(ctx, events...); err != nil {
+			errs = append(errs, err)
+			return
+		}
+		for _, n := range batch {
+			if err := o.remove(ctx, n.id, n.events); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			pending -= len(n.events)
+		}
+	}
 	for cur.Next(ctx) {
 		var doc pendingDoc
 		if err := cur.Decode(&doc); err != nil {
@@ -218,16 +257,14 @@ func (o *Outbox) sweep(ctx context.Context, minAge time.Duration) error {
 		if len(due) == 0 {
 			continue
 		}
-		if err := o.cfg.Publisher.Publish(ctx, due...); err != nil {
-			errs = append(errs, err)
-			continue
+		slices.SortStableFunc(due, func(a, b eventbus.Event) int { return cmp.Compare(a.Version, b.Version) })
+		batch = append(batch, note{id: doc.ID, events: due})
+		events = append(events, due...)
+		if len(events) >= o.cfg.SweepBatch {
+			flush()
 		}
-		if err := o.remove(ctx, doc.ID, due); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		pending -= len(due)
 	}
+	flush()
 	if err := cur.Err(); err != nil {
 		errs = append(errs, err)
 	}

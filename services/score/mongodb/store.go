@@ -1,7 +1,3 @@
-// Package mongodb stores score's read model: one document per cpf, changed by a
-// compare-and-swap on its revision so that several replicas applying events for
-// the same cpf never lose an update. A score change appends score.changed to
-// the document's outbox in the same write.
 package mongodb
 
 import (
@@ -9,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/personscore/eventbus"
@@ -16,10 +13,12 @@ import (
 	"github.com/personscore/score"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.uber.org/zap"
 )
 
-// Collection is the read model's collection.
-const Collection = "scores"
+// DefaultCollection holds the read model until the first rebuild.
+const DefaultCollection = "scores"
 
 // Source is the CloudEvents source of score's events.
 const Source = "/score"
@@ -27,46 +26,129 @@ const Source = "/score"
 // ScoreChanged is the type of the event published when a cpf's score changes.
 const ScoreChanged = "score.changed"
 
+// fromSnapshot marks, in a rebuild's collection, a document a snapshot was applied to.
+const fromSnapshot = "from_snapshot"
+
 const maxCASAttempts = 200
 
 // ErrUnavailable: the store cannot be used now.
 var ErrUnavailable = errors.New("read model store unavailable")
 
+// Config configures a Store; zero values take the defaults.
+type Config struct {
+	DB *mongo.Database
+	// Publisher relays score.changed (through the outbox) and sends
+	// snapshot.requested. Only Run and StartRebuild need it.
+	Publisher outbox.Publisher
+	Logger    *zap.Logger
+	// WatchInterval is how often the shared read-your-writes watcher looks for
+	// writes by other replicas while somebody waits (default 100ms).
+	WatchInterval time.Duration
+	// MetaInterval is how often Run reads the meta document and drives a
+	// rebuild forward (default 500ms).
+	MetaInterval time.Duration
+	// RebuildTimeout fails a rebuild that has not switched by then (default 30m).
+	RebuildTimeout time.Duration
+	// OutboxSweep is the outbox's sweep interval (default the outbox's).
+	OutboxSweep time.Duration
+	// FlushTimeout bounds the outbox flush at shutdown (default 5s).
+	FlushTimeout time.Duration
+}
+
 // Store applies events to the read model and reads it.
 type Store struct {
-	coll   *mongo.Collection
-	outbox *outbox.Outbox
-	hub    *Hub
+	cfg  Config
+	db   *mongo.Database
+	meta *mongo.Collection
+	hub  *Hub
+	log  *zap.Logger
+
+	mu      sync.Mutex
+	active  string          // collection serving the read model, as last seen
+	runCtx  context.Context // set while Run runs
+	relays  map[string]context.CancelFunc
+	obs     map[string]*outbox.Outbox
+	relayWG sync.WaitGroup
 }
 
-// New returns a store on coll; ob relays score.changed, hub wakes readers
-// waiting for a version.
-func New(coll *mongo.Collection, ob *outbox.Outbox, hub *Hub) *Store {
-	return &Store{coll: coll, outbox: ob, hub: hub}
+// New returns a store on cfg.DB.
+func New(cfg Config) *Store {
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.MetaInterval <= 0 {
+		cfg.MetaInterval = 500 * time.Millisecond
+	}
+	if cfg.RebuildTimeout <= 0 {
+		cfg.RebuildTimeout = 30 * time.Minute
+	}
+	if cfg.FlushTimeout <= 0 {
+		cfg.FlushTimeout = 5 * time.Second
+	}
+	s := &Store{cfg: cfg, db: cfg.DB, meta: cfg.DB.Collection(MetaCollection), log: cfg.Logger,
+		relays: map[string]context.CancelFunc{}, obs: map[string]*outbox.Outbox{}}
+	s.hub = NewHub(cfg.WatchInterval, s.versions)
+	return s
 }
 
-func (s *Store) load(ctx context.Context, cpf int64) (score.Document, bool, error) {
-	d := score.NewDocument(cpf)
-	err := s.coll.FindOne(ctx, bson.D{{Key: "_id", Value: cpf}}).Decode(&d)
+// Hub is the store's read-your-writes notifier.
+func (s *Store) Hub() *Hub { return s.hub }
+
+// stored is a document as the collection holds it.
+type stored struct {
+	score.Document `bson:",inline"`
+	FromSnapshot   bool `bson:"from_snapshot,omitempty"`
+}
+
+func (s *Store) load(ctx context.Context, coll *mongo.Collection, cpf int64) (stored, bool, error) {
+	st := stored{Document: score.NewDocument(cpf)}
+	err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: cpf}}, options.FindOne().SetProjection(bson.D{{Key: outbox.Field, Value: 0}})).Decode(&st)
 	if errors.Is(err, mongo.ErrNoDocuments) {
-		return score.NewDocument(cpf), false, nil
+		return stored{Document: score.NewDocument(cpf)}, false, nil
 	}
 	if err != nil {
-		return d, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return st, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	return d, true, nil
+	if st.Items == nil {
+		st.Items = map[string]score.Item{}
+	}
+	if st.Removed == nil {
+		st.Removed = map[string]int64{}
+	}
+	return st, true, nil
+}
+
+// collection returns the active collection, reading the meta document the
+// first time.
+func (s *Store) collection(ctx context.Context) (*mongo.Collection, error) {
+	s.mu.Lock()
+	name := s.active
+	s.mu.Unlock()
+	if name == "" {
+		m, err := s.readMeta(ctx)
+		if err != nil {
+			return nil, err
+		}
+		s.observe(m)
+		name = m.Active
+	}
+	return s.db.Collection(name), nil
 }
 
 // Get returns the read model of a cpf; ErrNotFound when no live person is known.
 func (s *Store) Get(ctx context.Context, cpf int64) (score.Document, error) {
-	d, found, err := s.load(ctx, cpf)
+	coll, err := s.collection(ctx)
 	if err != nil {
-		return d, err
+		return score.Document{}, err
 	}
-	if !found || !d.Live() {
-		return d, score.ErrNotFound
+	st, found, err := s.load(ctx, coll, cpf)
+	if err != nil {
+		return st.Document, err
 	}
-	return d, nil
+	if !found || !st.Live() {
+		return st.Document, score.ErrNotFound
+	}
+	return st.Document, nil
 }
 
 // CPF parses an event subject.
@@ -78,50 +160,107 @@ func CPF(subject string) (int64, error) {
 	return cpf, nil
 }
 
-// Apply applies one event exactly once to its cpf's document.
+// Apply applies one event exactly once to its cpf's document: in the active
+// collection and, while a rebuild runs, in the rebuild's collection too. The
+// meta document is read for every event, so an event is never applied only to
+// the old collection once a rebuild has started (see rebuild.go).
 func (s *Store) Apply(ctx context.Context, ev eventbus.Event) error {
 	cpf, err := CPF(ev.Subject)
 	if err != nil {
 		return err
 	}
+	m, err := s.readMeta(ctx)
+	if err != nil {
+		return err
+	}
+	s.observe(m)
+	if err := s.applyTo(ctx, m.Active, cpf, ev, true); err != nil {
+		return err
+	}
+	if r := m.Rebuild; r.Running() && r.Target != m.Active {
+		return s.applyTo(ctx, r.Target, cpf, ev, false)
+	}
+	return nil
+}
+
+// nextRev is the revision after rev: it grows by at least one and follows the
+// clock, so that score.changed versions (the revision) keep growing for a cpf
+// when a rebuilt collection, with fewer changes behind it, takes over.
+func nextRev(rev int64) int64 {
+	return max(rev+1, time.Now().UnixMicro())
+}
+
+// applyTo applies ev to one collection. The active collection (primary)
+// publishes score.changed and wakes readers; a rebuild's collection marks the
+// documents a snapshot reached.
+func (s *Store) applyTo(ctx context.Context, name string, cpf int64, ev eventbus.Event, primary bool) error {
+	coll := s.db.Collection(name)
 	for range maxCASAttempts {
-		d, found, err := s.load(ctx, cpf)
+		st, found, err := s.load(ctx, coll, cpf)
 		if err != nil {
 			return err
 		}
+		d := st.Document
 		before, wasLive, rev := d.Score, d.Live(), d.Rev
 		changed, err := score.Apply(&d, ev)
-		if err != nil || !changed {
+		if err != nil {
 			return err
 		}
-		d.Rev = rev + 1
-		d.UpdatedAt = time.Now().UTC()
+		mark := !primary && ev.Type == score.PersonSnapshot && !st.FromSnapshot
+		if !changed && !mark {
+			return nil
+		}
+		d.Rev = nextRev(rev)
+		if changed {
+			d.UpdatedAt = time.Now().UTC()
+		}
 		var events []eventbus.Event
-		if d.Score != before || d.Live() != wasLive {
-			out, err := eventbus.NewEvent(ctx, Source, ScoreChanged, ev.Subject, d.Rev, map[string]int64{"cpf": cpf, "score": d.Score})
+		if primary && (d.Score != before || d.Live() != wasLive) {
+			out, err := scoreChanged(ctx, d)
 			if err != nil {
 				return err
 			}
 			events = append(events, out)
 		}
-		ok, err := s.write(ctx, d, found, rev, events)
+		ok, err := s.write(ctx, coll, stored{Document: d, FromSnapshot: st.FromSnapshot || mark}, found, rev, events)
 		if err != nil {
 			return err
 		}
 		if ok {
-			if len(events) > 0 {
-				s.outbox.Notify(cpf, events...)
+			if primary {
+				s.notify(name, cpf, events)
 			}
-			s.hub.Notify(cpf)
 			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
 	}
 	return fmt.Errorf("%w: too much contention on cpf %d", ErrUnavailable, cpf)
 }
 
-// write stores d if nobody changed it since revision rev; false means retry.
-func (s *Store) write(ctx context.Context, d score.Document, found bool, rev int64, events []eventbus.Event) (bool, error) {
-	raw, err := bson.Marshal(d)
+func scoreChanged(ctx context.Context, d score.Document) (eventbus.Event, error) {
+	return eventbus.NewEvent(ctx, Source, ScoreChanged, strconv.FormatInt(d.CPF, 10), d.Rev,
+		map[string]any{"cpf": d.CPF, "score": d.Score, "live": d.Live(), "version": d.Version})
+}
+
+// notify hands new score.changed events to the collection's relay and wakes
+// the readers of cpf.
+func (s *Store) notify(name string, cpf int64, events []eventbus.Event) {
+	if len(events) > 0 {
+		s.mu.Lock()
+		ob := s.obs[name]
+		s.mu.Unlock()
+		if ob != nil {
+			ob.Notify(cpf, events...)
+		}
+	}
+	s.hub.Notify(cpf)
+}
+
+// write stores st if nobody changed it since revision rev; false means retry.
+func (s *Store) write(ctx context.Context, coll *mongo.Collection, st stored, found bool, rev int64, events []eventbus.Event) (bool, error) {
+	raw, err := bson.Marshal(st)
 	if err != nil {
 		return false, err
 	}
@@ -133,7 +272,7 @@ func (s *Store) write(ctx context.Context, d score.Document, found bool, rev int
 		if events == nil {
 			events = []eventbus.Event{}
 		}
-		_, err := s.coll.InsertOne(ctx, append(fields, bson.E{Key: outbox.Field, Value: events}))
+		_, err := coll.InsertOne(ctx, append(fields, bson.E{Key: outbox.Field, Value: events}))
 		if mongo.IsDuplicateKeyError(err) {
 			return false, nil
 		}
@@ -152,7 +291,7 @@ func (s *Store) write(ctx context.Context, d score.Document, found bool, rev int
 	if len(events) > 0 {
 		update = outbox.With(update, events...)
 	}
-	res, err := s.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: d.CPF}, {Key: "rev", Value: rev}}, update)
+	res, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: st.CPF}}, update)
 	if err != nil {
 		return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
@@ -160,29 +299,166 @@ func (s *Store) write(ctx context.Context, d score.Document, found bool, rev int
 }
 
 // WaitForVersion returns the document once it has applied every version up to
-// min, or the current one with stale=true when ctx ends first.
-func (s *Store) WaitForVersion(ctx context.Context, cpf, min int64) (d score.Document, stale bool, err error) {
+// min, or the current one with stale=true when ctx ends first. It sleeps on
+// the hub between reads: a read happens only when the document may have moved.
+func (s *Store) WaitForVersion(ctx context.Context, cpf, min int64) (score.Document, bool, error) {
+	var last stored
+	seen := false
 	for {
-		wake := s.hub.Wait(cpf)
-		d, found, err := s.load(ctx, cpf)
+		w := s.hub.Watch(cpf)
+		coll, err := s.collection(ctx)
+		var st stored
+		var found bool
+		if err == nil {
+			st, found, err = s.load(ctx, coll, cpf)
+		}
 		if err != nil {
-			return d, false, err
-		}
-		if found && d.Version >= min {
-			return d, false, nil
-		}
-		select {
-		case <-wake:
-		case <-ctx.Done():
-			if !found {
-				return d, true, score.ErrNotFound
+			w.Close()
+			if ctx.Err() != nil {
+				return s.stale(last, seen)
 			}
-			return d, true, nil
+			return st.Document, false, err
+		}
+		last, seen = st, found
+		if found && st.Version >= min {
+			w.Close()
+			return st.Document, false, nil
+		}
+		w.Seen(st.Version)
+		select {
+		case <-w.C():
+			w.Close()
+		case <-ctx.Done():
+			w.Close()
+			return s.stale(last, seen)
 		}
 	}
 }
 
+func (s *Store) stale(last stored, found bool) (score.Document, bool, error) {
+	if !found {
+		return last.Document, true, score.ErrNotFound
+	}
+	return last.Document, true, nil
+}
+
+// versions reads the version of each cpf in the active collection, for the hub.
+func (s *Store) versions(ctx context.Context, cpfs []int64) (map[int64]int64, error) {
+	coll, err := s.collection(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cur, err := coll.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: cpfs}}}},
+		options.Find().SetProjection(bson.D{{Key: "version", Value: 1}}))
+	if err != nil {
+		return nil, err
+	}
+	var rows []struct {
+		CPF     int64 `bson:"_id"`
+		Version int64 `bson:"version"`
+	}
+	if err := cur.All(ctx, &rows); err != nil {
+		return nil, err
+	}
+	out := make(map[int64]int64, len(rows))
+	for _, r := range rows {
+		out[r.CPF] = r.Version
+	}
+	return out, nil
+}
+
 // Ping checks that the store answers.
 func (s *Store) Ping(ctx context.Context) error {
-	return s.coll.Database().Client().Ping(ctx, nil)
+	return s.db.Client().Ping(ctx, nil)
+}
+
+// Run relays score.changed from the active collection, runs the shared
+// read-your-writes watcher, follows switches of the active collection made by
+// any replica and drives a running rebuild forward, until ctx ends. Pending
+// score.changed events are flushed before it returns.
+func (s *Store) Run(ctx context.Context) error {
+	if s.cfg.Publisher == nil {
+		return errors.New("mongodb: Config.Publisher is required to run the store")
+	}
+	s.mu.Lock()
+	s.runCtx = ctx
+	if s.active != "" {
+		s.startRelay(s.active)
+	}
+	s.mu.Unlock()
+	hubDone := make(chan struct{})
+	go func() { defer close(hubDone); s.hub.Run(ctx) }()
+
+	tick := time.NewTicker(s.cfg.MetaInterval)
+	defer tick.Stop()
+	for {
+		if m, err := s.readMeta(ctx); err == nil {
+			s.observe(m)
+			if m.Rebuild.Running() {
+				if err := s.advance(ctx, m); err != nil && ctx.Err() == nil {
+					s.log.Warn("rebuild check failed; will retry", zap.Error(err))
+				}
+			}
+		} else if ctx.Err() == nil {
+			s.log.Warn("cannot read the read model's meta document", zap.Error(err))
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			s.mu.Lock()
+			for name, cancel := range s.relays {
+				cancel()
+				delete(s.relays, name)
+			}
+			s.runCtx = nil
+			s.mu.Unlock()
+			s.relayWG.Wait()
+			<-hubDone
+			return nil
+		}
+	}
+}
+
+// observe takes note of the meta document: when the active collection
+// changed, the relay follows it and every waiting reader reads again.
+func (s *Store) observe(m metaDoc) {
+	s.mu.Lock()
+	old := s.active
+	if old == m.Active {
+		s.mu.Unlock()
+		return
+	}
+	s.active = m.Active
+	if s.runCtx != nil {
+		s.startRelay(m.Active)
+		if cancel, ok := s.relays[old]; ok {
+			cancel() // its Run flushes what the old collection still holds
+			delete(s.relays, old)
+		}
+	}
+	s.mu.Unlock()
+	if old != "" {
+		s.log.Info("read model switched", zap.String("from", old), zap.String("to", m.Active))
+		s.hub.NotifyAll()
+	}
+}
+
+// startRelay runs the outbox of collection name; s.mu is held.
+func (s *Store) startRelay(name string) {
+	if _, ok := s.relays[name]; ok {
+		return
+	}
+	ob, ok := s.obs[name]
+	if !ok {
+		ob = outbox.New(outbox.Config{Collection: s.db.Collection(name), Publisher: s.cfg.Publisher, Logger: s.log,
+			SweepInterval: s.cfg.OutboxSweep})
+		s.obs[name] = ob
+	}
+	ctx, cancel := context.WithCancel(s.runCtx)
+	s.relays[name] = cancel
+	s.relayWG.Add(1)
+	go func() {
+		defer s.relayWG.Done()
+		_ = ob.Run(ctx, s.cfg.FlushTimeout)
+	}()
 }

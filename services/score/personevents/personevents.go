@@ -1,4 +1,5 @@
-// Package personevents subscribes score to person's events.
+// Package personevents subscribes score to person's events: every change of a
+// person, the snapshots person sends for a rebuild and the end of a snapshot run.
 package personevents
 
 import (
@@ -11,6 +12,7 @@ import (
 // Store is what the handlers need (mongodb.Store).
 type Store interface {
 	Apply(ctx context.Context, ev eventbus.Event) error
+	SnapshotCompleted(ctx context.Context, ev eventbus.Event) error
 }
 
 // Register subscribes c to every event type the read model understands.
@@ -18,4 +20,5 @@ func Register(c *eventbus.Consumer, store Store) {
 	for _, typ := range score.EventTypes() {
 		c.Handle(typ, store.Apply)
 	}
+	c.Handle(score.SnapshotCompleted, store.SnapshotCompleted)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/personscore/person/httpapi"
 	"github.com/personscore/person/mongodb"
 	"github.com/personscore/person/scoreevents"
+	"github.com/personscore/person/snapshots"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -91,6 +92,7 @@ func run(ctx context.Context, cfg config, log *zap.Logger, reg prometheus.Regist
 	consumer := eventbus.NewConsumer(conn, eventbus.ConsumerConfig{Service: cfg.ConsumerName, Exchange: cfg.Exchange,
 		Workers: cfg.Workers, ShutdownTimeout: cfg.ShutdownTimeout / 2, Logger: log})
 	scoreevents.Register(consumer, store)
+	snapshots.Register(consumer, store, pub, log) // answers score's rebuild requests
 
 	ready := func(ctx context.Context) error {
 		if err := store.Ping(ctx); err != nil {

@@ -12,19 +12,25 @@ import (
 	"time"
 
 	"github.com/personscore/eventbus"
-	"github.com/personscore/eventbus/outbox"
 	"github.com/personscore/eventbus/service"
+	"github.com/personscore/score/admin"
 	"github.com/personscore/score/httpapi"
 	"github.com/personscore/score/mongodb"
 	"github.com/personscore/score/personevents"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.uber.org/zap"
 )
 
 // scoreConfig is what score reads from the environment beyond the common config.
 type scoreConfig struct {
 	MinVersionWait time.Duration `env:"MIN_VERSION_WAIT" envDefault:"2s"`
+	// AdminAddr is the admin listener (rebuild); never routed by the ingress.
+	AdminAddr string `env:"ADMIN_ADDR" envDefault:"127.0.0.1:9081"`
+	// AdminToken is the admin listener's bearer token; empty disables it.
+	AdminToken     string        `env:"ADMIN_TOKEN"`
+	RebuildTimeout time.Duration `env:"REBUILD_TIMEOUT" envDefault:"30m"`
 }
 
 func main() {
@@ -59,14 +65,13 @@ func run() error {
 		return fmt.Errorf("MONGO_URI: %w", err)
 	}
 	defer client.Disconnect(context.Background())
-	coll := client.Database(cfg.MongoDatabase).Collection(mongodb.Collection)
+	db := client.Database(cfg.MongoDatabase)
 
 	conn := eventbus.Open(eventbus.ConnConfig{URLs: eventbus.SplitURLs(cfg.AMQPURL), Name: "score", Logger: log})
 	defer conn.Close()
 	pub := eventbus.NewPublisher(conn, eventbus.PublisherConfig{Exchange: cfg.Exchange, Logger: log})
 	defer pub.Close()
-	ob := outbox.New(outbox.Config{Collection: coll, Publisher: pub, Logger: log})
-	store := mongodb.New(coll, ob, mongodb.NewHub(200*time.Millisecond))
+	store := mongodb.New(mongodb.Config{DB: db, Publisher: pub, Logger: log, RebuildTimeout: extra.RebuildTimeout})
 	consumer := eventbus.NewConsumer(conn, eventbus.ConsumerConfig{Service: "score", Exchange: cfg.Exchange,
 		Workers: cfg.Workers, ShutdownTimeout: cfg.ShutdownTimeout, Logger: log})
 	personevents.Register(consumer, store)
@@ -84,21 +89,52 @@ func run() error {
 	httpapi.Register(router, store, log, extra.MinVersionWait)
 	srv := &http.Server{Addr: cfg.HTTPAddr, Handler: router, ReadHeaderTimeout: 5 * time.Second}
 
+	var adminSrv *http.Server
+	if extra.AdminToken == "" {
+		log.Warn("admin listener disabled: ADMIN_TOKEN is empty (rebuilds cannot be started)")
+	} else {
+		h, err := admin.NewHandler(store, extra.AdminToken, log.With(zap.String("listener", "admin")))
+		if err != nil {
+			return err
+		}
+		adminSrv = &http.Server{Addr: extra.AdminAddr, Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	}
+
 	// Stop consuming first (in-flight events finish), then flush score.changed.
 	consumerCtx, stopConsumer := context.WithCancel(context.Background())
-	outboxCtx, stopOutbox := context.WithCancel(context.Background())
-	var consuming, relaying sync.WaitGroup
+	storeCtx, stopStore := context.WithCancel(context.Background())
+	var consuming, running sync.WaitGroup
 	consuming.Add(1)
-	relaying.Add(1)
+	running.Add(1)
 	go func() { defer consuming.Done(); _ = consumer.Run(consumerCtx) }()
-	go func() { defer relaying.Done(); _ = ob.Run(outboxCtx, cfg.ShutdownTimeout/2) }()
+	go func() { defer running.Done(); _ = store.Run(storeCtx) }()
+	// A failing admin listener (e.g. its port is taken) stops the service.
+	ctx, stopAll := context.WithCancel(ctx)
+	defer stopAll()
+	adminErr := make(chan error, 1)
+	if adminSrv != nil {
+		go func() {
+			err := service.Serve(ctx, log.With(zap.String("listener", "admin")), adminSrv, cfg.ShutdownTimeout/2)
+			if err != nil {
+				log.Error("admin listener failed", zap.Error(err))
+				stopAll()
+			}
+			adminErr <- err
+		}()
+	} else {
+		close(adminErr)
+	}
 
 	err = service.Serve(ctx, log, srv, cfg.ShutdownTimeout/2)
+	stopAll()
+	if aerr := <-adminErr; aerr != nil && err == nil {
+		err = fmt.Errorf("admin listener: %w", aerr)
+	}
 	log.Info("shutting down")
 	stopConsumer()
 	consuming.Wait()
-	stopOutbox()
-	relaying.Wait()
+	stopStore()
+	running.Wait()
 	log.Info("stopped")
 	return err
 }

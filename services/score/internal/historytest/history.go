@@ -219,3 +219,12 @@ func (h *History) Delivery(rng *rand.Rand, shuffle bool, dupRate float64, snapsh
 	}
 	return out
 }
+
+// String shows the person by value, for test failure messages.
+func (s Semantic) String() string {
+	p := "<none>"
+	if s.Person != nil {
+		p = fmt.Sprintf("%+v", *s.Person)
+	}
+	return fmt.Sprintf("{cpf %d live %v version %d score %d person %s items %+v}", s.CPF, s.Live, s.Version, s.Score, p, s.Items)
+}

@@ -1,0 +1,241 @@
+package loadgen
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Client talks to person and score over HTTP.
+type Client struct {
+	PersonURL string
+	ScoreURL  string
+	writes    *http.Client
+	reads     *http.Client
+}
+
+// NewClient keeps enough idle connections for conns concurrent requests on each side.
+func NewClient(personURL, scoreURL string, conns int) *Client {
+	tr := func() *http.Transport {
+		return &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:        conns * 2,
+			MaxIdleConnsPerHost: conns * 2,
+			IdleConnTimeout:     90 * time.Second,
+		}
+	}
+	return &Client{
+		PersonURL: personURL, ScoreURL: scoreURL,
+		writes: &http.Client{Transport: tr(), Timeout: 30 * time.Second},
+		reads:  &http.Client{Transport: tr(), Timeout: 60 * time.Second},
+	}
+}
+
+// Outcome classifies a write's answer.
+type Outcome int
+
+const (
+	Done      Outcome = iota // 2xx: written
+	Refused                  // 503/429: nothing was written (the API promises it)
+	Ambiguous                // no answer or an unexpected status: the model cannot tell
+)
+
+// Write is one write's result.
+type Write struct {
+	Op      Op
+	Outcome Outcome
+	Status  int
+	Version int64
+	Latency time.Duration
+	At      time.Time // when the answer was read
+	Err     error
+}
+
+// Do sends op for p, updating p on success. The caller holds p (Model.Acquire).
+func (c *Client) Do(ctx context.Context, op Op, p *Person, rng *rand.Rand) Write {
+	cpf := strconv.FormatInt(p.CPF, 10)
+	var method, path string
+	var body any
+	var item Item
+	var itemID string
+	switch op {
+	case OpCreate:
+		method, path = http.MethodPost, "/person"
+		body = map[string]any{"cpf": p.CPF, "name": "load " + cpf, "address": "rua " + cpf, "date_of_birth": "1980-01-02"}
+	case OpUpdate:
+		method, path = http.MethodPut, "/person/"+cpf
+		body = map[string]any{"name": fmt.Sprintf("load %s v%d", cpf, p.Version+1), "address": "avenida " + cpf, "date_of_birth": "1981-02-03"}
+	case OpIncome, OpAsset, OpDebt:
+		item = Item{Kind: op.Kind(), Cents: 100 + rng.Int64N(10_000_000)}
+		method, path = http.MethodPost, "/person/"+cpf+"/"+item.Kind
+		b := map[string]any{"value": json.RawMessage(FormatCents(item.Cents))}
+		if op != OpDebt {
+			b["type"] = map[string]string{"income": "salary", "asset": "apartment"}[item.Kind]
+		}
+		body = b
+	case OpDeleteItem:
+		ids := p.ItemIDs()
+		itemID = ids[rng.IntN(len(ids))]
+		method, path = http.MethodDelete, "/person/"+cpf+"/"+p.Items[itemID].Kind+"/"+itemID
+	case OpDeletePerson:
+		method, path = http.MethodDelete, "/person/"+cpf
+	}
+	var rd io.Reader
+	if body != nil {
+		raw, err := json.Marshal(body)
+		if err != nil {
+			return Write{Op: op, Outcome: Ambiguous, Err: err}
+		}
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.PersonURL+path, rd)
+	if err != nil {
+		return Write{Op: op, Outcome: Ambiguous, Err: err}
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	start := time.Now()
+	resp, err := c.writes.Do(req)
+	if err != nil {
+		return Write{Op: op, Outcome: Ambiguous, Latency: time.Since(start), At: time.Now(), Err: err}
+	}
+	raw, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	w := Write{Op: op, Status: resp.StatusCode, At: time.Now()}
+	w.Latency = w.At.Sub(start)
+	switch {
+	case err != nil:
+		w.Outcome, w.Err = Ambiguous, err
+	case resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusTooManyRequests:
+		w.Outcome, w.Err = Refused, fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, bytes.TrimSpace(raw))
+	case resp.StatusCode/100 != 2:
+		w.Outcome, w.Err = Ambiguous, fmt.Errorf("%s %s: unexpected %d %s", method, path, resp.StatusCode, bytes.TrimSpace(raw))
+	default:
+		var out struct {
+			Version int64  `json:"version"`
+			ID      string `json:"id"`
+		}
+		if len(raw) > 0 {
+			_ = json.Unmarshal(raw, &out)
+		}
+		if out.Version == 0 {
+			out.Version, _ = strconv.ParseInt(resp.Header.Get("X-Version"), 10, 64)
+		}
+		if out.Version <= 0 || (op.Kind() != "" && out.ID == "") {
+			w.Outcome, w.Err = Ambiguous, fmt.Errorf("%s %s: %d without version or id: %s", method, path, resp.StatusCode, raw)
+			break
+		}
+		w.Outcome, w.Version = Done, out.Version
+		p.Applied(op, out.Version, out.ID, item, itemID)
+	}
+	return w
+}
+
+// ScoreAnswer is what score said about a cpf once it had applied a version.
+type ScoreAnswer struct {
+	Found   bool // 200 (false: 404, nobody live)
+	Score   int64
+	Version int64
+	At      time.Time
+}
+
+// ErrStale: score did not reach the version within ctx.
+var ErrStale = errors.New("score did not reach the version in time")
+
+// WaitScore asks score for cpf's score once it has applied version, asking
+// again while score answers stale (its own wait is bounded by MIN_VERSION_WAIT).
+func (c *Client) WaitScore(ctx context.Context, cpf, version int64) (ScoreAnswer, error) {
+	url := c.ScoreURL + "/" + strconv.FormatInt(cpf, 10) + "/score?min_version=" + strconv.FormatInt(version, 10)
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return ScoreAnswer{}, err
+		}
+		resp, err := c.reads.Do(req)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ScoreAnswer{}, fmt.Errorf("%w: %v", ErrStale, ctx.Err())
+			}
+			// A transient failure: pause briefly and ask again.
+			select {
+			case <-time.After(50 * time.Millisecond):
+				continue
+			case <-ctx.Done():
+				return ScoreAnswer{}, fmt.Errorf("%w: %v", ErrStale, err)
+			}
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		at := time.Now()
+		stale := resp.Header.Get("X-Stale") == "true"
+		switch {
+		case stale:
+			if ctx.Err() != nil {
+				return ScoreAnswer{}, ErrStale
+			}
+			continue
+		case resp.StatusCode == http.StatusOK:
+			var out struct {
+				Score   int64 `json:"score"`
+				Version int64 `json:"version"`
+			}
+			if err := json.Unmarshal(raw, &out); err != nil {
+				return ScoreAnswer{}, fmt.Errorf("score answer: %w: %s", err, raw)
+			}
+			return ScoreAnswer{Found: true, Score: out.Score, Version: out.Version, At: at}, nil
+		case resp.StatusCode == http.StatusNotFound:
+			return ScoreAnswer{Found: false, At: at}, nil
+		case resp.StatusCode == http.StatusServiceUnavailable:
+			select {
+			case <-time.After(50 * time.Millisecond):
+				continue
+			case <-ctx.Done():
+				return ScoreAnswer{}, fmt.Errorf("%w: %v", ErrStale, ctx.Err())
+			}
+		default:
+			return ScoreAnswer{}, fmt.Errorf("score answered %d: %s", resp.StatusCode, raw)
+		}
+	}
+}
+
+// PersonScore reads the score person shows for cpf (replicated back through
+// score.changed): found=false on 404, hasScore=false when none arrived yet.
+func (c *Client) PersonScore(ctx context.Context, cpf int64) (found, hasScore bool, value int64, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.PersonURL+"/person/"+strconv.FormatInt(cpf, 10), nil)
+	if err != nil {
+		return false, false, 0, err
+	}
+	resp, err := c.reads.Do(req)
+	if err != nil {
+		return false, false, 0, err
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusNotFound:
+		return false, false, 0, nil
+	case http.StatusOK:
+		var out struct {
+			Score *struct {
+				Value int64 `json:"value"`
+			} `json:"score"`
+		}
+		if err := json.Unmarshal(raw, &out); err != nil {
+			return true, false, 0, err
+		}
+		if out.Score == nil {
+			return true, false, 0, nil
+		}
+		return true, true, out.Score.Value, nil
+	}
+	return false, false, 0, fmt.Errorf("person answered %d: %s", resp.StatusCode, raw)
+}

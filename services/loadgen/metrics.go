@@ -1,0 +1,134 @@
+package loadgen
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// ScrapeHistogram reads a Prometheus histogram from a /metrics page and sums
+// its buckets over every series whose labels include all of match.
+func ScrapeHistogram(ctx context.Context, url, name string, match map[string]string) ([]Bucket, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return ParseHistogram(resp.Body, name, match)
+}
+
+// ParseHistogram is ScrapeHistogram on the text of a /metrics page.
+func ParseHistogram(r io.Reader, name string, match map[string]string) ([]Bucket, error) {
+	sums := map[float64]float64{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
+	prefix := name + "_bucket{"
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, prefix) {
+			continue
+		}
+		end := strings.LastIndex(line, "}")
+		if end < 0 {
+			continue
+		}
+		labels := parseLabels(line[len(prefix):end])
+		ok := true
+		for k, v := range match {
+			if labels[k] != v {
+				ok = false
+			}
+		}
+		if !ok {
+			continue
+		}
+		le, err := parseFloat(labels["le"])
+		if err != nil {
+			continue
+		}
+		fields := strings.Fields(line[end+1:])
+		if len(fields) == 0 {
+			continue
+		}
+		v, err := parseFloat(fields[0])
+		if err != nil {
+			continue
+		}
+		sums[le] += v
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	out := make([]Bucket, 0, len(sums))
+	for le, c := range sums {
+		out = append(out, Bucket{LE: le, Count: c})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].LE < out[j].LE })
+	return out, nil
+}
+
+func parseFloat(s string) (float64, error) {
+	switch s {
+	case "+Inf":
+		return math.Inf(1), nil
+	case "-Inf":
+		return math.Inf(-1), nil
+	}
+	return strconv.ParseFloat(s, 64)
+}
+
+// parseLabels reads a="x",b="y" (values without escaped quotes, as here).
+func parseLabels(s string) map[string]string {
+	out := map[string]string{}
+	for s != "" {
+		eq := strings.Index(s, "=\"")
+		if eq < 0 {
+			break
+		}
+		key := strings.TrimLeft(s[:eq], ", ")
+		rest := s[eq+2:]
+		q := strings.Index(rest, "\"")
+		if q < 0 {
+			break
+		}
+		out[key] = rest[:q]
+		s = rest[q+1:]
+	}
+	return out
+}
+
+// MetricLag summarizes the delta of a lag histogram over a run, in ms.
+type MetricLag struct {
+	Count float64 `json:"count"`
+	P50MS float64 `json:"p50_ms"`
+	P95MS float64 `json:"p95_ms"`
+	P99MS float64 `json:"p99_ms"`
+}
+
+// LagFromBuckets estimates the percentiles of a histogram in seconds.
+func LagFromBuckets(b []Bucket) MetricLag {
+	if len(b) == 0 {
+		return MetricLag{}
+	}
+	q := func(x float64) float64 {
+		v := HistogramQuantile(x, b)
+		if math.IsNaN(v) {
+			return 0
+		}
+		return v * 1000
+	}
+	return MetricLag{Count: b[len(b)-1].Count, P50MS: q(.5), P95MS: q(.95), P99MS: q(.99)}
+}

@@ -1,0 +1,42 @@
+// Package mongodb stores score's read model: one document per cpf, changed by a
+// compare-and-swap on its revision so that several replicas applying events for
+// the same cpf never lose an update. A score change appends score.changed to
+// the document's outbox in the same write.
+//
+// Which collection holds the read model is named by a small meta document
+// (collection score_meta), so that the model can be rebuilt into a fresh
+// collection and switched over atomically.
+//
+// # Rebuild
+//
+// The read model can always be rebuilt from person, the source of truth, into
+// a fresh collection, which then replaces the live one, in four steps:
+//
+//  1. StartRebuild records {id, target collection, state snapshotting} in the
+//     meta document (one compare-and-swap, so only one rebuild runs at a time)
+//     and publishes snapshot.requested.
+//  2. From that moment every replica applies each event to the live collection
+//     AND to the target: Apply reads the meta document for every event. This
+//     is what makes the result exact: a person write that the snapshot below
+//     does not contain happens after person received snapshot.requested, hence
+//     after the meta document named the target, and its event is read (and
+//     the meta document with it) after that, so it reaches the target.
+//  3. Person answers with one person.snapshot per cpf (its whole current state,
+//     deleted persons included) and then snapshot.completed with the count.
+//     Snapshots are ordinary events: Apply merges them by version, so their
+//     order relative to live events does not matter. A document a snapshot
+//     reached is marked from_snapshot in the target.
+//  4. Every replica's Run checks, twice a second, whether the target has
+//     caught up: snapshot.completed arrived, at least that many documents are
+//     marked, and for every cpf of the live collection the target's document
+//     has applied at least the same version. Then one compare-and-swap of the
+//     meta document makes the target the active collection; every replica sees
+//     it at its next event or meta read (at most MetaInterval later), moves
+//     its score.changed relay to the new collection and wakes its waiting
+//     readers. The switching replica then publishes score.changed for every
+//     cpf whose score the rebuild corrected, so person's copy heals too.
+//
+// The replaced collection stays, frozen, until the next rebuild starts (for
+// inspection); a rebuild that does not switch within RebuildTimeout fails and
+// leaves the live collection untouched.
+package mongodb

@@ -1,0 +1,242 @@
+package mongodb_test
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/personscore/eventbus"
+	"github.com/personscore/score"
+	"github.com/personscore/score/internal/historytest"
+	"github.com/personscore/score/mongodb"
+)
+
+// Several replicas (each its own Store and MongoDB client), several goroutines
+// each, apply a shuffled history of ONE cpf with duplicates and snapshots at
+// once: the compare-and-swap on the revision must lose nothing, so the final
+// document is exactly the history's final state, and the score.changed events
+// in its outbox form a chain in which every event changes something.
+func TestReplicasApplyingOneCPFConcurrently(t *testing.T) {
+	env := startMongo(t)
+	seed := rand.Uint64()
+	rng := rand.New(rand.NewPCG(seed, 1))
+	t.Logf("seed %d", seed)
+	h := historytest.Generate(rng, 11111, 60)
+	deliveries := h.Delivery(rng, true, 0.6, 5)
+
+	const replicas, perReplica = 3, 3
+	stores := make([]*mongodb.Store, replicas)
+	for i := range stores {
+		stores[i] = env.replica(t, mongodb.Config{})
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, replicas*perReplica)
+	for w := range replicas * perReplica {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := stores[w%replicas]
+			for i := w; i < len(deliveries); i += replicas * perReplica {
+				if err := s.Apply(context.Background(), deliveries[i]); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+
+	d, ok := readDoc(t, env.db.Collection(mongodb.DefaultCollection), h.CPF)
+	if !ok {
+		t.Fatal("no document")
+	}
+	if got, want := historytest.Of(d.Document), h.Want(h.Final()); !reflect.DeepEqual(got, want) {
+		t.Fatalf("seed %d: after %d concurrent deliveries\n got %v\nwant %v", seed, len(deliveries), got, want)
+	}
+	chain := changes(t, d.Outbox)
+	if len(chain) == 0 {
+		t.Fatal("no score.changed at all")
+	}
+	prev := scoreChange{}
+	for i, c := range chain {
+		if c == prev {
+			t.Fatalf("score.changed #%d repeats %+v: published without a change", i, c)
+		}
+		prev = c
+	}
+	if last := chain[len(chain)-1]; last.Score != d.Score || last.Live != d.Live() {
+		t.Fatalf("last score.changed %+v, document score %d live %v", last, d.Score, d.Live())
+	}
+}
+
+func ev(t *testing.T, typ string, v int64, data any) eventbus.Event {
+	t.Helper()
+	e, err := eventbus.NewEvent(context.Background(), "/person", typ, "22222", v, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func TestScoreChangedOnlyWhenTheScoreChanges(t *testing.T) {
+	env := startMongo(t)
+	s := env.replica(t, mongodb.Config{})
+	person := map[string]any{"cpf": 22222, "name": "a", "date_of_birth": "2000-01-01"}
+	steps := []struct {
+		name string
+		ev   eventbus.Event
+		want []scoreChange // appended by this step
+	}{
+		{"created: the score becomes known", ev(t, score.PersonCreated, 1, person), []scoreChange{{0, true}}},
+		{"updated: no change", ev(t, score.PersonUpdated, 2, person), nil},
+		{"income", ev(t, "income.created", 3, map[string]any{"id": "i", "value_cents": 1000_00}), []scoreChange{{20, true}}},
+		{"duplicate income", ev(t, "income.created", 3, map[string]any{"id": "i", "value_cents": 1000_00}), nil},
+		{"debt worth 0 points", ev(t, "debt.created", 4, map[string]any{"id": "d", "value_cents": 19_99}), nil},
+		{"asset", ev(t, "asset.created", 5, map[string]any{"id": "a", "value_cents": 100000_00}), []scoreChange{{5020, true}}},
+		{"person deleted", ev(t, score.PersonDeleted, 6, map[string]any{"cpf": 22222}), []scoreChange{{0, false}}},
+		{"stale event of the deleted person", ev(t, "debt.created", 4, map[string]any{"id": "d", "value_cents": 19_99}), nil},
+	}
+	var want []scoreChange
+	coll := env.db.Collection(mongodb.DefaultCollection)
+	for _, st := range steps {
+		if err := s.Apply(context.Background(), st.ev); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		want = append(want, st.want...)
+		d, _ := readDoc(t, coll, 22222)
+		if got := changes(t, d.Outbox); !reflect.DeepEqual(got, want) {
+			t.Fatalf("after %s: score.changed %+v, want %+v", st.name, got, want)
+		}
+	}
+	if _, err := s.Get(context.Background(), 22222); !errors.Is(err, score.ErrNotFound) {
+		t.Fatalf("Get of a deleted person: %v, want ErrNotFound", err)
+	}
+}
+
+func TestApplyRejectsABadSubject(t *testing.T) {
+	env := startMongo(t)
+	s := env.replica(t, mongodb.Config{})
+	e := ev(t, score.PersonCreated, 1, map[string]any{"name": "x"})
+	e.Subject = "not-a-cpf"
+	if err := s.Apply(context.Background(), e); !errors.Is(err, eventbus.ErrMalformed) {
+		t.Fatalf("Apply = %v, want ErrMalformed", err)
+	}
+}
+
+// A reader waiting for a version is woken by the write of its own replica at
+// once (no polling: the shared watcher is not even running here).
+func TestWaitForVersionWakesOnApply(t *testing.T) {
+	env := startMongo(t)
+	s := env.replica(t, mongodb.Config{})
+	person := map[string]any{"cpf": 22222, "name": "a"}
+	applyAll(t, s, []eventbus.Event{ev(t, score.PersonCreated, 1, person)})
+
+	type result struct {
+		d       score.Document
+		stale   bool
+		err     error
+		elapsed time.Duration
+	}
+	done := make(chan result, 1)
+	start := time.Now()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		d, stale, err := s.WaitForVersion(ctx, 22222, 3)
+		done <- result{d, stale, err, time.Since(start)}
+	}()
+	eventually(t, 2*time.Second, "the reader registers", func() bool { return s.Hub().Waiting() == 1 })
+	applyAll(t, s, []eventbus.Event{ev(t, "income.created", 2, map[string]any{"id": "i", "value_cents": 1000_00})})
+	select {
+	case r := <-done:
+		t.Fatalf("returned at version 2 of 3: %+v", r)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if n := s.Hub().Waiting(); n != 1 {
+		t.Fatalf("%d readers registered while waiting, want 1", n)
+	}
+	applied := time.Now()
+	applyAll(t, s, []eventbus.Event{ev(t, "asset.created", 3, map[string]any{"id": "a", "value_cents": 100_00})})
+	select {
+	case r := <-done:
+		if r.err != nil || r.stale || r.d.Version != 3 || r.d.Score != 25 {
+			t.Fatalf("WaitForVersion = version %d score %d stale %v err %v", r.d.Version, r.d.Score, r.stale, r.err)
+		}
+		if lag := time.Since(applied); lag > 500*time.Millisecond {
+			t.Fatalf("reader returned %s after the write", lag)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("reader not woken by the write")
+	}
+	if n := s.Hub().Waiting(); n != 0 {
+		t.Fatalf("%d readers still registered", n)
+	}
+}
+
+// A write by another replica wakes the reader through the shared watcher.
+func TestWaitForVersionSeesOtherReplicas(t *testing.T) {
+	env := startMongo(t)
+	reader := env.replica(t, mongodb.Config{WatchInterval: 50 * time.Millisecond})
+	writer := env.replica(t, mongodb.Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go reader.Hub().Run(ctx)
+
+	done := make(chan error, 1)
+	go func() {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		d, stale, err := reader.WaitForVersion(wctx, 22222, 1)
+		if err == nil && (stale || d.Version != 1) {
+			err = errors.New("stale or wrong version")
+		}
+		done <- err
+	}()
+	eventually(t, 2*time.Second, "the reader registers", func() bool { return reader.Hub().Waiting() == 1 })
+	applied := time.Now()
+	applyAll(t, writer, []eventbus.Event{ev(t, score.PersonCreated, 1, map[string]any{"name": "a"})})
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lag := time.Since(applied); lag > time.Second {
+			t.Fatalf("reader returned %s after the other replica's write", lag)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("reader never saw the other replica's write")
+	}
+}
+
+func TestWaitForVersionIsBounded(t *testing.T) {
+	env := startMongo(t)
+	s := env.replica(t, mongodb.Config{})
+	applyAll(t, s, []eventbus.Event{ev(t, score.PersonCreated, 1, map[string]any{"name": "a"})})
+
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	d, stale, err := s.WaitForVersion(ctx, 22222, 5)
+	if elapsed := time.Since(start); err != nil || !stale || d.Version != 1 || elapsed < 300*time.Millisecond || elapsed > 2*time.Second {
+		t.Fatalf("WaitForVersion = version %d stale %v err %v after %s; want the current document, stale, after the deadline", d.Version, stale, err, elapsed)
+	}
+
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel2()
+	if _, stale, err := s.WaitForVersion(ctx2, 33333, 1); !stale || !errors.Is(err, score.ErrNotFound) {
+		t.Fatalf("unknown cpf: stale %v err %v; want stale ErrNotFound", stale, err)
+	}
+
+	d, stale, err = s.WaitForVersion(context.Background(), 22222, 1)
+	if err != nil || stale || d.Version != 1 {
+		t.Fatalf("version already there: %d %v %v", d.Version, stale, err)
+	}
+}

@@ -1,0 +1,287 @@
+package chaos
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Client makes writes against person and records them in a Ledger.
+type Client struct {
+	// Person is person's base URL; a func so that it can move (a replica).
+	Person func() string
+	HTTP   *http.Client
+	Ledger *Ledger
+}
+
+// NewClient returns a client of the person at personURL with its own ledger.
+func NewClient(personURL string) *Client {
+	return &Client{
+		Person: func() string { return personURL },
+		HTTP: &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
+			MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second,
+		}},
+		Ledger: NewLedger(),
+	}
+}
+
+type answer struct {
+	status  int
+	body    []byte
+	header  http.Header
+	err     error
+	latency time.Duration
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body any) answer {
+	var rd io.Reader
+	if body != nil {
+		raw, _ := json.Marshal(body)
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.Person()+path, rd)
+	if err != nil {
+		return answer{err: err}
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	start := time.Now()
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return answer{err: err, latency: time.Since(start)}
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	return answer{status: resp.StatusCode, body: raw, header: resp.Header, err: err, latency: time.Since(start)}
+}
+
+// outcome classifies an answer and notes it in the ledger.
+func (c *Client) outcome(method, path string, a answer) Outcome {
+	switch {
+	case a.err != nil:
+		c.Ledger.note("conn-error", Unknown, a.latency, "")
+		return Unknown
+	case a.status >= 200 && a.status < 300:
+		c.Ledger.note(strconv.Itoa(a.status), Accepted, a.latency, "")
+		return Accepted
+	default:
+		serverErr := ""
+		if a.status >= 500 && a.status != http.StatusServiceUnavailable {
+			serverErr = fmt.Sprintf("%s %s -> %d %s", method, path, a.status, truncate(string(a.body), 300))
+		}
+		if a.status == http.StatusServiceUnavailable && !isProblem(a) {
+			serverErr = fmt.Sprintf("%s %s -> 503 without problem+json: %q", method, path, truncate(string(a.body), 300))
+		}
+		c.Ledger.note(strconv.Itoa(a.status), Refused, a.latency, serverErr)
+		return Refused
+	}
+}
+
+func isProblem(a answer) bool {
+	return a.header.Get("Content-Type") == "application/problem+json"
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+// Create tries to create the person once. A 409 after an earlier attempt with
+// no answer means that attempt was applied.
+func (c *Client) Create(ctx context.Context, p *Person) Outcome {
+	path := "/person"
+	a := c.do(ctx, http.MethodPost, path, map[string]any{
+		"cpf": p.CPF, "name": fmt.Sprintf("chaos %d", p.CPF), "address": "nowhere", "date_of_birth": "1990-01-01",
+	})
+	o := c.outcome(http.MethodPost, path, a)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case o == Accepted:
+		var r struct{ Version int64 }
+		_ = json.Unmarshal(a.body, &r)
+		p.created = Accepted
+		p.versions = append(p.versions, r.Version)
+	case a.status == http.StatusConflict:
+		if p.created == Refused {
+			p.createPhantom = true
+		}
+		p.created = Accepted
+	case o == Unknown:
+		p.created = Unknown
+	case p.created == None:
+		p.created = Refused
+	}
+	return o
+}
+
+// Created reports whether the person is known to exist.
+func (p *Person) Created() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.created == Accepted
+}
+
+// AddItem adds an income, asset or debt of value whole units, tagged uniquely.
+func (c *Client) AddItem(ctx context.Context, p *Person, kind string, value int64) (*Item, Outcome) {
+	p.mu.Lock()
+	p.seq++
+	it := &Item{Tag: fmt.Sprintf("t%d-%d", p.CPF, p.seq), Kind: kind, Value: value}
+	p.items = append(p.items, it)
+	p.byTag[it.Tag] = it
+	p.mu.Unlock()
+
+	path := fmt.Sprintf("/person/%d/%s", p.CPF, kind)
+	a := c.do(ctx, http.MethodPost, path, map[string]any{"type": it.Tag, "value": value})
+	o := c.outcome(http.MethodPost, path, a)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	it.Add = o
+	if o == Accepted {
+		var r struct {
+			ID      string
+			Version int64
+		}
+		_ = json.Unmarshal(a.body, &r)
+		it.ID, it.AddVersion = r.ID, r.Version
+		p.versions = append(p.versions, r.Version)
+	}
+	return it, o
+}
+
+// DeleteItem deletes an item whose add was accepted.
+func (c *Client) DeleteItem(ctx context.Context, p *Person, it *Item) Outcome {
+	path := fmt.Sprintf("/person/%d/%s/%s", p.CPF, it.Kind, it.ID)
+	a := c.do(ctx, http.MethodDelete, path, nil)
+	o := c.outcome(http.MethodDelete, path, a)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	it.Del = o
+	if o == Accepted {
+		v, _ := strconv.ParseInt(a.header.Get("X-Version"), 10, 64)
+		it.DelVersion = v
+		p.versions = append(p.versions, v)
+	}
+	return o
+}
+
+// deletable picks an accepted, never-deleted item, or nil.
+func (p *Person) deletable(r *rand.Rand) *Item {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var cands []*Item
+	for _, it := range p.items {
+		if it.Add == Accepted && it.Del == None {
+			cands = append(cands, it)
+		}
+	}
+	if len(cands) == 0 {
+		return nil
+	}
+	return cands[r.IntN(len(cands))]
+}
+
+var kinds = []string{"income", "asset", "debt"}
+
+// Workload keeps writers busy on a set of persons: each writer owns some cpfs
+// (so each cpf's writes are sequential) unless Shared, when every writer
+// writes to every cpf.
+type Workload struct {
+	Client  *Client
+	CPFs    []int64
+	Writers int
+	// Pause between two writes of one writer (default 5ms); after a refusal or
+	// an error the writer waits 100ms.
+	Pause time.Duration
+	// DeleteOneIn makes one write in N an item delete (0: never).
+	DeleteOneIn int
+	// Shared: every writer writes to every cpf (concurrent writers on one cpf).
+	Shared bool
+	// MaxWrites stops the workload after this many attempts (0: until stopped).
+	MaxWrites int64
+}
+
+// Start runs the workload until the returned stop function is called, which
+// lets the requests in flight finish (they are not cancelled: an aborted
+// request would be an ambiguous write for no reason) and waits for them.
+func (w *Workload) Start(ctx context.Context) (stop func()) {
+	halt := make(chan struct{})
+	if w.Writers <= 0 {
+		w.Writers = 8
+	}
+	if w.Pause <= 0 {
+		w.Pause = 5 * time.Millisecond
+	}
+	var wg sync.WaitGroup
+	var attempts sync.Mutex
+	var n int64
+	for k := range w.Writers {
+		var own []*Person
+		for i, cpf := range w.CPFs {
+			if w.Shared || i%w.Writers == k {
+				own = append(own, w.Client.Ledger.Person(cpf))
+			}
+		}
+		if len(own) == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(k), uint64(time.Now().UnixNano())))
+			for {
+				select {
+				case <-halt:
+					return
+				case <-ctx.Done():
+					return
+				default:
+				}
+				if w.MaxWrites > 0 {
+					attempts.Lock()
+					n++
+					over := n > w.MaxWrites
+					attempts.Unlock()
+					if over {
+						return
+					}
+				}
+				o := w.step(ctx, r, own[r.IntN(len(own))])
+				pause := w.Pause
+				if o != Accepted {
+					pause = 100 * time.Millisecond
+				}
+				select {
+				case <-halt:
+				case <-ctx.Done():
+				case <-time.After(pause):
+				}
+			}
+		}()
+	}
+	var once sync.Once
+	return func() { once.Do(func() { close(halt) }); wg.Wait() }
+}
+
+func (w *Workload) step(ctx context.Context, r *rand.Rand, p *Person) Outcome {
+	if !p.Created() {
+		return w.Client.Create(ctx, p)
+	}
+	if w.DeleteOneIn > 0 && r.IntN(w.DeleteOneIn) == 0 {
+		if it := p.deletable(r); it != nil {
+			return w.Client.DeleteItem(ctx, p, it)
+		}
+	}
+	_, o := w.Client.AddItem(ctx, p, kinds[r.IntN(len(kinds))], 1+r.Int64N(100_000))
+	return o
+}

@@ -1,0 +1,420 @@
+package chaos
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// RabbitBin is where the installed RabbitMQ keeps its scripts. The scripts are
+// called directly (not through the /usr/sbin wrappers, which switch to the
+// rabbitmq user) so that the nodes run as the test's user in its temp dirs.
+var RabbitBin = "/usr/lib/rabbitmq/bin"
+
+// Node is a private RabbitMQ node started by a test: its own name, ports,
+// data, logs and Erlang cookie, so that nothing it does can touch the shared
+// broker (rabbit@localhost) the other tests use.
+type Node struct {
+	Name     string // e.g. chaos1@localhost
+	Port     int    // AMQP port on 127.0.0.1
+	DistPort int    // Erlang distribution port
+	dir      string
+	home     string // HOME with the .erlang.cookie shared by the nodes of a Fleet
+	env      []string
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+// Fleet is a set of private nodes sharing one Erlang cookie.
+type Fleet struct {
+	Dir   string
+	home  string
+	Nodes []*Node
+}
+
+// NewFleet prepares n nodes named <prefix>1@localhost ... in dir (nothing is
+// started yet).
+func NewFleet(dir, prefix string, n int) (*Fleet, error) {
+	home := filepath.Join(dir, "home")
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return nil, err
+	}
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	cookie := strings.ToUpper(hex.EncodeToString(b))
+	if err := os.WriteFile(filepath.Join(home, ".erlang.cookie"), []byte(cookie), 0o400); err != nil {
+		return nil, err
+	}
+	f := &Fleet{Dir: dir, home: home}
+	for i := 1; i <= n; i++ {
+		ports, err := freePorts(2)
+		if err != nil {
+			return nil, err
+		}
+		name := fmt.Sprintf("%s%d", prefix, i)
+		nd := &Node{Name: name + "@localhost", Port: ports[0], DistPort: ports[1], dir: filepath.Join(dir, name), home: home}
+		if err := nd.prepare(); err != nil {
+			return nil, err
+		}
+		f.Nodes = append(f.Nodes, nd)
+	}
+	return f, nil
+}
+
+func freePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+func (n *Node) prepare() error {
+	if err := os.MkdirAll(n.dir, 0o755); err != nil {
+		return err
+	}
+	conf := fmt.Sprintf("listeners.tcp.default = 127.0.0.1:%d\nloopback_users = none\nlog.file.level = info\n", n.Port)
+	files := map[string]string{
+		"rabbitmq.conf":   conf,
+		"enabled_plugins": "[].\n",
+		// An empty env file: the system's /etc/rabbitmq/rabbitmq-env.conf names
+		// the shared node and must not apply to ours.
+		"rabbitmq-env.conf": "",
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(n.dir, name), []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	n.env = append(os.Environ(),
+		"HOME="+n.home,
+		"RABBITMQ_CONF_ENV_FILE="+filepath.Join(n.dir, "rabbitmq-env.conf"),
+		"RABBITMQ_NODENAME="+n.Name,
+		"RABBITMQ_NODE_PORT="+strconv.Itoa(n.Port),
+		"RABBITMQ_NODE_IP_ADDRESS=127.0.0.1",
+		"RABBITMQ_DIST_PORT="+strconv.Itoa(n.DistPort),
+		"RABBITMQ_MNESIA_BASE="+filepath.Join(n.dir, "mnesia"),
+		"RABBITMQ_LOG_BASE="+filepath.Join(n.dir, "log"),
+		"RABBITMQ_PID_FILE="+filepath.Join(n.dir, "pid"),
+		"RABBITMQ_CONFIG_FILE="+filepath.Join(n.dir, "rabbitmq.conf"),
+		"RABBITMQ_ENABLED_PLUGINS_FILE="+filepath.Join(n.dir, "enabled_plugins"),
+		"ERL_EPMD_ADDRESS=127.0.0.1",
+		"ERL_FLAGS=-kernel inet_dist_use_interface {127,0,0,1}",
+	)
+	return nil
+}
+
+// URL is the AMQP URL of vhost on this node.
+func (n *Node) URL(vhost string) string {
+	return fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/%s", n.Port, vhost)
+}
+
+// Start starts the node's Erlang VM and RabbitMQ and waits until it accepts
+// AMQP connections.
+func (n *Node) Start(ctx context.Context) error {
+	n.mu.Lock()
+	if n.cmd != nil {
+		n.mu.Unlock()
+		return fmt.Errorf("%s is already running", n.Name)
+	}
+	cmd := exec.Command(filepath.Join(RabbitBin, "rabbitmq-server"))
+	cmd.Env = n.env
+	cmd.Dir = n.dir
+	out, err := os.Create(filepath.Join(n.dir, "console.log"))
+	if err != nil {
+		n.mu.Unlock()
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		n.mu.Unlock()
+		out.Close()
+		return fmt.Errorf("start %s: %w", n.Name, err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); out.Close(); close(exited) }()
+	n.cmd, n.exited = cmd, exited
+	n.mu.Unlock()
+	return n.WaitReady(ctx)
+}
+
+// WaitReady waits until the node accepts AMQP connections (its app runs).
+func (n *Node) WaitReady(ctx context.Context) error {
+	for {
+		if n.Ready() {
+			return nil
+		}
+		n.mu.Lock()
+		exited := n.exited
+		n.mu.Unlock()
+		select {
+		case <-exited:
+			return fmt.Errorf("%s exited while starting; see %s", n.Name, filepath.Join(n.dir, "console.log"))
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready: %w", n.Name, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Ready reports whether the node answers AMQP now.
+func (n *Node) Ready() bool {
+	c, err := amqp.DialConfig(n.URL(""), amqp.Config{Dial: amqp.DefaultDial(2 * time.Second)})
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// Ctl runs rabbitmqctl (or another CLI tool of RabbitBin, when args[0] is
+// "queues:..." style is not needed) against this node.
+func (n *Node) Ctl(ctx context.Context, args ...string) (string, error) {
+	return n.cli(ctx, "rabbitmqctl", args...)
+}
+
+func (n *Node) cli(ctx context.Context, tool string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(RabbitBin, tool), append([]string{"-n", n.Name}, args...)...)
+	cmd.Env = n.env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s -n %s %s: %v: %s", tool, n.Name, strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// StopApp stops the RabbitMQ application (the Erlang VM keeps running): every
+// client connection is closed and the AMQP port stops listening.
+func (n *Node) StopApp(ctx context.Context) error {
+	_, err := n.Ctl(ctx, "stop_app")
+	return err
+}
+
+// StartApp starts the application again and waits until it accepts AMQP.
+func (n *Node) StartApp(ctx context.Context) error {
+	if _, err := n.Ctl(ctx, "start_app"); err != nil {
+		return err
+	}
+	return n.WaitReady(ctx)
+}
+
+// Running reports whether the node's VM process is running.
+func (n *Node) Running() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cmd != nil
+}
+
+// Kill kills the node's whole process group with sig and waits for it to exit
+// (SIGKILL after timeout).
+func (n *Node) Kill(sig syscall.Signal, timeout time.Duration) {
+	n.mu.Lock()
+	cmd, exited := n.cmd, n.exited
+	n.cmd = nil
+	n.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, sig)
+	select {
+	case <-exited:
+	case <-time.After(timeout):
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-exited
+	}
+	// The VM may have left its epmd registration and child processes behind
+	// only for an instant; give epmd a moment to notice.
+	time.Sleep(200 * time.Millisecond)
+}
+
+// Stop stops the node cleanly (rabbitmqctl stop), killing it if that fails.
+func (n *Node) Stop(ctx context.Context) {
+	if !n.Running() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	_, _ = n.Ctl(ctx, "stop")
+	n.Kill(syscall.SIGTERM, 20*time.Second)
+}
+
+// StartAll starts the fleet's nodes concurrently.
+func (f *Fleet) StartAll(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(f.Nodes))
+	for i, n := range f.Nodes {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = n.Start(ctx) }()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// StopAll stops every node.
+func (f *Fleet) StopAll() {
+	var wg sync.WaitGroup
+	for _, n := range f.Nodes {
+		wg.Add(1)
+		go func() { defer wg.Done(); n.Stop(context.Background()) }()
+	}
+	wg.Wait()
+}
+
+// Cluster joins every other node of the fleet to the first one, concurrently.
+func (f *Fleet) Cluster(ctx context.Context) error {
+	seed := f.Nodes[0]
+	var wg sync.WaitGroup
+	errs := make([]error, len(f.Nodes))
+	for i, n := range f.Nodes[1:] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, args := range [][]string{{"stop_app"}, {"reset"}, {"join_cluster", seed.Name}, {"start_app"}} {
+				if _, err := n.Ctl(ctx, args...); err != nil {
+					errs[i] = err
+					return
+				}
+			}
+			errs[i] = n.WaitReady(ctx)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	out, err := seed.Ctl(ctx, "cluster_status", "--formatter", "json")
+	if err != nil {
+		return err
+	}
+	var st struct {
+		Running []string `json:"running_nodes"`
+	}
+	if err := json.Unmarshal([]byte(jsonPart(out)), &st); err != nil {
+		return fmt.Errorf("cluster_status: %v: %s", err, out)
+	}
+	if len(st.Running) != len(f.Nodes) {
+		return fmt.Errorf("cluster has %d running nodes, want %d: %s", len(st.Running), len(f.Nodes), out)
+	}
+	return nil
+}
+
+// jsonPart drops anything a CLI printed before its JSON output.
+func jsonPart(out string) string {
+	if i := strings.IndexAny(out, "[{"); i > 0 {
+		return out[i:]
+	}
+	return out
+}
+
+// AddVhost creates a vhost on the node (and so on its cluster) with full
+// permissions for guest.
+func (n *Node) AddVhost(ctx context.Context, name string) error {
+	if _, err := n.Ctl(ctx, "add_vhost", name); err != nil {
+		return err
+	}
+	_, err := n.Ctl(ctx, "set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+	return err
+}
+
+// QueueInfo is what list_queues says of one queue.
+type QueueInfo struct {
+	Name     string   `json:"name"`
+	Type     string   `json:"type"`
+	Leader   string   `json:"leader"`
+	Members  []string `json:"members"`
+	Online   []string `json:"online"`
+	Messages int      `json:"messages"`
+}
+
+// Queues lists the queues of vhost with their quorum leader and members.
+func (n *Node) Queues(ctx context.Context, vhost string) ([]QueueInfo, error) {
+	out, err := n.Ctl(ctx, "list_queues", "-p", vhost, "name", "type", "leader", "members", "online", "messages", "--formatter", "json")
+	if err != nil {
+		return nil, err
+	}
+	var qs []QueueInfo
+	if err := json.Unmarshal([]byte(jsonPart(out)), &qs); err != nil {
+		return nil, fmt.Errorf("list_queues: %v: %s", err, out)
+	}
+	return qs, nil
+}
+
+// ConnectionNodes maps the client-provided connection name (person, score...)
+// to the nodes its connections are on, cluster-wide.
+func (n *Node) ConnectionNodes(ctx context.Context) (map[string][]string, error) {
+	out, err := n.Ctl(ctx, "list_connections", "client_properties", "pid", "--formatter", "json")
+	if err != nil {
+		return nil, err
+	}
+	var conns []struct {
+		Props any    `json:"client_properties"`
+		PID   string `json:"pid"`
+	}
+	if err := json.Unmarshal([]byte(jsonPart(out)), &conns); err != nil {
+		return nil, fmt.Errorf("list_connections: %v: %s", err, out)
+	}
+	res := map[string][]string{}
+	for _, c := range conns {
+		name := connectionName(c.Props)
+		// An Erlang pid prints as <node.N.M.K>.
+		node := strings.TrimPrefix(c.PID, "<")
+		if i := strings.Index(node, "@"); i >= 0 {
+			if j := strings.Index(node[i:], "."); j >= 0 {
+				node = node[:i+j]
+			}
+		}
+		res[name] = append(res[name], node)
+	}
+	return res, nil
+}
+
+// connectionName digs connection_name out of client_properties, which the CLI
+// renders as a list of [key, type, value] triples or as an object.
+func connectionName(props any) string {
+	switch p := props.(type) {
+	case map[string]any:
+		if s, ok := p["connection_name"].(string); ok {
+			return s
+		}
+	case []any:
+		for _, e := range p {
+			if t, ok := e.([]any); ok && len(t) == 3 {
+				if k, _ := t[0].(string); k == "connection_name" {
+					s, _ := t[2].(string)
+					return s
+				}
+			}
+		}
+	}
+	return ""
+}
