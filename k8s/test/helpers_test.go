@@ -165,7 +165,12 @@ func tryRender(t testing.TB, chartName string, p profile, extra ...string) (*ren
 	if err != nil {
 		return nil, err
 	}
-	r := &rendered{Chart: chartName, Profile: p.Name, Values: vals, Manifest: rel.Manifest, Notes: rel.Info.Notes}
+	// The effective values: chart defaults coalesced with the profile's.
+	eff, err := chartutil.CoalesceValues(c, vals)
+	if err != nil {
+		return nil, err
+	}
+	r := &rendered{Chart: chartName, Profile: p.Name, Values: eff, Manifest: rel.Manifest, Notes: rel.Info.Notes}
 	for _, h := range rel.Hooks {
 		r.Hooks = append(r.Hooks, h.Manifest)
 	}

@@ -85,8 +85,14 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("localmongo: data dir: %w", err)
 		}
 		fcfg.Handler = "sqlite"
-		// FerretDB wants a "file:" URI of a directory ending with "/".
-		fcfg.SQLiteURL = (&url.URL{Scheme: "file", Path: filepath.ToSlash(dir) + "/"}).String()
+		// FerretDB wants a "file:" URI of a directory ending with "/". It already
+		// uses WAL; synchronous=NORMAL skips the fsync per commit (data survives a
+		// process crash, not a power cut), which is right for a dev/test store.
+		fcfg.SQLiteURL = (&url.URL{
+			Scheme:   "file",
+			Path:     filepath.ToSlash(dir) + "/",
+			RawQuery: "_pragma=synchronous(normal)",
+		}).String()
 	}
 
 	f, err := ferretdb.New(fcfg)

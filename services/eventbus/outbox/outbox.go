@@ -62,6 +62,7 @@ type Outbox struct {
 type note struct {
 	id     any
 	events []eventbus.Event
+	raw    []any // the sweep's events as stored, for an exact removal
 }
 
 // New creates the outbox of a collection; call Run to start relaying.
@@ -182,29 +183,39 @@ func (o *Outbox) relay(ctx context.Context, notes chan note) {
 			continue
 		}
 		for _, n := range batch {
-			if err := o.remove(ctx, n.id, n.events); err != nil {
+			if err := o.removeEvents(ctx, n.id, n.events); err != nil {
 				o.log.Warn("could not clear published events; they will be republished", zap.Error(err))
 			}
 		}
 	}
 }
 
-// remove deletes confirmed events from the document's outbox by event id, one
-// $pull each: FerretDB v1 silently ignores a $pull whose condition uses $in.
-func (o *Outbox) remove(ctx context.Context, id any, events []eventbus.Event) error {
-	for _, ev := range events {
-		_, err := o.cfg.Collection.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}},
-			bson.D{{Key: "$pull", Value: bson.D{{Key: Field, Value: bson.D{{Key: "id", Value: ev.ID}}}}}})
-		if err != nil {
-			return err
-		}
+// remove deletes confirmed events from the document's outbox in one write.
+// It uses $pullAll with the exact elements, which MongoDB and FerretDB v1
+// agree on; FerretDB v1 ignores $pull conditions such as {id: ...} (it only
+// removes elements equal to the value given), silently. elems are the
+// events, or their raw BSON exactly as read from the document.
+func (o *Outbox) remove(ctx context.Context, id any, elems ...any) error {
+	if len(elems) == 0 {
+		return nil
 	}
-	return nil
+	_, err := o.cfg.Collection.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}},
+		bson.D{{Key: "$pullAll", Value: bson.D{{Key: Field, Value: elems}}}})
+	return err
+}
+
+// removeEvents removes events as encoded by With, which is how they were stored.
+func (o *Outbox) removeEvents(ctx context.Context, id any, events []eventbus.Event) error {
+	elems := make([]any, len(events))
+	for i, ev := range events {
+		elems[i] = ev
+	}
+	return o.remove(ctx, id, elems...)
 }
 
 type pendingDoc struct {
-	ID     any              `bson:"_id"`
-	Outbox []eventbus.Event `bson:"outbox"`
+	ID     any        `bson:"_id"`
+	Outbox []bson.Raw `bson:"outbox"`
 }
 
 // sweep republishes the pending events older than minAge, those of one
@@ -231,7 +242,7 @@ func (o *Outbox) sweep(ctx context.Context, minAge time.Duration) error {
 			return
 		}
 		for _, n := range batch {
-			if err := o.remove(ctx, n.id, n.events); err != nil {
+			if err := o.remove(ctx, n.id, n.raw...); err != nil {
 				errs = append(errs, err)
 				continue
 			}
@@ -244,22 +255,36 @@ func (o *Outbox) sweep(ctx context.Context, minAge time.Duration) error {
 			errs = append(errs, err)
 			continue
 		}
-		var due []eventbus.Event
-		for _, ev := range doc.Outbox {
+		type stored struct {
+			ev  eventbus.Event
+			raw bson.Raw
+		}
+		var due []stored
+		for _, raw := range doc.Outbox {
+			var ev eventbus.Event
+			if err := bson.Unmarshal(raw, &ev); err != nil {
+				errs = append(errs, fmt.Errorf("document %v: undecodable outbox entry: %w", doc.ID, err))
+				continue
+			}
 			pending++
 			if oldest.IsZero() || ev.Time.Before(oldest) {
 				oldest = ev.Time
 			}
 			if time.Since(ev.Time) >= minAge {
-				due = append(due, ev)
+				due = append(due, stored{ev, raw})
 			}
 		}
 		if len(due) == 0 {
 			continue
 		}
-		slices.SortStableFunc(due, func(a, b eventbus.Event) int { return cmp.Compare(a.Version, b.Version) })
-		batch = append(batch, note{id: doc.ID, events: due})
-		events = append(events, due...)
+		slices.SortStableFunc(due, func(a, b stored) int { return cmp.Compare(a.ev.Version, b.ev.Version) })
+		n := note{id: doc.ID}
+		for _, d := range due {
+			n.events = append(n.events, d.ev)
+			n.raw = append(n.raw, d.raw)
+		}
+		batch = append(batch, n)
+		events = append(events, n.events...)
 		if len(events) >= o.cfg.SweepBatch {
 			flush()
 		}

@@ -1,6 +1,7 @@
 package mongodb
 
 import (
+	"runtime"
 	"context"
 	"errors"
 	"fmt"
@@ -93,7 +94,26 @@ func (s *Store) StartRebuild(ctx context.Context) (score.Rebuild, error) {
 		// Collections of earlier rebuilds are no longer needed.
 		for _, name := range []string{m.Previous, targetOf(m.Rebuild)} {
 			if name != "" && name != m.Active {
-				if err := s.db.Collection(name).Drop(ctx); err != nil {
+				n0, _ := s.db.ListCollectionNames(ctx, bson.D{})
+				err := s.db.Collection(name).Drop(ctx)
+				n1, _ := s.db.ListCollectionNames(ctx, bson.D{})
+				go func() {
+					for range 500 {
+						n, _ := s.db.ListCollectionNames(context.Background(), bson.D{})
+						for _, x := range n {
+							if x == name {
+								buf := make([]byte, 1<<20)
+								k := runtime.Stack(buf, true)
+								cnt, _ := s.db.Collection(name).CountDocuments(context.Background(), bson.D{})
+								fmt.Println("DEBUG REAPPEARED docs", cnt, string(buf[:k]))
+								return
+							}
+						}
+						time.Sleep(time.Millisecond)
+					}
+				}()
+				s.log.Info("DEBUG drop", zap.String("name", name), zap.Strings("before", n0), zap.Strings("after", n1), zap.Error(err))
+				if err != nil {
 					return score.Rebuild{}, fmt.Errorf("%w: drop %s: %v", ErrUnavailable, name, err)
 				}
 			}

@@ -291,7 +291,7 @@ func (s *Store) write(ctx context.Context, coll *mongo.Collection, st stored, fo
 	if len(events) > 0 {
 		update = outbox.With(update, events...)
 	}
-	res, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: st.CPF}}, update)
+	res, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: st.CPF}, {Key: "rev", Value: rev}}, update)
 	if err != nil {
 		return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -66,6 +68,10 @@ func (c *Client) do(ctx context.Context, method, path string, body any) answer {
 // outcome classifies an answer and notes it in the ledger.
 func (c *Client) outcome(method, path string, a answer) Outcome {
 	switch {
+	case a.err != nil && errors.Is(a.err, syscall.ECONNREFUSED):
+		// Nothing was sent: the process is down. Definitely not applied.
+		c.Ledger.note("conn-refused", Refused, a.latency, "")
+		return Refused
 	case a.err != nil:
 		c.Ledger.note("conn-error", Unknown, a.latency, "")
 		return Unknown
@@ -181,14 +187,16 @@ func (p *Person) deletable(r *rand.Rand) *Item {
 	defer p.mu.Unlock()
 	var cands []*Item
 	for _, it := range p.items {
-		if it.Add == Accepted && it.Del == None {
+		if it.Add == Accepted && !it.delClaimed {
 			cands = append(cands, it)
 		}
 	}
 	if len(cands) == 0 {
 		return nil
 	}
-	return cands[r.IntN(len(cands))]
+	it := cands[r.IntN(len(cands))]
+	it.delClaimed = true // no other writer deletes it too
+	return it
 }
 
 var kinds = []string{"income", "asset", "debt"}
@@ -209,6 +217,10 @@ type Workload struct {
 	Shared bool
 	// MaxWrites stops the workload after this many attempts (0: until stopped).
 	MaxWrites int64
+
+	mu         sync.Mutex
+	violations []string
+	done       chan struct{}
 }
 
 // Start runs the workload until the returned stop function is called, which
@@ -239,6 +251,7 @@ func (w *Workload) Start(ctx context.Context) (stop func()) {
 		go func() {
 			defer wg.Done()
 			r := rand.New(rand.NewPCG(uint64(k), uint64(time.Now().UnixNano())))
+			last := map[int64]int64{}
 			for {
 				select {
 				case <-halt:
@@ -256,7 +269,16 @@ func (w *Workload) Start(ctx context.Context) (stop func()) {
 						return
 					}
 				}
-				o := w.step(ctx, r, own[r.IntN(len(own))])
+				p := own[r.IntN(len(own))]
+				o, v := w.step(ctx, r, p)
+				if o == Accepted && v > 0 {
+					if prev := last[p.CPF]; v <= prev {
+						w.mu.Lock()
+						w.violations = append(w.violations, fmt.Sprintf("writer %d, cpf %d: version %d accepted after %d", k, p.CPF, v, prev))
+						w.mu.Unlock()
+					}
+					last[p.CPF] = v
+				}
 				pause := w.Pause
 				if o != Accepted {
 					pause = 100 * time.Millisecond
@@ -269,19 +291,40 @@ func (w *Workload) Start(ctx context.Context) (stop func()) {
 			}
 		}()
 	}
+	w.done = make(chan struct{})
+	go func() { wg.Wait(); close(w.done) }()
 	var once sync.Once
 	return func() { once.Do(func() { close(halt) }); wg.Wait() }
 }
 
-func (w *Workload) step(ctx context.Context, r *rand.Rand, p *Person) Outcome {
+// Done is closed when every writer has stopped (after stop, or MaxWrites).
+func (w *Workload) Done() <-chan struct{} { return w.done }
+
+// step makes one write and returns its outcome and, if accepted, the version
+// person answered.
+func (w *Workload) step(ctx context.Context, r *rand.Rand, p *Person) (Outcome, int64) {
 	if !p.Created() {
-		return w.Client.Create(ctx, p)
+		o := w.Client.Create(ctx, p)
+		if o == Accepted {
+			return o, 1
+		}
+		return o, 0
 	}
 	if w.DeleteOneIn > 0 && r.IntN(w.DeleteOneIn) == 0 {
 		if it := p.deletable(r); it != nil {
-			return w.Client.DeleteItem(ctx, p, it)
+			o := w.Client.DeleteItem(ctx, p, it)
+			return o, it.DelVersion
 		}
 	}
-	_, o := w.Client.AddItem(ctx, p, kinds[r.IntN(len(kinds))], 1+r.Int64N(100_000))
-	return o
+	it, o := w.Client.AddItem(ctx, p, kinds[r.IntN(len(kinds))], 1+r.Int64N(100_000))
+	return o, it.AddVersion
+}
+
+// OrderViolations lists the accepted writes whose version was not above the
+// version of the same writer's previous accepted write on that cpf (each
+// writer's writes are sequential, so their versions must strictly increase).
+func (w *Workload) OrderViolations() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.violations...)
 }

@@ -56,6 +56,7 @@ type Item struct {
 	ID         string
 	Del        Outcome
 	DelVersion int64
+	delClaimed bool
 }
 
 // Person is the ledger of one cpf.

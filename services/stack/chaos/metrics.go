@@ -83,6 +83,7 @@ type Tally struct {
 	base, last float64
 	stop       chan struct{}
 	done       chan struct{}
+	once       sync.Once
 }
 
 // NewTally starts polling every 200ms.
@@ -127,9 +128,11 @@ func (t *Tally) Total() float64 {
 
 // Stop ends the polling after a last Poll.
 func (t *Tally) Stop() float64 {
-	close(t.stop)
-	<-t.done
-	t.Poll()
+	t.once.Do(func() {
+		close(t.stop)
+		<-t.done
+		t.Poll()
+	})
 	return t.Total()
 }
 

@@ -309,3 +309,8 @@ func diff(exp Expect, doc ScoreDoc) string {
 	}
 	return fmt.Sprint(out)
 }
+
+// Get fetches url and returns its status code.
+func Get(ctx context.Context, url string) (int, error) {
+	return getJSON(ctx, url, nil)
+}

@@ -94,7 +94,7 @@ func New(tb testing.TB, opts ...Options) *Env {
 	}
 	px := StartProxy(tb, target)
 	client, err := mongo.Connect(options.Client().ApplyURI(ProxiedURI(px)).
-		SetServerSelectionTimeout(time.Second).SetConnectTimeout(time.Second).SetTimeout(3 * time.Second))
+		SetServerSelectionTimeout(time.Second).SetConnectTimeout(time.Second).SetTimeout(30 * time.Second))
 	if err != nil {
 		tb.Fatalf("persontest: connect: %v", err)
 	}

@@ -1,0 +1,486 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/personscore/eventbus"
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Run with a fixed message count per run, e.g.
+//
+//	go test -run '^$' -bench . -benchtime 20000x -count 6 | tee new.txt
+//	benchstat -col /impl new.txt
+//
+// Every run gets its own exchange and quorum queue (deleted afterwards).
+// Messages are ~1 KB persistent CloudEvents; every implementation sends or
+// receives the same bytes. ns/op is per message; msgs/s is the throughput
+// (for consumers measured from the first to the last message, so consumer
+// start-up is excluded for every implementation alike).
+
+const (
+	payloadSize = 1024
+	routingKey  = "bench.event"
+	subjects    = 256 // distinct aggregates, so per-subject ordering can spread work
+	// Callers of the abstractions (eventbus, watermill): goroutines and events
+	// per Publish call, like the outbox relay (4 workers, batched).
+	callers = 4
+	batch   = 128
+	// The raw limit keeps this many confirms outstanding on one channel.
+	rawWindow = callers * batch
+	prefetch  = 256
+)
+
+func brokerURL() string {
+	if u := os.Getenv("AMQP_URL"); u != "" {
+		return u
+	}
+	return "amqp://guest:guest@localhost:5672/"
+}
+
+func uniq(prefix string) string {
+	var b [5]byte
+	_, _ = rand.Read(b[:])
+	return prefix + "-" + hex.EncodeToString(b[:])
+}
+
+// newEvent builds an event whose JSON encoding is payloadSize bytes.
+func newEvent(b testing.TB, i int) eventbus.Event {
+	ev, err := eventbus.NewEvent(context.Background(), "/bench", routingKey, fmt.Sprint("subject-", i%subjects), int64(i+1), map[string]string{"blob": ""})
+	if err != nil {
+		b.Fatal(err)
+	}
+	body, _ := json.Marshal(ev)
+	pad := payloadSize - len(body)
+	ev.Data, _ = json.Marshal(map[string]string{"blob": strings.Repeat("x", max(pad, 0))})
+	return ev
+}
+
+// bodies are pre-encoded events (distinct subjects) for raw and watermill.
+func bodies(b testing.TB) [][]byte {
+	out := make([][]byte, subjects)
+	for i := range out {
+		out[i], _ = json.Marshal(newEvent(b, i))
+	}
+	return out
+}
+
+func rawPublishing(body []byte, id string) amqp.Publishing {
+	return amqp.Publishing{ContentType: eventbus.ContentType, DeliveryMode: amqp.Persistent, MessageId: id, Type: routingKey, Body: body}
+}
+
+// topology is one run's exchange and queue on the broker.
+type topology struct {
+	b        testing.TB
+	conn     *amqp.Connection
+	ch       *amqp.Channel
+	exchange string
+	queues   []string
+}
+
+func newTopology(b testing.TB) *topology {
+	conn, err := amqp.Dial(brokerURL())
+	if err != nil {
+		b.Fatalf("RabbitMQ unreachable at %s: %v", brokerURL(), err)
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		b.Fatal(err)
+	}
+	t := &topology{b: b, conn: conn, ch: ch, exchange: uniq("bench-x")}
+	if err := ch.ExchangeDeclare(t.exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+		b.Fatal(err)
+	}
+	return t
+}
+
+// queue declares a quorum queue bound to routingKey.
+func (t *topology) queue() string {
+	name := uniq("bench-q")
+	if _, err := t.ch.QueueDeclare(name, true, false, false, false, amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum}); err != nil {
+		t.b.Fatal(err)
+	}
+	if err := t.ch.QueueBind(name, routingKey, t.exchange, false, nil); err != nil {
+		t.b.Fatal(err)
+	}
+	t.queues = append(t.queues, name)
+	return name
+}
+
+func (t *topology) close() {
+	for _, q := range t.queues {
+		_, _ = t.ch.QueueDelete(q, false, false, false)
+	}
+	_ = t.ch.ExchangeDelete(t.exchange, false, false)
+	_ = t.conn.Close()
+}
+
+// fill puts n messages into queue with pipelined confirms (not measured).
+func (t *topology) fill(queue string, n int) {
+	ch, err := t.conn.Channel()
+	if err != nil {
+		t.b.Fatal(err)
+	}
+	defer ch.Close()
+	if err := ch.Confirm(false); err != nil {
+		t.b.Fatal(err)
+	}
+	bs := bodies(t.b)
+	var pending []*amqp.DeferredConfirmation
+	for i := range n {
+		if len(pending) == 1024 {
+			if !pending[0].Wait() {
+				t.b.Fatal("prefill nacked")
+			}
+			pending = pending[1:]
+		}
+		dc, err := ch.PublishWithDeferredConfirm("", queue, false, false, rawPublishing(bs[i%len(bs)], fmt.Sprint(i)))
+		if err != nil {
+			t.b.Fatal(err)
+		}
+		pending = append(pending, dc)
+	}
+	for _, dc := range pending {
+		if !dc.Wait() {
+			t.b.Fatal("prefill nacked")
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+		if err != nil {
+			t.b.Fatal(err)
+		}
+		if q.Messages >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.b.Fatalf("queue has %d of %d messages", q.Messages, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func report(b *testing.B, n int, elapsed time.Duration) {
+	b.ReportMetric(float64(n)/elapsed.Seconds(), "msgs/s")
+}
+
+// BenchmarkPublish: 1 KB persistent messages to a topic exchange routed to a
+// quorum queue, mandatory, every one confirmed by the broker.
+func BenchmarkPublish(b *testing.B) {
+	b.Run("impl=raw", benchPublishRaw)
+	b.Run("impl=eventbus", benchPublishEventbus)
+	b.Run("impl=watermill", benchPublishWatermill)
+}
+
+// The limit: amqp091-go on one channel with a sliding window of deferred
+// confirms, returns drained by a listener.
+func benchPublishRaw(b *testing.B) {
+	t := newTopology(b)
+	defer t.close()
+	t.queue()
+	ch, err := t.conn.Channel()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ch.Close()
+	if err := ch.Confirm(false); err != nil {
+		b.Fatal(err)
+	}
+	returns := ch.NotifyReturn(make(chan amqp.Return, rawWindow))
+	var returned atomic.Int64
+	go func() {
+		for range returns {
+			returned.Add(1)
+		}
+	}()
+	bs := bodies(b)
+	ids := make([]string, b.N)
+	for i := range ids {
+		ids[i] = fmt.Sprint(i)
+	}
+	ring := make([]*amqp.DeferredConfirmation, 0, rawWindow)
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		if len(ring) == rawWindow {
+			if !ring[0].Wait() {
+				b.Fatal("nacked")
+			}
+			ring = ring[1:]
+		}
+		dc, err := ch.PublishWithDeferredConfirm(t.exchange, routingKey, true, false, rawPublishing(bs[i%len(bs)], ids[i]))
+		if err != nil {
+			b.Fatal(err)
+		}
+		ring = append(ring, dc)
+	}
+	for _, dc := range ring {
+		if !dc.Wait() {
+			b.Fatal("nacked")
+		}
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if returned.Load() != 0 {
+		b.Fatalf("%d returned", returned.Load())
+	}
+	report(b, b.N, elapsed)
+}
+
+// split hands out b.N messages to callers goroutines in batches.
+func split(n int, publish func(from, to int) error) error {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, callers)
+	for range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				from := int(next.Add(batch)) - batch
+				if from >= n {
+					return
+				}
+				if err := publish(from, min(from+batch, n)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// The library as the outbox relay uses it: concurrent Publish calls of batches.
+func benchPublishEventbus(b *testing.B) {
+	t := newTopology(b)
+	defer t.close()
+	t.queue()
+	conn := eventbus.Open(eventbus.ConnConfig{URLs: eventbus.SplitURLs(brokerURL()), Name: "bench-eventbus"})
+	defer conn.Close()
+	pub := eventbus.NewPublisher(conn, eventbus.PublisherConfig{Exchange: t.exchange, Metrics: eventbus.NewMetrics(nil)})
+	defer pub.Close()
+	ctx := context.Background()
+	if err := pub.WaitReady(ctx); err != nil {
+		b.Fatal(err)
+	}
+	events := make([]eventbus.Event, b.N)
+	for i := range events {
+		events[i] = newEvent(b, i)
+	}
+	b.ResetTimer()
+	start := time.Now()
+	err := split(b.N, func(from, to int) error { return pub.Publish(ctx, events[from:to]...) })
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	report(b, b.N, elapsed)
+}
+
+// The peer: watermill-amqp with ConfirmDelivery, a channel per caller, the
+// same callers and batches.
+func benchPublishWatermill(b *testing.B) {
+	t := newTopology(b)
+	defer t.close()
+	t.queue()
+	cfg := wamqp.NewDurableTopicConfig(brokerURL(), t.exchange, "")
+	cfg.Exchange.Durable = true
+	cfg.Publish.ConfirmDelivery = true
+	cfg.Publish.Mandatory = true
+	cfg.Publish.ChannelPoolSize = callers
+	pub, err := wamqp.NewPublisher(cfg, watermill.NopLogger{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pub.Close()
+	bs := bodies(b)
+	msgs := make([]*message.Message, b.N)
+	for i := range msgs {
+		msgs[i] = message.NewMessage(fmt.Sprint(i), bs[i%len(bs)])
+	}
+	b.ResetTimer()
+	start := time.Now()
+	err = split(b.N, func(from, to int) error { return pub.Publish(routingKey, msgs[from:to]...) })
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	report(b, b.N, elapsed)
+}
+
+// BenchmarkConsume: drain a quorum queue prefilled with b.N 1 KB events,
+// acknowledging each one (manual acks, prefetch 256).
+func BenchmarkConsume(b *testing.B) {
+	b.Run("impl=raw", benchConsumeRaw)
+	b.Run("impl=eventbus", benchConsumeEventbus)
+	b.Run("impl=watermill", benchConsumeWatermill)
+}
+
+// clock records the time of the first and the n-th message.
+type clock struct {
+	n           int64
+	count       atomic.Int64
+	first, last time.Time
+	done        chan struct{}
+}
+
+func newClock(n int) *clock { return &clock{n: int64(n), done: make(chan struct{})} }
+
+func (c *clock) tick() {
+	switch c.count.Add(1) {
+	case 1:
+		c.first = time.Now()
+		if c.n == 1 {
+			c.last = c.first
+			close(c.done)
+		}
+	case c.n:
+		c.last = time.Now()
+		close(c.done)
+	}
+}
+
+func (c *clock) wait(b *testing.B) {
+	select {
+	case <-c.done:
+	case <-time.After(5 * time.Minute):
+		b.Fatalf("consumed %d of %d", c.count.Load(), c.n)
+	}
+	b.StopTimer()
+	if c.n > 1 {
+		b.ReportMetric(float64(c.n-1)/c.last.Sub(c.first).Seconds(), "msgs/s")
+	}
+}
+
+// The limit: one amqp091-go consumer acknowledging every delivery.
+func benchConsumeRaw(b *testing.B) {
+	t := newTopology(b)
+	defer t.close()
+	q := t.queue()
+	b.StopTimer()
+	t.fill(q, b.N)
+	ch, err := t.conn.Channel()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ch.Close()
+	if err := ch.Qos(prefetch, 0, false); err != nil {
+		b.Fatal(err)
+	}
+	c := newClock(b.N)
+	b.StartTimer()
+	deliveries, err := ch.Consume(q, "", false, false, false, false, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() {
+		for d := range deliveries {
+			if err := d.Ack(false); err != nil {
+				return
+			}
+			c.tick()
+		}
+	}()
+	c.wait(b)
+}
+
+// The library: a Consumer with its defaults (8 workers, per-subject
+// ordering, prefetch 256), parsing and validating every event.
+func benchConsumeEventbus(b *testing.B) {
+	t := newTopology(b)
+	defer t.close()
+	b.StopTimer()
+	service := uniq("bench-svc")
+	conn := eventbus.Open(eventbus.ConnConfig{URLs: eventbus.SplitURLs(brokerURL()), Name: "bench-eventbus"})
+	defer conn.Close()
+	cfg := eventbus.ConsumerConfig{Service: service, Exchange: t.exchange, Metrics: eventbus.NewMetrics(nil), Prefetch: prefetch}
+	t.queues = append(t.queues, eventbus.WorkQueue(service), eventbus.DeadLetterQueue(service))
+	for _, d := range []string{"500ms", "2s", "8s", "32s"} {
+		t.queues = append(t.queues, service+".retry."+d)
+	}
+	run := func(handler eventbus.Handler) (stop func()) {
+		c := eventbus.NewConsumer(conn, cfg)
+		c.Handle(routingKey, handler)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = c.Run(ctx) }()
+		return func() { cancel(); <-done }
+	}
+	// Declare the service's topology, then fill its queue.
+	stop := run(func(context.Context, eventbus.Event) error { return nil })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := t.ch.QueueDeclarePassive(eventbus.WorkQueue(service), true, false, false, false, nil); err == nil {
+			break
+		}
+		t.ch, _ = t.conn.Channel()
+		if time.Now().After(deadline) {
+			b.Fatal("consumer topology not declared")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	t.fill(eventbus.WorkQueue(service), b.N)
+
+	c := newClock(b.N)
+	b.StartTimer()
+	stop = run(func(context.Context, eventbus.Event) error { c.tick(); return nil })
+	c.wait(b)
+	stop()
+}
+
+// The peer: a watermill-amqp subscriber acknowledging every message.
+func benchConsumeWatermill(b *testing.B) {
+	t := newTopology(b)
+	defer t.close()
+	b.StopTimer()
+	queue := uniq("bench-q")
+	t.queues = append(t.queues, queue)
+	cfg := wamqp.NewDurableTopicConfig(brokerURL(), t.exchange, queue)
+	cfg.Exchange.Durable = true
+	cfg.Queue.Arguments = amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum}
+	cfg.Consume.Qos.PrefetchCount = prefetch
+	sub, err := wamqp.NewSubscriber(cfg, watermill.NopLogger{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sub.Close()
+	if err := sub.SubscribeInitialize(routingKey); err != nil {
+		b.Fatal(err)
+	}
+	t.fill(queue, b.N)
+	c := newClock(b.N)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b.StartTimer()
+	msgs, err := sub.Subscribe(ctx, routingKey)
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() {
+		for m := range msgs {
+			m.Ack()
+			c.tick()
+		}
+	}()
+	c.wait(b)
+}

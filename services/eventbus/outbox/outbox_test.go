@@ -1,0 +1,478 @@
+package outbox
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/personscore/eventbus"
+	"github.com/personscore/localmongo/mongotest"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.uber.org/zap/zaptest"
+)
+
+// These tests use the real broker and an embedded MongoDB-wire server
+// (FerretDB). Each declares its own exchange and queue and deletes them.
+
+func brokerURL() string {
+	if u := os.Getenv("AMQP_URL"); u != "" {
+		return u
+	}
+	return "amqp://guest:guest@localhost:5672/"
+}
+
+func uniq(prefix string) string {
+	var b [5]byte
+	_, _ = rand.Read(b[:])
+	return prefix + "-" + hex.EncodeToString(b[:])
+}
+
+// env is one test's collection, broker publisher and tap queue.
+type env struct {
+	coll    *mongo.Collection
+	pub     *eventbus.Publisher
+	raw     *amqp.Channel
+	tap     string
+	metrics *eventbus.Metrics
+	uri     string // of the embedded MongoDB-wire server
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	srv := mongotest.Start(t)
+	client, err := mongo.Connect(options.Client().ApplyURI(srv.URI()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
+	e := &env{coll: client.Database("outboxtest").Collection("aggregates"), metrics: eventbus.NewMetrics(prometheus.NewRegistry()), uri: srv.URI()}
+	e.attachBroker(t)
+	return e
+}
+
+// attachBroker creates a private exchange with a tap queue bound to every
+// routing key, and a publisher to that exchange.
+func (e *env) attachBroker(t *testing.T) {
+	t.Helper()
+	exchange, tap := uniq("outbox-test-x"), uniq("outbox-test-q")
+	rc, err := amqp.Dial(brokerURL())
+	if err != nil {
+		t.Fatalf("RabbitMQ unreachable at %s: %v", brokerURL(), err)
+	}
+	t.Cleanup(func() {
+		if ch, err := rc.Channel(); err == nil {
+			_, _ = ch.QueueDelete(tap, false, false, false)
+			_ = ch.ExchangeDelete(exchange, false, false)
+		}
+		_ = rc.Close()
+	})
+	ch, err := rc.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.ExchangeDeclare(exchange, "topic", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare(tap, true, false, false, false, amqp.Table{"x-queue-type": "quorum"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.QueueBind(tap, "#", exchange, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	conn := eventbus.Open(eventbus.ConnConfig{URLs: eventbus.SplitURLs(brokerURL()), Name: uniq("outbox-test"), Logger: zaptest.NewLogger(t)})
+	t.Cleanup(func() { conn.Close() })
+	e.pub = eventbus.NewPublisher(conn, eventbus.PublisherConfig{Exchange: exchange, Metrics: e.metrics})
+	t.Cleanup(func() { e.pub.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.pub.WaitReady(ctx); err != nil {
+		t.Fatalf("RabbitMQ unreachable at %s: %v", brokerURL(), err)
+	}
+	e.raw, e.tap = ch, tap
+}
+
+// received collects the events that reached the tap queue until want holds.
+func (e *env) received(t *testing.T, timeout time.Duration, want func([]eventbus.Event) bool) []eventbus.Event {
+	t.Helper()
+	var got []eventbus.Event
+	deadline := time.Now().Add(timeout)
+	for !want(got) {
+		d, ok, err := e.raw.Get(e.tap, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			ev, err := eventbus.ParseEvent(d.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, ev)
+			continue
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out with %d events received", len(got))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return got
+}
+
+func pendingCount(t *testing.T, coll *mongo.Collection) int {
+	t.Helper()
+	cur, err := coll.Find(context.Background(), bson.D{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var docs []pendingDoc
+	if err := cur.All(context.Background(), &docs); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, d := range docs {
+		n += len(d.Outbox)
+	}
+	return n
+}
+
+func event(t *testing.T, typ, subject string, version int64) eventbus.Event {
+	t.Helper()
+	ev, err := eventbus.NewEvent(context.Background(), "/outbox-test", typ, subject, version, map[string]int64{"v": version})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+// write is a store's state change: one single-document write that sets the
+// state and appends the event to the outbox.
+func write(t *testing.T, coll *mongo.Collection, id string, ev eventbus.Event) {
+	t.Helper()
+	update := With(bson.D{{Key: "$set", Value: bson.D{{Key: "version", Value: ev.Version}}}}, ev)
+	if _, err := coll.UpdateOne(context.Background(), bson.D{{Key: "_id", Value: id}}, update, options.UpdateOne().SetUpsert(true)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func runOutbox(t *testing.T, ob *Outbox) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = ob.Run(ctx, 5*time.Second) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+func TestWithAppendsToUpdate(t *testing.T) {
+	ev := eventbus.Event{ID: "1"}
+	got := With(bson.D{{Key: "$set", Value: bson.D{{Key: "a", Value: 1}}}}, ev)
+	if len(got) != 2 || got[1].Key != "$push" {
+		t.Fatalf("With without $push: %v", got)
+	}
+	merged := With(bson.D{{Key: "$push", Value: bson.D{{Key: "log", Value: "x"}}}}, ev)
+	if len(merged) != 1 || len(merged[0].Value.(bson.D)) != 2 || merged[0].Value.(bson.D)[1].Key != Field {
+		t.Errorf("With did not merge into $push: %v", merged)
+	}
+}
+
+// The relay publishes right after the write (the sweep is far off) and clears
+// the outbox once the broker confirmed.
+func TestRelayPublishesRightAfterWrite(t *testing.T) {
+	e := newEnv(t)
+	ob := New(Config{Collection: e.coll, Publisher: e.pub, SweepInterval: time.Hour, MinAge: time.Hour, Metrics: e.metrics})
+	runOutbox(t, ob)
+	a1, a2 := event(t, "person.created", "A", 1), event(t, "person.updated", "A", 2)
+	write(t, e.coll, "A", a1)
+	ob.Notify("A", a1)
+	write(t, e.coll, "A", a2)
+	ob.Notify("A", a2)
+	start := time.Now()
+	got := e.received(t, 5*time.Second, func(g []eventbus.Event) bool { return len(g) == 2 })
+	if got[0].ID != a1.ID || got[1].ID != a2.ID {
+		t.Errorf("relay order %s %s, want %s %s", got[0].ID, got[1].ID, a1.ID, a2.ID)
+	}
+	t.Logf("relayed within %s", time.Since(start))
+	deadline := time.Now().Add(5 * time.Second)
+	for pendingCount(t, e.coll) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("outbox not cleared after confirm")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// flakyPublisher fails while down is set, and then a fraction of the time.
+type flakyPublisher struct {
+	next     Publisher
+	down     atomic.Bool
+	failRate float64
+	calls    atomic.Int32
+}
+
+func (p *flakyPublisher) Publish(ctx context.Context, events ...eventbus.Event) error {
+	p.calls.Add(1)
+	if p.down.Load() || mrand.Float64() < p.failRate {
+		return eventbus.ErrNotConnected
+	}
+	return p.next.Publish(ctx, events...)
+}
+
+// While the broker is down nothing is lost: the pending gauges show the
+// backlog, and once it is back the sweep republishes every event, per
+// aggregate in version order (even when the array order differs).
+func TestSweepRepublishesInVersionOrder(t *testing.T) {
+	e := newEnv(t)
+	flaky := &flakyPublisher{next: e.pub}
+	flaky.down.Store(true)
+	ob := New(Config{Collection: e.coll, Publisher: flaky, SweepInterval: 100 * time.Millisecond, MinAge: time.Millisecond,
+		Metrics: e.metrics, SweepBatch: 4})
+	runOutbox(t, ob)
+	var all []eventbus.Event
+	for _, subject := range []string{"A", "B", "C"} {
+		for v := int64(1); v <= 3; v++ {
+			ev := event(t, "score.changed", subject, v)
+			write(t, e.coll, subject, ev)
+			ob.Notify(subject, ev)
+			all = append(all, ev)
+		}
+	}
+	// D's outbox holds versions out of array order.
+	d3, d1, d2 := event(t, "score.changed", "D", 3), event(t, "score.changed", "D", 1), event(t, "score.changed", "D", 2)
+	if _, err := e.coll.InsertOne(context.Background(), bson.D{{Key: "_id", Value: "D"}, {Key: Field, Value: []eventbus.Event{d3, d1, d2}}}); err != nil {
+		t.Fatal(err)
+	}
+	all = append(all, d3, d1, d2)
+
+	gauge := e.metrics.OutboxPending.WithLabelValues(e.coll.Name())
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(gauge) != 12 {
+		if time.Now().After(deadline) {
+			t.Fatalf("pending gauge = %v while the broker is down, want 12", testutil.ToFloat64(gauge))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(150 * time.Millisecond)
+	if age := testutil.ToFloat64(e.metrics.OutboxOldest.WithLabelValues(e.coll.Name())); age <= 0 {
+		t.Errorf("oldest pending age = %v, want > 0", age)
+	}
+	flaky.down.Store(false)
+	got := e.received(t, 10*time.Second, func(g []eventbus.Event) bool { return len(g) >= 12 })
+	bySubject := map[string][]int64{}
+	for _, ev := range got {
+		bySubject[ev.Subject] = append(bySubject[ev.Subject], ev.Version)
+	}
+	for subject, versions := range bySubject {
+		if !slices.Equal(versions, []int64{1, 2, 3}) {
+			t.Errorf("subject %s published in order %v, want [1 2 3]", subject, versions)
+		}
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(gauge) != 0 || pendingCount(t, e.coll) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("pending gauge %v, %d events still in documents", testutil.ToFloat64(gauge), pendingCount(t, e.coll))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if age := testutil.ToFloat64(e.metrics.OutboxOldest.WithLabelValues(e.coll.Name())); age != 0 {
+		t.Errorf("oldest pending age = %v with nothing pending", age)
+	}
+}
+
+// Several replicas relaying and sweeping the same collection, with publishes
+// failing at random, lose nothing (duplicates are allowed).
+func TestReplicasLoseNothing(t *testing.T) {
+	e := newEnv(t)
+	var replicas []*Outbox
+	for range 3 {
+		p := &flakyPublisher{next: e.pub, failRate: 0.3}
+		ob := New(Config{Collection: e.coll, Publisher: p, SweepInterval: 100 * time.Millisecond, MinAge: 50 * time.Millisecond,
+			Metrics: eventbus.NewMetrics(nil)})
+		runOutbox(t, ob)
+		replicas = append(replicas, ob)
+	}
+	want := map[string]bool{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 25 {
+				subject := fmt.Sprintf("s%d-%d", w, i)
+				for v := int64(1); v <= 2; v++ {
+					ev := event(t, "item.added", subject, v)
+					write(t, e.coll, subject, ev)
+					replicas[mrand.IntN(len(replicas))].Notify(subject, ev) // the replica that served the write
+					mu.Lock()
+					want[ev.ID] = true
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	seen := map[string]int{}
+	e.received(t, 30*time.Second, func(g []eventbus.Event) bool {
+		clear(seen)
+		for _, ev := range g {
+			seen[ev.ID]++
+		}
+		for id := range want {
+			if seen[id] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	dups := 0
+	for _, n := range seen {
+		dups += n - 1
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for pendingCount(t, e.coll) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d events still pending", pendingCount(t, e.coll))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("%d events, all published by 3 flaky replicas; %d duplicates", len(want), dups)
+}
+
+// A clean shutdown flushes what is pending, however young.
+func TestShutdownFlushesPending(t *testing.T) {
+	e := newEnv(t)
+	flaky := &flakyPublisher{next: e.pub}
+	flaky.down.Store(true)
+	ob := New(Config{Collection: e.coll, Publisher: flaky, SweepInterval: time.Hour, MinAge: time.Hour, Metrics: e.metrics})
+	stop := runOutbox(t, ob)
+	ev := event(t, "person.deleted", "Z", 4)
+	write(t, e.coll, "Z", ev)
+	ob.Notify("Z", ev)
+	time.Sleep(100 * time.Millisecond) // the relay tried and failed
+	flaky.down.Store(false)
+	stop()
+	got := e.received(t, 5*time.Second, func(g []eventbus.Event) bool { return len(g) == 1 })
+	if got[0].ID != ev.ID || pendingCount(t, e.coll) != 0 {
+		t.Errorf("got %s, %d pending", got[0].ID, pendingCount(t, e.coll))
+	}
+}
+
+// blockingPublisher never publishes: it reports that a publish started and
+// hangs, like a process about to die between its write and its publish.
+type blockingPublisher struct{ entered chan struct{} }
+
+func (p blockingPublisher) Publish(ctx context.Context, events ...eventbus.Event) error {
+	select {
+	case p.entered <- struct{}{}:
+	default:
+	}
+	select {}
+}
+
+const (
+	crashChildEnv = "OUTBOX_CRASH_CHILD"
+	crashURIEnv   = "OUTBOX_CRASH_MONGO_URI"
+)
+
+// Outbox recovery when the process dies between the write and the publish:
+// a child process writes the state change with its event and is SIGKILLed
+// while its relay is publishing; a new Outbox's sweep then publishes the
+// event.
+func TestRecoveryAfterCrashBetweenWriteAndPublish(t *testing.T) {
+	if os.Getenv(crashChildEnv) == "1" {
+		crashChild()
+		return
+	}
+	e := newEnv(t)
+	uri := e.uri // the child dials the server this test process runs
+	cmd := exec.Command(os.Args[0], "-test.run=^TestRecoveryAfterCrashBetweenWriteAndPublish$", "-test.count=1")
+	cmd.Env = append(os.Environ(), crashChildEnv+"=1", crashURIEnv+"="+uri)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var written string
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if id, ok := strings.CutPrefix(sc.Text(), "WRITTEN "); ok {
+			written = id
+			break
+		}
+	}
+	if written == "" {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatal("child never reported its write")
+	}
+	if err := cmd.Process.Kill(); err != nil { // SIGKILL: no deferred cleanup, no flush
+		t.Fatal(err)
+	}
+	werr := cmd.Wait()
+	var exit *exec.ExitError
+	if !errors.As(werr, &exit) || exit.ExitCode() != -1 {
+		t.Fatalf("child did not die by signal: %v", werr)
+	}
+	if n := pendingCount(t, e.coll); n != 1 {
+		t.Fatalf("after the crash %d events are pending, want the 1 written", n)
+	}
+
+	ob := New(Config{Collection: e.coll, Publisher: e.pub, Metrics: e.metrics})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := ob.Flush(ctx); err != nil {
+		t.Fatalf("sweep: %v", err)
+	}
+	got := e.received(t, 5*time.Second, func(g []eventbus.Event) bool { return len(g) == 1 })
+	if got[0].ID != written {
+		t.Errorf("published %s, want the crashed write's event %s", got[0].ID, written)
+	}
+	if n := pendingCount(t, e.coll); n != 0 {
+		t.Errorf("%d still pending after the sweep", n)
+	}
+}
+
+// crashChild is the process that dies: it writes, its relay starts
+// publishing (and hangs), it says so, and waits to be killed.
+func crashChild() {
+	client, err := mongo.Connect(options.Client().ApplyURI(os.Getenv(crashURIEnv)))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		os.Exit(3)
+	}
+	coll := client.Database("outboxtest").Collection("aggregates")
+	pub := blockingPublisher{entered: make(chan struct{}, 1)}
+	ob := New(Config{Collection: coll, Publisher: pub, SweepInterval: time.Hour, MinAge: time.Hour, Metrics: eventbus.NewMetrics(nil)})
+	go func() { _ = ob.Run(context.Background(), time.Second) }()
+	ev, _ := eventbus.NewEvent(context.Background(), "/outbox-test", "person.created", "crash", 1, map[string]string{"name": "Ana"})
+	update := With(bson.D{{Key: "$set", Value: bson.D{{Key: "name", Value: "Ana"}, {Key: "version", Value: 1}}}}, ev)
+	if _, err := coll.UpdateOne(context.Background(), bson.D{{Key: "_id", Value: "crash"}}, update, options.UpdateOne().SetUpsert(true)); err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		os.Exit(3)
+	}
+	ob.Notify("crash", ev)
+	<-pub.entered // the relay is publishing now
+	fmt.Printf("WRITTEN %s\n", ev.ID)
+	select {}
+}

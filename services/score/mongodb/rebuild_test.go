@@ -1,0 +1,281 @@
+package mongodb_test
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/personscore/eventbus"
+	"github.com/personscore/score"
+	"github.com/personscore/score/internal/historytest"
+	"github.com/personscore/score/mongodb"
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
+
+// runStores runs the stores until the test ends.
+func runStores(t *testing.T, stores ...*mongodb.Store) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, s := range stores {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Run(ctx); err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}()
+	}
+	t.Cleanup(func() { cancel(); wg.Wait() })
+}
+
+func waitRebuild(t *testing.T, s *mongodb.Store, within time.Duration, state string) score.Rebuild {
+	t.Helper()
+	var r score.Rebuild
+	eventually(t, within, "rebuild reaches "+state, func() bool {
+		var err error
+		r, err = s.RebuildStatus(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.State != state && !r.Running() {
+			t.Fatalf("rebuild ended %s (%s), want %s", r.State, r.Error, state)
+		}
+		return r.State == state
+	})
+	return r
+}
+
+// Two running replicas rebuild a read model that was built incrementally and
+// then damaged (a wrong score, a lost document) while person keeps writing;
+// snapshot.completed arrives before the snapshots. The switch waits for every
+// snapshot and for the live events; the new collection is exact, document for
+// document, and person is told the corrected scores.
+func TestRebuildFromSnapshots(t *testing.T) {
+	env := startMongo(t)
+	pub := &recorder{}
+	cfg := mongodb.Config{Publisher: pub, MetaInterval: 50 * time.Millisecond, OutboxSweep: 100 * time.Millisecond}
+	a, b := env.replica(t, cfg), env.replica(t, cfg)
+	runStores(t, a, b)
+	ctx := context.Background()
+	seed := rand.Uint64()
+	rng := rand.New(rand.NewPCG(seed, 2))
+	t.Logf("seed %d", seed)
+
+	var hs []*historytest.History
+	for i := range 6 {
+		hs = append(hs, historytest.Generate(rng, int64(50_000+i), 5+rng.IntN(20)))
+	}
+	replicas := []*mongodb.Store{a, b}
+	for i, h := range hs {
+		applyAll(t, replicas[i%2], h.Delivery(rng, true, 0.5, 1))
+	}
+	live := env.db.Collection(mongodb.DefaultCollection)
+	for _, h := range hs {
+		if got := semantics(t, live)[h.CPF]; !reflect.DeepEqual(got, h.Want(h.Final())) {
+			t.Fatalf("incremental model of %d: %v, want %v", h.CPF, got, h.Want(h.Final()))
+		}
+	}
+	// Damage the live model: a wrong score and a lost document.
+	if _, err := live.UpdateOne(ctx, bson.D{{Key: "_id", Value: hs[0].CPF}}, bson.D{{Key: "$set", Value: bson.D{{Key: "score", Value: int64(999)}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := live.DeleteOne(ctx, bson.D{{Key: "_id", Value: hs[1].CPF}}); err != nil {
+		t.Fatal(err)
+	}
+
+	r, err := a.StartRebuild(ctx)
+	if err != nil || r.State != score.RebuildSnapshotting || r.From != mongodb.DefaultCollection || r.Target == "" || r.Target == r.From {
+		t.Fatalf("StartRebuild = %+v, %v", r, err)
+	}
+	if again, err := b.StartRebuild(ctx); !errors.Is(err, score.ErrRebuildRunning) || again.ID != r.ID {
+		t.Fatalf("second StartRebuild = %+v, %v; want the running one and ErrRebuildRunning", again, err)
+	}
+	reqs := pub.of(score.SnapshotRequested)
+	var req score.SnapshotRequest
+	if len(reqs) != 1 || reqs[0].DecodeData(&req) != nil || req.RebuildID != r.ID {
+		t.Fatalf("snapshot.requested published %d times (%+v), want once for %s", len(reqs), req, r.ID)
+	}
+
+	// Person keeps writing: snapshots are taken at the versions written so
+	// far; half of the later events arrive before the snapshots, half after.
+	snapAt := map[int64]int64{}
+	var early, late []eventbus.Event
+	for i, h := range hs {
+		snapAt[h.CPF] = h.Final()
+		from := len(h.Events)
+		h.Extend(rng, 4)
+		if i%2 == 0 {
+			early = append(early, h.Events[from:]...)
+		} else {
+			late = append(late, h.Events[from:]...)
+		}
+	}
+	applyAll(t, b, early)
+	completed, _ := eventbus.NewEvent(ctx, "/person", score.SnapshotCompleted, r.ID, 1, score.SnapshotCompletion{RebuildID: r.ID, Count: int64(len(hs))})
+	if err := b.SnapshotCompleted(ctx, completed); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SnapshotCompleted(ctx, completed); err != nil { // a duplicate
+		t.Fatal(err)
+	}
+	st := waitRebuild(t, a, 5*time.Second, score.RebuildCatchingUp)
+	if st.Expected != int64(len(hs)) {
+		t.Fatalf("expected %d snapshots, status says %d", len(hs), st.Expected)
+	}
+	time.Sleep(200 * time.Millisecond) // several checks by both replicas
+	if act, _ := a.Active(ctx); act != mongodb.DefaultCollection {
+		t.Fatalf("switched to %s before any snapshot arrived", act)
+	}
+	var snaps []eventbus.Event
+	for _, h := range hs {
+		snaps = append(snaps, h.Snapshot(snapAt[h.CPF]))
+	}
+	snaps = append(snaps, snaps[0])
+	rng.Shuffle(len(snaps), func(i, j int) { snaps[i], snaps[j] = snaps[j], snaps[i] })
+	applyAll(t, a, snaps[:3])
+	time.Sleep(200 * time.Millisecond)
+	if act, _ := a.Active(ctx); act != mongodb.DefaultCollection {
+		t.Fatalf("switched to %s with snapshots missing", act)
+	}
+	applyAll(t, b, snaps[3:])
+	applyAll(t, a, late)
+
+	done := waitRebuild(t, b, 10*time.Second, score.RebuildDone)
+	if done.Active != r.Target || done.Snapshotted != int64(len(hs)) || done.FinishedAt == nil {
+		t.Fatalf("done: %+v", done)
+	}
+	rebuilt := semantics(t, env.db.Collection(r.Target))
+	if len(rebuilt) != len(hs) {
+		t.Fatalf("rebuilt model has %d documents, want %d", len(rebuilt), len(hs))
+	}
+	for _, h := range hs {
+		if got, want := rebuilt[h.CPF], h.Want(h.Final()); !reflect.DeepEqual(got, want) {
+			t.Fatalf("seed %d: rebuilt document of %d\n got %v\nwant %v", seed, h.CPF, got, want)
+		}
+	}
+	// Both replicas read the new model; person hears the corrected scores.
+	for _, s := range replicas {
+		for _, h := range hs[:2] {
+			want := h.Want(h.Final())
+			d, err := s.Get(ctx, h.CPF)
+			if want.Live && (err != nil || d.Score != want.Score) || !want.Live && !errors.Is(err, score.ErrNotFound) {
+				t.Fatalf("Get(%d) after the switch = score %d, %v; want %v", h.CPF, d.Score, err, want)
+			}
+		}
+	}
+	for _, h := range hs[:2] {
+		want := h.Want(h.Final())
+		eventually(t, 5*time.Second, "corrected score.changed of "+h.Subject(), func() bool {
+			var last eventbus.Event
+			for _, ev := range pub.of(mongodb.ScoreChanged) {
+				if ev.Subject == h.Subject() && ev.Version > last.Version {
+					last = ev
+				}
+			}
+			var c scoreChange
+			return last.ID != "" && last.DecodeData(&c) == nil && c.Score == want.Score && c.Live == want.Live
+		})
+	}
+
+	// Events after the switch go to the new collection only.
+	h := hs[2]
+	from := len(h.Events)
+	h.Extend(rng, 2)
+	applyAll(t, a, h.Events[from:])
+	if got := semantics(t, env.db.Collection(r.Target))[h.CPF]; !reflect.DeepEqual(got, h.Want(h.Final())) {
+		t.Fatalf("after the switch: %v, want %v", got, h.Want(h.Final()))
+	}
+	if old := semantics(t, live)[h.CPF]; old.Version == h.Final() {
+		t.Fatal("the replaced collection still receives events")
+	}
+
+	// The next rebuild starts from the new collection and drops the old one.
+	var meta bson.M
+	_ = env.db.Collection(mongodb.MetaCollection).FindOne(ctx, bson.D{}).Decode(&meta)
+	n0, _ := env.db.ListCollectionNames(ctx, bson.D{})
+	t.Logf("DEBUG meta %v names %v", meta, n0)
+	r2, err := a.StartRebuild(ctx)
+	if err != nil || r2.From != r.Target {
+		t.Fatalf("second rebuild = %+v, %v", r2, err)
+	}
+	names, err := env.db.ListCollectionNames(ctx, bson.D{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(names, mongodb.DefaultCollection) {
+		t.Fatalf("collections %v: the replaced one was not dropped", names)
+	}
+}
+
+func TestRebuildFailures(t *testing.T) {
+	env := startMongo(t)
+	pub := &recorder{}
+	s := env.replica(t, mongodb.Config{Publisher: pub, MetaInterval: 50 * time.Millisecond, RebuildTimeout: 300 * time.Millisecond})
+	runStores(t, s)
+	ctx := context.Background()
+	if _, err := s.RebuildStatus(ctx); !errors.Is(err, score.ErrNoRebuild) {
+		t.Fatalf("status before any rebuild: %v", err)
+	}
+	applyAll(t, s, []eventbus.Event{ev(t, score.PersonCreated, 1, map[string]any{"name": "a"})})
+
+	t.Run("person never answers", func(t *testing.T) {
+		r, err := s.StartRebuild(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		failed := waitRebuild(t, s, 5*time.Second, score.RebuildFailed)
+		if failed.ID != r.ID || failed.Error == "" || failed.Active != mongodb.DefaultCollection {
+			t.Fatalf("failed rebuild: %+v", failed)
+		}
+		if d, err := s.Get(ctx, 22222); err != nil || d.Version != 1 {
+			t.Fatalf("the live model is affected: %+v %v", d, err)
+		}
+		late, _ := eventbus.NewEvent(ctx, "/person", score.SnapshotCompleted, r.ID, 1, score.SnapshotCompletion{RebuildID: r.ID, Count: 1})
+		if err := s.SnapshotCompleted(ctx, late); err != nil {
+			t.Fatal(err)
+		}
+		if st, _ := s.RebuildStatus(ctx); st.State != score.RebuildFailed {
+			t.Fatalf("a late snapshot.completed revived the rebuild: %+v", st)
+		}
+	})
+	t.Run("the request cannot be published", func(t *testing.T) {
+		pub.mu.Lock()
+		pub.fail = errors.New("broker down")
+		pub.mu.Unlock()
+		defer func() { pub.mu.Lock(); pub.fail = nil; pub.mu.Unlock() }()
+		if _, err := s.StartRebuild(ctx); !errors.Is(err, mongodb.ErrUnavailable) {
+			t.Fatalf("StartRebuild = %v, want ErrUnavailable", err)
+		}
+		if st, _ := s.RebuildStatus(ctx); st.State != score.RebuildFailed || st.Error == "" {
+			t.Fatalf("status %+v, want failed with the reason", st)
+		}
+	})
+	t.Run("malformed completion", func(t *testing.T) {
+		bad, _ := eventbus.NewEvent(ctx, "/person", score.SnapshotCompleted, "x", 1, map[string]any{"count": 3})
+		if err := s.SnapshotCompleted(ctx, bad); !errors.Is(err, eventbus.ErrMalformed) {
+			t.Fatalf("SnapshotCompleted = %v, want ErrMalformed", err)
+		}
+	})
+	t.Run("an empty source rebuilds into an empty model", func(t *testing.T) {
+		r, err := s.StartRebuild(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		snap := ev(t, score.PersonSnapshot, 1, map[string]any{"deleted": false, "person": map[string]any{"name": "a"}, "items": []any{}})
+		applyAll(t, s, []eventbus.Event{snap})
+		c, _ := eventbus.NewEvent(ctx, "/person", score.SnapshotCompleted, r.ID, 1, score.SnapshotCompletion{RebuildID: r.ID, Count: 1})
+		if err := s.SnapshotCompleted(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		done := waitRebuild(t, s, 5*time.Second, score.RebuildDone)
+		if d, err := s.Get(ctx, 22222); done.Active != r.Target || err != nil || d.Person.Name != "a" {
+			t.Fatalf("after the switch: %+v, %+v, %v", done, d, err)
+		}
+	})
+}
