@@ -49,5 +49,13 @@ fuzz:
 clean:
 	rm -rf $(BIN) .data
 
+# Load and replication-lag benchmark (docs/BENCHMARKS.md); not part of make test.
+bench-system: build
+	$(GO) run ./services/loadgen/cmd/loadgen -suite -profile -bin $(BIN) -step 20s -out docs/bench
+
+# Reliability suite (docs/RELIABILITY.md): crashes, outages, bad input.
+chaos:
+	$(GO) test -tags chaos -count=1 -timeout 30m -v ./services/stack/chaos/...
+
 # --- kubernetes (charts, kind, skaffold) ---
 # --- end kubernetes ---

@@ -131,9 +131,15 @@ func EventFields(ev Event) []zap.Field {
 }
 
 type job struct {
-	d  amqp.Delivery
-	ch *amqp.Channel // the channel d arrived on; its acks fail once it closed
-	ev Event
+	d    amqp.Delivery
+	acks *acker // of the channel d arrived on
+	ev   Event
+}
+
+// attachment is one consuming channel and its acker.
+type attachment struct {
+	ch   *amqp.Channel
+	acks *acker
 }
 
 // Run consumes until ctx is cancelled, reconnecting as needed. At shutdown it
@@ -176,12 +182,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}()
 	}
 
-	var channels []*amqp.Channel
+	var open []attachment
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		ch, attached, err := c.consume(ctx, queues)
-		if ch != nil {
-			channels = append(channels, ch)
+		at, attached, err := c.consume(ctx, queues)
+		if at != nil {
+			open = append(open, *at)
 		}
 		if attached {
 			backoff = 100 * time.Millisecond
@@ -210,17 +216,18 @@ func (c *Consumer) Run(ctx context.Context) error {
 		c.log.Warn("shutdown deadline passed with handlers still running; their deliveries will be redelivered")
 		hcancel()
 	}
-	for _, ch := range channels {
-		_ = ch.Close() // unacknowledged deliveries go back to the queue
+	for _, at := range open {
+		at.acks.close()   // acknowledge what finished
+		_ = at.ch.Close() // unacknowledged deliveries go back to the queue
 	}
 	c.log.Info("consumer stopped")
 	return nil
 }
 
 // consume attaches to the work queue and feeds workers until the channel
-// closes or ctx ends. It returns the channel (Run closes it after draining)
-// and whether it got as far as consuming.
-func (c *Consumer) consume(ctx context.Context, queues []chan job) (*amqp.Channel, bool, error) {
+// closes or ctx ends. It returns the attachment still open (Run closes it
+// after draining) and whether it got as far as consuming.
+func (c *Consumer) consume(ctx context.Context, queues []chan job) (*attachment, bool, error) {
 	conn, err := c.conn.await(ctx)
 	if err != nil {
 		return nil, false, err
@@ -247,6 +254,7 @@ func (c *Consumer) consume(ctx context.Context, queues []chan job) (*amqp.Channe
 		_ = ch.Close()
 		return nil, false, err
 	}
+	acks := newAcker(ch, c.cfg.Prefetch)
 	c.ready.Store(true)
 	defer c.ready.Store(false)
 	c.log.Info("consuming", zap.Int("workers", c.cfg.Workers), zap.Int("prefetch", c.cfg.Prefetch))
@@ -254,20 +262,21 @@ func (c *Consumer) consume(ctx context.Context, queues []chan job) (*amqp.Channe
 		select {
 		case d, ok := <-deliveries:
 			if !ok {
+				acks.close()
 				_ = ch.Close()
 				return nil, true, errors.New("delivery channel closed")
 			}
-			c.dispatch(ctx, ch, d, queues)
+			c.dispatch(ctx, acks, d, queues)
 		case <-ctx.Done():
 			// Stop new deliveries; those prefetched and not started are
 			// returned by the workers, the rest when the channel closes.
 			_ = ch.Cancel(tag, false)
-			return ch, true, nil
+			return &attachment{ch: ch, acks: acks}, true, nil
 		}
 	}
 }
 
-func (c *Consumer) dispatch(ctx context.Context, ch *amqp.Channel, d amqp.Delivery, queues []chan job) {
+func (c *Consumer) dispatch(ctx context.Context, acks *acker, d amqp.Delivery, queues []chan job) {
 	ev, err := ParseEvent(d.Body)
 	if err == nil {
 		if _, known := c.handlers[ev.Type]; !known {
@@ -277,20 +286,21 @@ func (c *Consumer) dispatch(ctx context.Context, ch *amqp.Channel, d amqp.Delive
 	if err != nil {
 		c.log.Error("malformed event, dead-lettering", zap.String("message_id", d.MessageId),
 			zap.String("amqp_type", d.Type), zap.Error(err))
-		c.deadLetter(context.WithoutCancel(ctx), d, attemptOf(d)+1, err)
+		c.deadLetter(context.WithoutCancel(ctx), job{d: d, acks: acks}, attemptOf(d)+1, err)
 		return
 	}
 	i := maphash.String(c.seed, ev.Subject) % uint64(len(queues))
-	queues[i] <- job{d: d, ch: ch, ev: ev}
+	queues[i] <- job{d: d, acks: acks, ev: ev}
 }
 
 // work runs one job on a worker.
 func (c *Consumer) work(ctx context.Context, j job) {
-	if j.ch.IsClosed() {
+	if j.acks.ch.IsClosed() {
 		return // its channel is gone: the broker redelivers it, an ack would fail
 	}
 	if c.stopping.Load() {
 		_ = j.d.Nack(false, true) // not started before shutdown: back to the queue
+		j.acks.settled(j.d.DeliveryTag)
 		return
 	}
 	c.handle(ctx, j)
@@ -314,10 +324,7 @@ func (c *Consumer) handle(ctx context.Context, j job) {
 	err := c.call(ctx, ev)
 	tm.handler.Observe(time.Since(start).Seconds())
 	if err == nil {
-		if ackErr := d.Ack(false); ackErr != nil {
-			c.log.Warn("ack failed; the event will be redelivered", append(EventFields(ev), zap.Error(ackErr))...)
-			return
-		}
+		j.acks.done(d.DeliveryTag)
 		tm.consumed.Inc()
 		if !ev.Time.IsZero() {
 			tm.lag.Observe(time.Since(ev.Time).Seconds())
@@ -332,12 +339,12 @@ func (c *Consumer) handle(ctx context.Context, j job) {
 	fields := append(EventFields(ev), zap.Int("attempt", attempt), zap.Error(err))
 	if errors.Is(err, ErrMalformed) || attempt > len(c.cfg.RetryDelays) {
 		c.log.Error("handler failed for good, dead-lettering", fields...)
-		c.deadLetter(ctx, d, attempt, err)
+		c.deadLetter(ctx, j, attempt, err)
 		return
 	}
 	delay := c.cfg.RetryDelays[attempt-1]
 	c.log.Warn("handler failed, retrying later", append(fields, zap.Duration("delay", delay))...)
-	if c.retry(ctx, d, attempt, delay, err) {
+	if c.retry(ctx, j, attempt, delay, err) {
 		tm.retried.Inc()
 	}
 }
@@ -357,7 +364,8 @@ func (c *Consumer) call(ctx context.Context, ev Event) (err error) {
 // park publishes a copy of d through the consumer's own publisher and then
 // acknowledges d, so the event is never lost in between. If the copy cannot
 // be confirmed the delivery goes back to the queue.
-func (c *Consumer) park(ctx context.Context, d amqp.Delivery, key string, msg amqp.Publishing) bool {
+func (c *Consumer) park(ctx context.Context, j job, key string, msg amqp.Publishing) bool {
+	d := j.d
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	err := c.pub.WaitReady(ctx)
@@ -368,30 +376,29 @@ func (c *Consumer) park(ctx context.Context, d amqp.Delivery, key string, msg am
 		c.log.Warn("could not move event to "+key+"; returning it to the queue",
 			zap.String("message_id", d.MessageId), zap.Error(err))
 		_ = d.Nack(false, true)
+		j.acks.settled(d.DeliveryTag)
 		return false
 	}
-	if err := d.Ack(false); err != nil {
-		c.log.Warn("ack after moving event failed; it may be handled twice", zap.String("message_id", d.MessageId), zap.Error(err))
-	}
+	j.acks.done(d.DeliveryTag)
 	return true
 }
 
 // retry parks the delivery in the delay queue for its attempt; when the TTL
 // expires the broker dead-letters it back into the work queue.
-func (c *Consumer) retry(ctx context.Context, d amqp.Delivery, attempt int, delay time.Duration, cause error) bool {
-	msg := republish(d, amqp.Table{HeaderAttempt: int32(attempt), HeaderLastError: truncate(cause.Error())})
-	return c.park(ctx, d, delayQueue(c.cfg.Service, delay), msg)
+func (c *Consumer) retry(ctx context.Context, j job, attempt int, delay time.Duration, cause error) bool {
+	msg := republish(j.d, amqp.Table{HeaderAttempt: int32(attempt), HeaderLastError: truncate(cause.Error())})
+	return c.park(ctx, j, delayQueue(c.cfg.Service, delay), msg)
 }
 
 // deadLetter moves the delivery to the service's dead-letter queue with the
 // reason and attempt count, for a person to inspect and replay.
-func (c *Consumer) deadLetter(ctx context.Context, d amqp.Delivery, attempt int, cause error) {
-	msg := republish(d, amqp.Table{
+func (c *Consumer) deadLetter(ctx context.Context, j job, attempt int, cause error) {
+	msg := republish(j.d, amqp.Table{
 		HeaderAttempt:       int32(attempt),
 		HeaderFailureReason: truncate(cause.Error()),
 		HeaderFailedAt:      time.Now().UTC().Format(time.RFC3339Nano),
 	})
-	if !c.park(ctx, d, DeadLetterQueue(c.cfg.Service), msg) {
+	if !c.park(ctx, j, DeadLetterQueue(c.cfg.Service), msg) {
 		return
 	}
 	reason := "handler"

@@ -176,6 +176,11 @@ func (p *Person) ItemIDs() []string {
 // worker at a time (Acquire/Release), so the tool never races itself on a
 // person and the model is exact.
 type Model struct {
+	// MaxPersons caps the cpfs ever created (0: no cap). Deleted persons stay
+	// in both stores as tombstones, so the cap keeps the collections' size,
+	// and with it the embedded store's cost per operation, steady.
+	MaxPersons int
+
 	mu      sync.Mutex
 	persons map[int64]*Person
 	live    idset // idle and live
@@ -194,11 +199,15 @@ func NewModel(base int64) *Model {
 func (m *Model) Acquire(op Op, rng *rand.Rand) (Op, *Person) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	full := m.MaxPersons > 0 && len(m.persons) >= m.MaxPersons
+	if op == OpCreate && full && m.dead.len() == 0 && m.live.len() > 0 {
+		op = OpIncome
+	}
 	if op != OpCreate && m.live.len() == 0 {
 		op = OpCreate
 	}
 	if op == OpCreate {
-		if m.dead.len() > 0 && rng.IntN(4) == 0 {
+		if m.dead.len() > 0 && (full || rng.IntN(4) == 0) {
 			cpf := m.dead.take(rng)
 			return op, m.persons[cpf]
 		}
@@ -228,6 +237,13 @@ func (m *Model) Release(p *Person) {
 		// never created (the create failed cleanly): forget it
 		delete(m.persons, p.CPF)
 	}
+}
+
+// Len is the number of cpfs created (live, deleted or unknown).
+func (m *Model) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.persons)
 }
 
 // Persons returns every cpf written, in cpf order. Call it when no worker runs.

@@ -153,3 +153,25 @@ func TestFormatCents(t *testing.T) {
 		}
 	}
 }
+
+func TestMaxPersonsKeepsThePopulation(t *testing.T) {
+	m := NewModel(1)
+	m.MaxPersons = 3
+	rng := rand.New(rand.NewPCG(7, 8))
+	for range 200 {
+		op, p := m.Acquire(OpCreate, rng)
+		switch op {
+		case OpCreate:
+			p.Applied(OpCreate, p.Version+1, "", Item{}, "")
+		case OpIncome:
+			p.Applied(OpIncome, p.Version+1, "x", Item{Kind: "income", Cents: 5000}, "")
+		}
+		if rng.IntN(3) == 0 {
+			p.Applied(OpDeletePerson, p.Version+1, "", Item{}, "")
+		}
+		m.Release(p)
+	}
+	if n := m.Len(); n != 3 {
+		t.Fatalf("%d persons created, want the cap of 3", n)
+	}
+}

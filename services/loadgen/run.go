@@ -24,7 +24,7 @@ type RunConfig struct {
 	Count       int           // or after this many writes (0: no limit)
 	Mix         Mix
 	// LagSample is the fraction of writes whose replication lag is measured
-	// (default 1: all of them); MaxProbes bounds the measurements in flight.
+	// (1: all, 0: none); MaxProbes bounds the measurements in flight.
 	LagSample    float64
 	MaxProbes    int
 	ProbeTimeout time.Duration // give up on one lag measurement after this (default 60s)
@@ -67,9 +67,6 @@ type RunResult struct {
 func Run(ctx context.Context, cfg RunConfig, model *Model, c *Client) *RunResult {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 16
-	}
-	if cfg.LagSample <= 0 {
-		cfg.LagSample = 1
 	}
 	if cfg.MaxProbes <= 0 {
 		cfg.MaxProbes = 4096

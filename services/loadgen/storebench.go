@@ -23,25 +23,41 @@ type StoreConfig struct {
 	// in a temporary folder.
 	PostgreSQLURL string
 	Duration      time.Duration // per operation
+	// Sizes are the collection sizes the find, update and cas operations
+	// run on (default 100 and 1000 documents).
+	Sizes []int
+}
+
+func (c StoreConfig) sizes() []int {
+	if len(c.Sizes) == 0 {
+		return []int{100, 1000}
+	}
+	return c.Sizes
 }
 
 // StoreResult is one operation's sequential rate on one backend.
 type StoreResult struct {
 	Backend string  `json:"backend"`
 	Op      string  `json:"op"`
+	Docs    int     `json:"docs,omitempty"` // documents in the collection
+	IDType  string  `json:"id_type"`        // int or string _id
 	N       int     `json:"n"`
 	Seconds float64 `json:"seconds"`
 	PerS    float64 `json:"per_s"`
 	Latency Summary `json:"latency"`
 }
 
-// Store operations measured, each by one client, one after another.
+// Store operations measured, each by one client, one after another. Besides
+// the plain upsert rate, they show what the services' access pattern costs:
+// FerretDB v1's SQLite backend turns a filter into SQL only when it is exactly
+// {_id: <string or ObjectID>}; any other filter (an int64 _id as person and
+// score use, or _id plus version as a compare-and-swap) reads and decodes
+// every document of the collection. So these run on collections of two sizes.
 const (
-	StoreUpsert   = "upsert_new"   // updateOne upsert of a new _id ($set + $inc): the FACTS.md number
-	StoreUpdate   = "update_doc"   // updateOne of an existing person-sized document ($set + $push)
-	StoreCAS      = "cas_change"   // findOne + updateOne on _id and version: one person write
-	StorePull     = "outbox_pull"  // updateOne $pull of one outbox entry by id
-	StoreFindByID = "find_by_id"   // findOne by _id
+	StoreUpsert = "upsert_new" // updateOne upsert of a new _id ($set + $inc): the FACTS.md number
+	StoreFind   = "find"       // findOne by _id
+	StoreUpdate = "update"     // updateOne by _id of a person-sized document ($set + $push)
+	StoreCAS    = "cas"        // findOne + updateOne on {_id, version}: one person change
 )
 
 // BenchStore starts a fresh embedded server (the same localmongo package
@@ -81,7 +97,7 @@ func BenchStore(ctx context.Context, cfg StoreConfig) ([]StoreResult, error) {
 	}
 
 	var out []StoreResult
-	measure := func(op string, f func(i int) error) error {
+	measure := func(op string, docs int, idType string, f func(i int) error) error {
 		var lat []time.Duration
 		start := time.Now()
 		i := 0
@@ -94,13 +110,14 @@ func BenchStore(ctx context.Context, cfg StoreConfig) ([]StoreResult, error) {
 			i++
 		}
 		secs := time.Since(start).Seconds()
-		out = append(out, StoreResult{Backend: backend, Op: op, N: i, Seconds: secs, PerS: float64(i) / secs, Latency: Summarize(lat)})
+		out = append(out, StoreResult{Backend: backend, Op: op, Docs: docs, IDType: idType, N: i, Seconds: secs,
+			PerS: float64(i) / secs, Latency: Summarize(lat)})
 		return nil
 	}
 
 	upserts := db.Collection("upserts")
 	upsert := options.UpdateOne().SetUpsert(true)
-	if err := measure(StoreUpsert, func(i int) error {
+	if err := measure(StoreUpsert, 0, "int", func(i int) error {
 		_, err := upserts.UpdateOne(ctx, bson.D{{Key: "_id", Value: i}},
 			bson.D{{Key: "$set", Value: bson.D{{Key: "v", Value: i}}}, {Key: "$inc", Value: bson.D{{Key: "n", Value: 1}}}}, upsert)
 		return err
@@ -108,60 +125,66 @@ func BenchStore(ctx context.Context, cfg StoreConfig) ([]StoreResult, error) {
 		return out, err
 	}
 
-	// Person-sized documents: details, five items, a version and an outbox.
-	docs := db.Collection("persons")
-	const nDocs = 200
-	for i := range nDocs {
-		if _, err := docs.InsertOne(ctx, personDoc(int64(i))); err != nil {
-			return out, err
+	for _, n := range cfg.sizes() {
+		for _, idType := range []string{"int", "string"} {
+			coll := db.Collection(fmt.Sprintf("persons_%s_%d", idType, n))
+			id := func(i int) any {
+				if idType == "string" {
+					return fmt.Sprint(i % n)
+				}
+				return int64(i % n)
+			}
+			var batch []any
+			for i := range n {
+				batch = append(batch, personDoc(id(i)))
+				if len(batch) == 100 || i == n-1 {
+					if _, err := coll.InsertMany(ctx, batch); err != nil {
+						return out, err
+					}
+					batch = batch[:0]
+				}
+			}
+			if err := measure(StoreFind, n, idType, func(i int) error {
+				return coll.FindOne(ctx, bson.D{{Key: "_id", Value: id(i * 7)}}).Err()
+			}); err != nil {
+				return out, err
+			}
+			if err := measure(StoreUpdate, n, idType, func(i int) error {
+				_, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: id(i * 7)}}, bson.D{
+					{Key: "$set", Value: bson.D{{Key: "name", Value: fmt.Sprint("n", i)}, {Key: "updated_at", Value: time.Now()}}},
+					{Key: "$push", Value: bson.D{{Key: "outbox", Value: bson.D{{Key: "id", Value: fmt.Sprint("e", i)}, {Key: "type", Value: "person.updated"}}}}},
+				})
+				return err
+			}); err != nil {
+				return out, err
+			}
+			if err := measure(StoreCAS, n, idType, func(i int) error {
+				key := id(i * 7)
+				var cur struct {
+					Version int64 `bson:"version"`
+				}
+				if err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: key}}).Decode(&cur); err != nil {
+					return err
+				}
+				res, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: key}, {Key: "version", Value: cur.Version}},
+					bson.D{{Key: "$set", Value: bson.D{{Key: "version", Value: cur.Version + 1}}}})
+				if err == nil && res.MatchedCount != 1 {
+					err = fmt.Errorf("compare-and-swap lost with one writer")
+				}
+				return err
+			}); err != nil {
+				return out, err
+			}
 		}
-	}
-	if err := measure(StoreUpdate, func(i int) error {
-		_, err := docs.UpdateOne(ctx, bson.D{{Key: "_id", Value: int64(i % nDocs)}}, bson.D{
-			{Key: "$set", Value: bson.D{{Key: "name", Value: fmt.Sprint("n", i)}, {Key: "updated_at", Value: time.Now()}}},
-			{Key: "$push", Value: bson.D{{Key: "outbox", Value: bson.D{{Key: "id", Value: fmt.Sprint("e", i)}, {Key: "type", Value: "person.updated"}}}}},
-		})
-		return err
-	}); err != nil {
-		return out, err
-	}
-	if err := measure(StorePull, func(i int) error {
-		_, err := docs.UpdateOne(ctx, bson.D{{Key: "_id", Value: int64(i % nDocs)}},
-			bson.D{{Key: "$pull", Value: bson.D{{Key: "outbox", Value: bson.D{{Key: "id", Value: fmt.Sprint("e", i)}}}}}})
-		return err
-	}); err != nil {
-		return out, err
-	}
-	if err := measure(StoreCAS, func(i int) error {
-		id := int64(i % nDocs)
-		var cur struct {
-			Version int64 `bson:"version"`
-		}
-		if err := docs.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&cur); err != nil {
-			return err
-		}
-		res, err := docs.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "version", Value: cur.Version}},
-			bson.D{{Key: "$set", Value: bson.D{{Key: "version", Value: cur.Version + 1}}}})
-		if err == nil && res.MatchedCount != 1 {
-			err = fmt.Errorf("compare-and-swap lost with one writer")
-		}
-		return err
-	}); err != nil {
-		return out, err
-	}
-	if err := measure(StoreFindByID, func(i int) error {
-		return docs.FindOne(ctx, bson.D{{Key: "_id", Value: int64(i % nDocs)}}).Err()
-	}); err != nil {
-		return out, err
 	}
 	return out, nil
 }
 
-func personDoc(id int64) bson.D {
+func personDoc(id any) bson.D {
 	items := bson.D{}
 	for k := range 5 {
-		items = append(items, bson.E{Key: fmt.Sprintf("0190%04d-item-%d", id, k), Value: bson.D{
-			{Key: "id", Value: fmt.Sprintf("0190%04d-item-%d", id, k)}, {Key: "kind", Value: "income"},
+		items = append(items, bson.E{Key: fmt.Sprintf("0190%v-item-%d", id, k), Value: bson.D{
+			{Key: "id", Value: fmt.Sprintf("0190%v-item-%d", id, k)}, {Key: "kind", Value: "income"},
 			{Key: "type", Value: "salary"}, {Key: "value", Value: int64(123456)}, {Key: "version", Value: int64(k + 2)},
 			{Key: "created_at", Value: time.Now()},
 		}})

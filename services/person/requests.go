@@ -19,18 +19,19 @@ type NewItem struct {
 	Value Money
 }
 
-// fields decodes a body that must be one JSON object.
+// fields decodes a body that must be exactly one JSON object (surrounding
+// white space aside). Unknown fields are kept out of the way by the callers,
+// which look only at the fields they know.
 func fields(body []byte) (map[string]json.RawMessage, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, &MalformedError{Reason: "empty body"}
 	}
-	var m map[string]json.RawMessage
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&m); err != nil || m == nil {
-		return nil, &MalformedError{Reason: "want a JSON object"}
+	if !json.Valid(body) {
+		return nil, &MalformedError{Reason: "not valid JSON"}
 	}
-	if dec.More() {
-		return nil, &MalformedError{Reason: "trailing data after the JSON object"}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(body, &m); err != nil || m == nil {
+		return nil, &MalformedError{Reason: "want a JSON object"}
 	}
 	return m, nil
 }

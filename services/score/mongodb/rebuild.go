@@ -1,7 +1,6 @@
 package mongodb
 
 import (
-	"runtime"
 	"context"
 	"errors"
 	"fmt"
@@ -94,26 +93,7 @@ func (s *Store) StartRebuild(ctx context.Context) (score.Rebuild, error) {
 		// Collections of earlier rebuilds are no longer needed.
 		for _, name := range []string{m.Previous, targetOf(m.Rebuild)} {
 			if name != "" && name != m.Active {
-				n0, _ := s.db.ListCollectionNames(ctx, bson.D{})
-				err := s.db.Collection(name).Drop(ctx)
-				n1, _ := s.db.ListCollectionNames(ctx, bson.D{})
-				go func() {
-					for range 500 {
-						n, _ := s.db.ListCollectionNames(context.Background(), bson.D{})
-						for _, x := range n {
-							if x == name {
-								buf := make([]byte, 1<<20)
-								k := runtime.Stack(buf, true)
-								cnt, _ := s.db.Collection(name).CountDocuments(context.Background(), bson.D{})
-								fmt.Println("DEBUG REAPPEARED docs", cnt, string(buf[:k]))
-								return
-							}
-						}
-						time.Sleep(time.Millisecond)
-					}
-				}()
-				s.log.Info("DEBUG drop", zap.String("name", name), zap.Strings("before", n0), zap.Strings("after", n1), zap.Error(err))
-				if err != nil {
+				if err := s.db.Collection(name).Drop(ctx); err != nil {
 					return score.Rebuild{}, fmt.Errorf("%w: drop %s: %v", ErrUnavailable, name, err)
 				}
 			}

@@ -196,10 +196,6 @@ func TestRebuildFromSnapshots(t *testing.T) {
 	}
 
 	// The next rebuild starts from the new collection and drops the old one.
-	var meta bson.M
-	_ = env.db.Collection(mongodb.MetaCollection).FindOne(ctx, bson.D{}).Decode(&meta)
-	n0, _ := env.db.ListCollectionNames(ctx, bson.D{})
-	t.Logf("DEBUG meta %v names %v", meta, n0)
 	r2, err := a.StartRebuild(ctx)
 	if err != nil || r2.From != r.Target {
 		t.Fatalf("second rebuild = %+v, %v", r2, err)

@@ -324,6 +324,10 @@ func (s *Store) WaitForVersion(ctx context.Context, cpf, min int64) (score.Docum
 			w.Close()
 			return st.Document, false, nil
 		}
+		if min <= 0 { // nothing to wait for: the cpf is unknown
+			w.Close()
+			return st.Document, false, score.ErrNotFound
+		}
 		w.Seen(st.Version)
 		select {
 		case <-w.C():

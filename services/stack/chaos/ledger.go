@@ -85,6 +85,7 @@ type Ledger struct {
 	serverErrors                          []string // 5xx other than 503
 	lastAccepted                          atomic.Int64
 	refusedLatency                        []time.Duration
+	maxGap                                time.Duration // longest time without an accepted write since ResetGap
 }
 
 // NewLedger returns an empty ledger.
@@ -143,6 +144,25 @@ func (l *Ledger) Counts() Counts {
 	return c
 }
 
+// ResetGap starts measuring the longest time without an accepted write anew.
+func (l *Ledger) ResetGap() {
+	l.mu.Lock()
+	l.maxGap = 0
+	l.mu.Unlock()
+}
+
+// MaxGap is the longest time without an accepted write since ResetGap,
+// including the time since the last accepted write.
+func (l *Ledger) MaxGap() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	gap := l.maxGap
+	if last := l.lastAccepted.Load(); last != 0 {
+		gap = max(gap, time.Since(time.Unix(0, last)))
+	}
+	return gap
+}
+
 // LastAccepted is when the last 2xx arrived (zero if none).
 func (l *Ledger) LastAccepted() time.Time {
 	ns := l.lastAccepted.Load()
@@ -157,7 +177,12 @@ func (l *Ledger) note(key string, o Outcome, latency time.Duration, serverError 
 	switch o {
 	case Accepted:
 		l.accepted.Add(1)
-		l.lastAccepted.Store(time.Now().UnixNano())
+		now := time.Now().UnixNano()
+		if prev := l.lastAccepted.Swap(now); prev != 0 {
+			l.mu.Lock()
+			l.maxGap = max(l.maxGap, time.Duration(now-prev))
+			l.mu.Unlock()
+		}
 	case Refused:
 		l.refused.Add(1)
 	case Unknown:

@@ -314,3 +314,8 @@ func diff(exp Expect, doc ScoreDoc) string {
 func Get(ctx context.Context, url string) (int, error) {
 	return getJSON(ctx, url, nil)
 }
+
+// GetJSON fetches url, decodes a 200 answer into v and returns the status code.
+func GetJSON(ctx context.Context, url string, v any) (int, error) {
+	return getJSON(ctx, url, v)
+}

@@ -50,6 +50,8 @@ type options struct {
 	storeDuration time.Duration
 	suite         bool
 	step          time.Duration
+	persons       int
+	grow          int
 	profile       bool
 
 	out      string
@@ -85,6 +87,8 @@ func run() error {
 	flag.DurationVar(&o.storeDuration, "store-duration", 8*time.Second, "length of each store-bench operation")
 	flag.BoolVar(&o.suite, "suite", false, "run every benchmark of docs/BENCHMARKS.md (store, rate sweep on both backends, resources, start-up, sizes, profiles)")
 	flag.DurationVar(&o.step, "step", 20*time.Second, "length of each step of the rate sweep (-suite)")
+	flag.IntVar(&o.persons, "persons", 200, "cap on the persons created (deleted ones are created again); -suite creates them all first")
+	flag.IntVar(&o.grow, "grow", 1000, "with -suite: then grow to this many persons and measure saturation again (0: skip)")
 	flag.BoolVar(&o.profile, "profile", false, "with -suite: also profile person, score and localmongo at saturation")
 	flag.StringVar(&o.out, "out", "", "folder for the JSON results and PNG plots (default: none)")
 	flag.BoolVar(&o.quiet, "quiet", false, "no progress line")
@@ -308,6 +312,7 @@ func runOnce(ctx context.Context, o options) error {
 		client = loadgen.NewClient(sys.URL(stack.Person), sys.URL(stack.Score), o.concurrency)
 	}
 	model := loadgen.NewModel(cpfBase())
+	model.MaxPersons = o.persons
 	cfg := loadgen.RunConfig{Name: "run", Rate: o.rate, Concurrency: o.concurrency, Duration: o.duration, Count: o.count,
 		Mix: o.mix, LagSample: o.lagSample, Seed: o.seed, Progress: o.progress}
 	var sampler *loadgen.Sampler

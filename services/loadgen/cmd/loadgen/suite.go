@@ -31,6 +31,7 @@ type Step struct {
 	// database (postgresql backend: counted by PostgreSQL).
 	DocWritesPerWrite map[string]float64       `json:"doc_writes_per_write,omitempty"`
 	Resources         map[string]loadgen.Usage `json:"resources,omitempty"`
+	Persons           int                      `json:"persons"` // cpfs created so far
 	Sustained         bool                     `json:"sustained"`
 	Why               string                   `json:"why_not_sustained,omitempty"`
 }
@@ -144,7 +145,7 @@ func storeBench(ctx context.Context, o options) ([]loadgen.StoreResult, error) {
 			return all, err
 		}
 		for _, r := range res {
-			logf("store %-10s %-12s %7.0f/s  (n=%d, p50 %.2fms p99 %.2fms)", r.Backend, r.Op, r.PerS, r.N, r.Latency.P50MS, r.Latency.P99MS)
+			logf("store %-10s %-10s docs %5d  _id %-6s %7.0f/s  (n=%d, p50 %.2fms p99 %.2fms)", r.Backend, r.Op, r.Docs, r.IDType, r.PerS, r.N, r.Latency.P50MS, r.Latency.P99MS)
 		}
 		all = append(all, res...)
 	}
@@ -365,20 +366,35 @@ func sweep(ctx context.Context, o options, bin, backend string) (*SystemResult, 
 
 	client := loadgen.NewClient(sys.URL(stack.Person), sys.URL(stack.Score), 4*o.concurrency)
 	model := loadgen.NewModel(cpfBase())
+	model.MaxPersons = o.persons
 	base := loadgen.RunConfig{Concurrency: o.concurrency, Mix: o.mix, LagSample: o.lagSample, Seed: o.seed, Progress: o.progress}
-	runStep := func(name string, rate float64, d time.Duration, conc int) *Step {
+	creates := loadgen.Mix{loadgen.OpCreate: 1}
+	type stepOpt func(*loadgen.RunConfig)
+	runStep := func(name string, rate float64, d time.Duration, conc int, opts ...stepOpt) *Step {
 		cfg := base
 		cfg.Name, cfg.Rate, cfg.Duration, cfg.Concurrency = name, rate, d, conc
-		cfg.Seed = base.Seed + uint64(len(r.Steps))
+		cfg.Seed = base.Seed + uint64(len(r.Steps)) + 1
+		for _, opt := range opts {
+			opt(&cfg)
+		}
 		s := measureStep(ctx, sys, client, model, cfg)
+		s.Persons = model.Len()
 		if rate > 0 {
 			s.Sustained, s.Why = sustained(s)
 		}
 		printStep(s)
 		return s
 	}
+	noProbes := func(c *loadgen.RunConfig) { c.LagSample = 0 }
+	preload := func(n int) *Step {
+		return runStep(fmt.Sprintf("create %d persons", n), 0, 0, 8, noProbes, func(c *loadgen.RunConfig) {
+			c.Mix, c.Count = creates, n
+		})
+	}
 
+	r.Steps = append(r.Steps, preload(o.persons))
 	r.Steps = append(r.Steps, runStep("warm-up", 0, 5*time.Second, 4))
+	r.Steps = append(r.Steps, runStep("saturation, no lag reads", 0, o.step, o.concurrency, noProbes))
 	sat := runStep("saturation", 0, o.step, o.concurrency)
 	r.Steps = append(r.Steps, sat)
 	r.SaturationRate = sat.Throughput
@@ -399,6 +415,13 @@ func sweep(ctx context.Context, o options, bin, backend string) (*SystemResult, 
 	time.Sleep(3 * time.Second)
 	r.IdleAfter = readProcs(sys.pids())
 	logf("idle RSS after load: %s", fmtProcs(r.IdleAfter))
+	// The same saturation with five times the persons: the embedded store's
+	// cost per operation grows with the collection.
+	if o.grow > o.persons && ctx.Err() == nil {
+		model.MaxPersons = o.grow
+		r.Steps = append(r.Steps, preload(o.grow-model.Len()))
+		r.Steps = append(r.Steps, runStep(fmt.Sprintf("saturation, %d persons", model.Len()), 0, o.step, o.concurrency))
+	}
 	r.Check = loadgen.Check(ctx, model, client, 16, time.Minute)
 	printCheck(r.Check)
 	return r, nil
@@ -476,8 +499,10 @@ func profileRun(ctx context.Context, o options) (map[string]ProfileInfo, error) 
 	defer sys.close()
 	client := loadgen.NewClient(sys.URL(stack.Person), sys.URL(stack.Score), o.concurrency)
 	model := loadgen.NewModel(cpfBase())
-	// Warm up, then profile the middle of a saturation run.
-	loadgen.Run(ctx, loadgen.RunConfig{Name: "warm-up", Concurrency: 4, Duration: 5 * time.Second, Mix: o.mix, Seed: o.seed}, model, client)
+	model.MaxPersons = o.persons
+	// The same population as the sweep, a warm-up, then profile a saturation run.
+	loadgen.Run(ctx, loadgen.RunConfig{Name: "create persons", Concurrency: 8, Count: o.persons, Mix: loadgen.Mix{loadgen.OpCreate: 1}, Seed: o.seed}, model, client)
+	loadgen.Run(ctx, loadgen.RunConfig{Name: "warm-up", Concurrency: 4, Duration: 5 * time.Second, Mix: o.mix, Seed: o.seed + 1}, model, client)
 	length := o.step
 	dir := filepath.Join(o.out, "profiles")
 	if o.out == "" {
@@ -506,7 +531,7 @@ func profileRun(ctx context.Context, o options) (map[string]ProfileInfo, error) 
 		}()
 	}
 	cfg := loadgen.RunConfig{Name: "profiled saturation", Concurrency: o.concurrency, Duration: length + 4*time.Second,
-		Mix: o.mix, Seed: o.seed + 99, Progress: o.progress}
+		Mix: o.mix, LagSample: o.lagSample, Seed: o.seed + 99, Progress: o.progress}
 	step := measureStep(ctx, sys, client, model, cfg)
 	printStep(step)
 	wg.Wait()
@@ -530,13 +555,13 @@ func summary(s *Suite) string {
 	m := s.Machine
 	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %.0f GB, Linux %s, %s, RabbitMQ %s, PostgreSQL %s; load average %s.\n\n",
 		m.CPUs, m.CPUModel, m.MemGB, m.Kernel, m.Go, m.RabbitMQ, m.PostgreSQL, strings.Join(m.LoadAvg, "; "))
-	fmt.Fprintf(&b, "| store backend | operation | per second | p50 ms | p99 ms |\n|---|---|---:|---:|---:|\n")
+	fmt.Fprintf(&b, "| store backend | operation | documents in collection | _id | per second | p50 ms | p99 ms |\n|---|---|---:|---|---:|---:|---:|\n")
 	for _, r := range s.Store {
-		fmt.Fprintf(&b, "| %s | %s | %.0f | %.2f | %.2f |\n", r.Backend, r.Op, r.PerS, r.Latency.P50MS, r.Latency.P99MS)
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %.0f | %.2f | %.2f |\n", r.Backend, r.Op, r.Docs, r.IDType, r.PerS, r.Latency.P50MS, r.Latency.P99MS)
 	}
 	for _, r := range s.Systems {
 		fmt.Fprintf(&b, "\n### %s: saturation %.1f/s, max sustained %.1f/s (%s)\n\n", r.Backend, r.SaturationRate, r.MaxSustained, r.MaxSustainedRun)
-		fmt.Fprintf(&b, "| run | target/s | achieved/s | errors | write p50/p99 ms | lag p50 | p95 | p99 | max ms | metric lag p50/p99 ms | back to person p50/p99 ms | docs/write | sustained |\n|---|---:|---:|---:|---|---:|---:|---:|---:|---|---|---|---|\n")
+		fmt.Fprintf(&b, "| run | persons | target/s | achieved/s | errors | write p50/p99 ms | lag p50 | p95 | p99 | max ms | metric lag p50/p99 ms | back to person p50/p99 ms | docs/write | sustained |\n|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---|---|---|\n")
 		steps := append([]*Step{}, r.Steps...)
 		if r.Half != nil {
 			steps = append(steps, r.Half)
@@ -549,8 +574,8 @@ func summary(s *Suite) string {
 					sus = "no: " + st.Why
 				}
 			}
-			fmt.Fprintf(&b, "| %s | %s | %.1f | %d | %.1f / %.1f | %.1f | %.1f | %.1f | %.0f | %.1f / %.1f | %.1f / %.1f | %s | %s |\n",
-				st.Name, rateName(st.TargetRate), st.Throughput, st.Errors, st.Latency.P50MS, st.Latency.P99MS,
+			fmt.Fprintf(&b, "| %s | %d | %s | %.1f | %d | %.1f / %.1f | %.1f | %.1f | %.1f | %.0f | %.1f / %.1f | %.1f / %.1f | %s | %s |\n",
+				st.Name, st.Persons, rateName(st.TargetRate), st.Throughput, st.Errors, st.Latency.P50MS, st.Latency.P99MS,
 				st.Lag.P50MS, st.Lag.P95MS, st.Lag.P99MS, st.Lag.MaxMS, st.MetricLagScore.P50MS, st.MetricLagScore.P99MS,
 				st.MetricLagPerson.P50MS, st.MetricLagPerson.P99MS, fmtDocs(st.DocWritesPerWrite), sus)
 		}

@@ -61,11 +61,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	backend := "sqlite"
+	backend := zap.String("sqlite_dir", cfg.Dir)
 	if cfg.PostgreSQLURL != "" {
-		backend = "postgresql"
+		backend = zap.String("backend", "postgresql") // the URL may hold a password
 	}
-	log.Info("localmongo ready", zap.String("uri", srv.URI()), zap.String("backend", backend), zap.String("addr", cfg.Addr))
+	log.Info("localmongo ready", zap.String("uri", srv.URI()), backend)
 
 	<-ctx.Done()
 	log.Info("localmongo shutting down")

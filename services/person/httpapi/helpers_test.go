@@ -1,0 +1,220 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+	"github.com/gin-gonic/gin"
+	"github.com/personscore/eventbus/service"
+	"github.com/personscore/person/httpapi"
+	"github.com/personscore/person/internal/persontest"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// The OpenAPI document, loaded once; every response of every handler test is
+// validated against it.
+var (
+	specOnce   sync.Once
+	specDoc    *openapi3.T
+	specRouter routers.Router
+	specErr    error
+)
+
+func spec(tb testing.TB) (*openapi3.T, routers.Router) {
+	tb.Helper()
+	specOnce.Do(func() {
+		loader := openapi3.NewLoader()
+		specDoc, specErr = loader.LoadFromData(httpapi.OpenAPI)
+		if specErr != nil {
+			return
+		}
+		if specErr = specDoc.Validate(loader.Context); specErr != nil {
+			return
+		}
+		specRouter, specErr = gorillamux.NewRouter(specDoc)
+	})
+	if specErr != nil {
+		tb.Fatalf("openapi.json: %v", specErr)
+	}
+	return specDoc, specRouter
+}
+
+// server is person's router on a real store.
+type server struct {
+	router  *gin.Engine
+	env     *persontest.Env
+	logs    *observer.ObservedLogs
+	brokerDown atomic.Bool // CanWrite refuses while set
+}
+
+type serverOptions struct {
+	registry prometheus.Registerer // default: a fresh registry
+}
+
+func newServer(tb testing.TB, opts ...serverOptions) *server {
+	tb.Helper()
+	var o serverOptions
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	if o.registry == nil {
+		o.registry = prometheus.NewRegistry()
+	}
+	s := &server{env: persontest.New(tb)}
+	core, logs := observer.New(zap.DebugLevel)
+	s.logs = logs
+	log := zap.New(core)
+	ready := func(ctx context.Context) error {
+		if err := s.env.Store.Ping(ctx); err != nil {
+			return err
+		}
+		if s.brokerDown.Load() {
+			return errors.New("rabbitmq: not connected")
+		}
+		return nil
+	}
+	s.router = service.NewRouter(log, service.NewHTTPMetrics(o.registry), ready)
+	httpapi.Register(s.router, httpapi.Config{Store: s.env.Store, Logger: log, Timeout: 10 * time.Second,
+		CanWrite: func(context.Context) error {
+			if s.brokerDown.Load() {
+				return errors.New("rabbitmq: publisher not connected")
+			}
+			return nil
+		}})
+	spec(tb)
+	return s
+}
+
+type response struct {
+	*httptest.ResponseRecorder
+	req  *http.Request
+	body []byte
+}
+
+// json decodes the response body into a map.
+func (r response) json(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	dec := json.NewDecoder(bytes.NewReader(r.body))
+	dec.UseNumber()
+	if err := dec.Decode(&m); err != nil {
+		t.Fatalf("%s %s: body %q is not a JSON object: %v", r.req.Method, r.req.URL, r.body, err)
+	}
+	return m
+}
+
+// problem decodes a problem+json body.
+func (r response) problem(t *testing.T) service.Problem {
+	t.Helper()
+	var p service.Problem
+	if err := json.Unmarshal(r.body, &p); err != nil {
+		t.Fatalf("problem body %q: %v", r.body, err)
+	}
+	return p
+}
+
+// do serves one request and checks the response against the OpenAPI document
+// and the conventions every response follows.
+func (s *server) do(t testing.TB, method, path, body string, header ...string) response {
+	t.Helper()
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	rec := httptest.NewRecorder()
+	s.router.ServeHTTP(rec, req)
+	r := response{ResponseRecorder: rec, req: req, body: rec.Body.Bytes()}
+	checkConventions(t, r)
+	checkAgainstSpec(t, r, body)
+	return r
+}
+
+// expect fails unless the response has the given status.
+func (r response) expect(t testing.TB, status int) response {
+	t.Helper()
+	if r.Code != status {
+		t.Fatalf("%s %s: status %d, want %d; body %s", r.req.Method, r.req.URL, r.Code, status, r.body)
+	}
+	return r
+}
+
+func checkConventions(t testing.TB, r response) {
+	t.Helper()
+	if r.Header().Get(service.RequestIDHeader) == "" {
+		t.Errorf("%s %s: no %s header", r.req.Method, r.req.URL, service.RequestIDHeader)
+	}
+	if r.Code >= 500 && r.Code != http.StatusServiceUnavailable {
+		t.Errorf("%s %s: status %d, body %s", r.req.Method, r.req.URL, r.Code, r.body)
+	}
+	if r.Code < 400 {
+		return
+	}
+	if ct := r.Header().Get("Content-Type"); ct != "application/problem+json" {
+		t.Errorf("%s %s: %d with Content-Type %q, want application/problem+json", r.req.Method, r.req.URL, r.Code, ct)
+	}
+	var p service.Problem
+	if err := json.Unmarshal(r.body, &p); err != nil || p.Status != r.Code || p.Title == "" || p.Type == "" || p.Message == "" {
+		t.Errorf("%s %s: %d with problem %+v (%v)", r.req.Method, r.req.URL, r.Code, p, err)
+	}
+}
+
+// checkAgainstSpec validates the response (status, headers, body) against the
+// operation the OpenAPI document has for the request; 2xx requests must be
+// valid requests of the document too. A request the document has no operation
+// for must have been answered 404 or 405 with a Problem.
+func checkAgainstSpec(t testing.TB, r response, body string) {
+	t.Helper()
+	doc, router := spec(t)
+	req := r.req.Clone(context.Background())
+	req.Body = io.NopCloser(strings.NewReader(body))
+	route, params, err := router.FindRoute(req)
+	if err != nil {
+		if r.Code != http.StatusNotFound && r.Code != http.StatusMethodNotAllowed {
+			t.Errorf("%s %s: answered %d but the document has no such operation (%v)", req.Method, req.URL, r.Code, err)
+			return
+		}
+		problem := doc.Components.Schemas["Problem"].Value
+		var v any
+		if err := json.Unmarshal(r.body, &v); err != nil {
+			t.Errorf("%s %s: %v", req.Method, req.URL, err)
+			return
+		}
+		if err := problem.VisitJSON(v, openapi3.EnableJSONSchema2020()); err != nil {
+			t.Errorf("%s %s: %d body is not a Problem: %v", req.Method, req.URL, r.Code, err)
+		}
+		return
+	}
+	opts := &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true,
+		AuthenticationFunc: openapi3filter.NoopAuthenticationFunc}
+	in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route, Options: opts}
+	if r.Code < 300 {
+		if err := openapi3filter.ValidateRequest(context.Background(), in); err != nil {
+			t.Errorf("%s %s: accepted (%d) a request the document rejects: %v", req.Method, req.URL, r.Code, err)
+		}
+	}
+	out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: r.Code,
+		Header: r.Header(), Options: opts}
+	out.SetBodyBytes(r.body)
+	if err := openapi3filter.ValidateResponse(context.Background(), out); err != nil {
+		t.Errorf("%s %s: response %d %s does not match the document: %v", req.Method, req.URL, r.Code, r.body, err)
+	}
+}

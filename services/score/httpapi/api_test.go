@@ -1,0 +1,298 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+	"github.com/gin-gonic/gin"
+	"github.com/personscore/eventbus"
+	"github.com/personscore/eventbus/service"
+	"github.com/personscore/localmongo/mongotest"
+	"github.com/personscore/score"
+	"github.com/personscore/score/httpapi"
+	"github.com/personscore/score/mongodb"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.uber.org/zap"
+)
+
+// env is score's HTTP API on a real store (embedded MongoDB), checked against
+// the OpenAPI document.
+type env struct {
+	t      *testing.T
+	store  *mongodb.Store
+	engine *gin.Engine
+	spec   *openapi3.T
+	router routers.Router
+}
+
+func newEnv(t *testing.T, maxWait time.Duration) *env {
+	t.Helper()
+	srv := mongotest.Start(t)
+	client, err := mongo.Connect(options.Client().ApplyURI(srv.URI()).SetTimeout(10 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
+	store := mongodb.New(mongodb.Config{DB: client.Database("score")})
+	engine := service.NewRouter(zap.NewNop(), service.NewHTTPMetrics(prometheus.NewRegistry()), store.Ping)
+	httpapi.Register(engine, store, zap.NewNop(), maxWait)
+
+	spec := loadSpec(t)
+	router, err := gorillamux.NewRouter(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{t: t, store: store, engine: engine, spec: spec, router: router}
+}
+
+func loadSpec(t *testing.T) *openapi3.T {
+	t.Helper()
+	spec, err := openapi3.NewLoader().LoadFromData(httpapi.OpenAPI)
+	if err != nil {
+		t.Fatalf("openapi.json does not load: %v", err)
+	}
+	if err := spec.Validate(context.Background()); err != nil {
+		t.Fatalf("openapi.json is not a valid OpenAPI document: %v", err)
+	}
+	spec.Servers = openapi3.Servers{{URL: "http://score.test"}}
+	return spec
+}
+
+func (e *env) apply(events ...eventbus.Event) {
+	e.t.Helper()
+	for _, ev := range events {
+		if err := e.store.Apply(context.Background(), ev); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   map[string]any
+}
+
+// get serves path and validates the request and the response against the
+// OpenAPI document: every answer the API gives must be documented.
+func (e *env) get(path string) response {
+	e.t.Helper()
+	req := httptest.NewRequest(http.MethodGet, "http://score.test"+path, nil)
+	rec := httptest.NewRecorder()
+	e.engine.ServeHTTP(rec, req)
+	raw := rec.Body.Bytes()
+
+	route, params, err := e.router.FindRoute(req)
+	if err != nil {
+		e.t.Fatalf("GET %s is not in the OpenAPI document: %v", path, err)
+	}
+	in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route,
+		Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc}}
+	reqErr := openapi3filter.ValidateRequest(context.Background(), in)
+	if reqErr != nil && rec.Code < 400 {
+		e.t.Fatalf("GET %s: the document rejects a request the API accepted: %v", path, reqErr)
+	}
+	if err := openapi3filter.ValidateResponse(context.Background(), &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: in, Status: rec.Code, Header: rec.Header(), Body: io.NopCloser(bytes.NewReader(raw)),
+		Options: &openapi3filter.Options{IncludeResponseStatus: true},
+	}); err != nil {
+		e.t.Fatalf("GET %s: response %d %s does not conform to the OpenAPI document: %v", path, rec.Code, raw, err)
+	}
+	r := response{status: rec.Code, header: rec.Header()}
+	if ct := rec.Header().Get("Content-Type"); strings.Contains(ct, "json") {
+		if err := json.Unmarshal(raw, &r.body); err != nil {
+			e.t.Fatalf("GET %s: %v in %s", path, err, raw)
+		}
+	}
+	return r
+}
+
+func event(t *testing.T, typ string, v int64, data any) eventbus.Event {
+	t.Helper()
+	ev, err := eventbus.NewEvent(context.Background(), "/person", typ, "11111", v, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+// readme are the README's four calls as person's events.
+func readme(t *testing.T) []eventbus.Event {
+	return []eventbus.Event{
+		event(t, score.PersonCreated, 1, map[string]any{"cpf": 11111, "name": "abc", "address": "abc", "date_of_birth": "2019-06-15T19:23:55-03:00"}),
+		event(t, "income.created", 2, map[string]any{"cpf": 11111, "id": "i1", "kind": "income", "type": "renting", "value_cents": 1000_00}),
+		event(t, "asset.created", 3, map[string]any{"cpf": 11111, "id": "a1", "kind": "asset", "type": "apartment", "value_cents": 100000_00}),
+		event(t, "debt.created", 4, map[string]any{"cpf": 11111, "id": "d1", "kind": "debt", "value_cents": 1000_00}),
+	}
+}
+
+func expectProblem(t *testing.T, r response, status int) {
+	t.Helper()
+	if r.status != status || r.header.Get("Content-Type") != "application/problem+json" || r.body["message"] == "" {
+		t.Fatalf("got %d %s %v, want a %d problem", r.status, r.header.Get("Content-Type"), r.body, status)
+	}
+}
+
+func TestAPI(t *testing.T) {
+	e := newEnv(t, 300*time.Millisecond)
+	e.apply(readme(t)...)
+
+	t.Run("score: 200 with the integer sum", func(t *testing.T) {
+		r := e.get("/11111/score")
+		if r.status != 200 || r.body["score"] != 4970.0 || r.body["cpf"] != 11111.0 || r.body["version"] != 4.0 || r.body["stale"] != false {
+			t.Fatalf("got %d %v", r.status, r.body)
+		}
+		if r.header.Get(httpapi.StaleHeader) != "" {
+			t.Fatal("X-Stale set on a plain read")
+		}
+	})
+	t.Run("document: the whole read model", func(t *testing.T) {
+		r := e.get("/11111")
+		items, _ := r.body["items"].(map[string]any)
+		person, _ := r.body["person"].(map[string]any)
+		if r.status != 200 || len(items) != 3 || person["name"] != "abc" || r.body["score"] != 4970.0 {
+			t.Fatalf("got %d %v", r.status, r.body)
+		}
+		if d, _ := items["d1"].(map[string]any); d["points"] != -50.0 || d["value_cents"] != 100000.0 || d["kind"] != "debt" {
+			t.Fatalf("debt item %v", d)
+		}
+	})
+	t.Run("unknown cpf: 404", func(t *testing.T) {
+		expectProblem(t, e.get("/22222/score"), 404)
+		expectProblem(t, e.get("/22222"), 404)
+	})
+	t.Run("bad min_version: 400", func(t *testing.T) {
+		for _, q := range []string{"x", "-1", "1.5", ""} {
+			if q == "" {
+				continue
+			}
+			r := e.get("/11111/score?min_version=" + q)
+			expectProblem(t, r, 400)
+		}
+	})
+	t.Run("min_version reached: no wait, not stale", func(t *testing.T) {
+		start := time.Now()
+		r := e.get("/11111/score?min_version=4")
+		if r.status != 200 || r.body["stale"] != false || r.header.Get(httpapi.StaleHeader) != "" || time.Since(start) > 250*time.Millisecond {
+			t.Fatalf("got %d %v %v after %s", r.status, r.header, r.body, time.Since(start))
+		}
+		if r := e.get("/11111/score?min_version=0"); r.status != 200 || r.body["stale"] != false {
+			t.Fatalf("min_version=0: %d %v", r.status, r.body)
+		}
+		if r := e.get("/33333/score?min_version=0"); r.status != 404 || r.header.Get(httpapi.StaleHeader) != "" {
+			t.Fatalf("min_version=0 of an unknown cpf: %d %v", r.status, r.header)
+		}
+	})
+	t.Run("min_version not reached in time: 200, current document, stale", func(t *testing.T) {
+		start := time.Now()
+		r := e.get("/11111/score?min_version=9")
+		elapsed := time.Since(start)
+		if r.status != 200 || r.body["stale"] != true || r.header.Get(httpapi.StaleHeader) != "true" || r.body["version"] != 4.0 {
+			t.Fatalf("got %d %v %v", r.status, r.header, r.body)
+		}
+		if elapsed < 300*time.Millisecond || elapsed > 3*time.Second {
+			t.Fatalf("answered after %s; the configured bound is 300ms", elapsed)
+		}
+		r = e.get("/11111?min_version=9")
+		if r.status != 200 || r.body["stale"] != true || r.header.Get(httpapi.StaleHeader) != "true" {
+			t.Fatalf("document: %d %v %v", r.status, r.header, r.body)
+		}
+	})
+	t.Run("min_version of a cpf not replicated yet: 404 and stale", func(t *testing.T) {
+		r := e.get("/44444/score?min_version=1")
+		expectProblem(t, r, 404)
+		if r.header.Get(httpapi.StaleHeader) != "true" {
+			t.Fatalf("headers %v", r.header)
+		}
+	})
+	t.Run("deleted person: 404", func(t *testing.T) {
+		e.apply(event(t, score.PersonDeleted, 5, map[string]any{"cpf": 11111}))
+		expectProblem(t, e.get("/11111/score"), 404)
+		expectProblem(t, e.get("/11111"), 404)
+		r := e.get("/11111/score?min_version=5")
+		expectProblem(t, r, 404)
+		if r.header.Get(httpapi.StaleHeader) != "" {
+			t.Fatal("a reached version is not stale")
+		}
+	})
+	t.Run("operations endpoints", func(t *testing.T) {
+		for _, p := range []string{"/healthz", "/readyz", "/metrics", "/openapi.json"} {
+			if r := e.get(p); r.status != 200 {
+				t.Fatalf("GET %s = %d", p, r.status)
+			}
+		}
+	})
+}
+
+// A read with min_version returns as soon as the version is applied, well
+// before the bound.
+func TestReadYourWrites(t *testing.T) {
+	e := newEnv(t, 10*time.Second)
+	events := readme(t)
+	e.apply(events[0])
+	done := make(chan response, 1)
+	start := time.Now()
+	go func() { done <- e.get("/11111/score?min_version=4") }()
+	time.Sleep(150 * time.Millisecond)
+	e.apply(events[3], events[1])
+	select {
+	case r := <-done:
+		t.Fatalf("answered before version 4 was complete: %v", r.body)
+	case <-time.After(100 * time.Millisecond):
+	}
+	e.apply(events[2])
+	select {
+	case r := <-done:
+		if r.status != 200 || r.body["score"] != 4970.0 || r.body["stale"] != false {
+			t.Fatalf("got %d %v", r.status, r.body)
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("took %s", time.Since(start))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the read did not return after the write")
+	}
+}
+
+// Every route the API serves is in the OpenAPI document and every documented
+// path is served.
+func TestEveryRouteIsDocumented(t *testing.T) {
+	spec := loadSpec(t)
+	engine := service.NewRouter(zap.NewNop(), service.NewHTTPMetrics(prometheus.NewRegistry()), nil)
+	httpapi.Register(engine, nil, zap.NewNop(), time.Second)
+	param := regexp.MustCompile(`:([a-z_]+)`)
+	var served []string
+	for _, r := range engine.Routes() {
+		path := param.ReplaceAllString(r.Path, "{$1}")
+		served = append(served, r.Method+" "+path)
+		item := spec.Paths.Find(path)
+		if item == nil || item.GetOperation(r.Method) == nil {
+			t.Errorf("%s %s is served but not documented", r.Method, path)
+		}
+	}
+	for path, item := range spec.Paths.Map() {
+		for method := range item.Operations() {
+			if !slices.Contains(served, method+" "+path) {
+				t.Errorf("%s %s is documented but not served", method, path)
+			}
+		}
+	}
+	if spec.OpenAPI != "3.1.0" {
+		t.Errorf("openapi %q, want 3.1.0", spec.OpenAPI)
+	}
+}

@@ -1,0 +1,174 @@
+// Package brokertest gives score's integration tests the real RabbitMQ
+// (AMQP_URL, default the local broker) with a private exchange and private
+// consumer names per test, and deletes what the test declared. It never
+// skips: an unreachable broker fails the test loudly.
+package brokertest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/personscore/eventbus"
+	"github.com/prometheus/client_golang/prometheus"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+)
+
+// URL is the broker the tests use.
+func URL() string {
+	if u := os.Getenv("AMQP_URL"); u != "" {
+		return u
+	}
+	return "amqp://guest:guest@127.0.0.1:5672/"
+}
+
+// Unique returns prefix with a random suffix.
+func Unique(prefix string) string {
+	var b [5]byte
+	_, _ = rand.Read(b[:])
+	return prefix + "-" + hex.EncodeToString(b[:])
+}
+
+// RetryDelays is the short retry schedule the tests' consumers use.
+var RetryDelays = []time.Duration{100 * time.Millisecond, 300 * time.Millisecond}
+
+// Broker is one test's view of the broker: a private exchange, the consumer
+// services to clean up, and one shared connection.
+type Broker struct {
+	t        testing.TB
+	Exchange string
+	Conn     *eventbus.Conn
+	Log      *zap.Logger
+
+	mu       sync.Mutex
+	services []string
+}
+
+// New connects (failing the test if the broker is unreachable) and schedules
+// the deletion of the exchange and of every consumer's queues.
+func New(t testing.TB) *Broker {
+	t.Helper()
+	raw, err := amqp.Dial(URL())
+	if err != nil {
+		t.Fatalf("RabbitMQ unreachable at %s: %v (integration tests need the broker; they never skip)", URL(), err)
+	}
+	_ = raw.Close()
+	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	b := &Broker{t: t, Exchange: Unique("score-test"), Log: log}
+	b.Conn = eventbus.Open(eventbus.ConnConfig{URLs: []string{URL()}, Name: Unique("score-test"), Logger: log})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Conn.WaitConnected(ctx); err != nil {
+		t.Fatalf("RabbitMQ unreachable at %s: %v", URL(), err)
+	}
+	t.Cleanup(b.cleanup)
+	return b
+}
+
+// Publisher returns a confirming publisher on the test's exchange.
+func (b *Broker) Publisher() *eventbus.Publisher {
+	b.t.Helper()
+	p := eventbus.NewPublisher(b.Conn, eventbus.PublisherConfig{Exchange: b.Exchange, Logger: b.Log,
+		Metrics: eventbus.NewMetrics(prometheus.NewRegistry())})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.WaitReady(ctx); err != nil {
+		b.t.Fatalf("publisher not ready: %v", err)
+	}
+	b.t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+// Consumer returns a consumer of service on the test's exchange (on its own
+// connection, as another replica would have); register handlers, then Run it.
+func (b *Broker) Consumer(service string, workers int) *eventbus.Consumer {
+	b.mu.Lock()
+	b.services = append(b.services, service)
+	b.mu.Unlock()
+	conn := eventbus.Open(eventbus.ConnConfig{URLs: []string{URL()}, Name: Unique(service), Logger: b.Log})
+	b.t.Cleanup(func() { _ = conn.Close() })
+	return eventbus.NewConsumer(conn, eventbus.ConsumerConfig{Service: service, Exchange: b.Exchange, Workers: workers,
+		RetryDelays: RetryDelays, ShutdownTimeout: 5 * time.Second, Logger: b.Log,
+		Metrics: eventbus.NewMetrics(prometheus.NewRegistry())})
+}
+
+// Run runs c until the test ends and waits until it is attached to its queue.
+func (b *Broker) Run(c *eventbus.Consumer) {
+	b.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := c.Run(ctx); err != nil {
+			b.t.Errorf("consumer: %v", err)
+		}
+	}()
+	b.t.Cleanup(func() { cancel(); <-done })
+	deadline := time.Now().Add(10 * time.Second)
+	for !c.Ready() {
+		if time.Now().After(deadline) {
+			b.t.Fatal("consumer did not attach to its queue")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (b *Broker) cleanup() {
+	conn, err := amqp.Dial(URL())
+	if err != nil {
+		b.t.Errorf("cleanup: %v", err)
+		return
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		b.t.Errorf("cleanup: %v", err)
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, s := range b.services {
+		queues := []string{eventbus.WorkQueue(s), eventbus.DeadLetterQueue(s)}
+		for _, d := range RetryDelays {
+			queues = append(queues, fmt.Sprintf("%s.retry.%s", s, d))
+		}
+		for _, q := range queues {
+			if _, err := ch.QueueDelete(q, false, false, false); err != nil {
+				b.t.Errorf("cleanup: delete queue %s: %v", q, err)
+				if ch, err = conn.Channel(); err != nil {
+					return
+				}
+			}
+		}
+	}
+	if err := ch.ExchangeDelete(b.Exchange, false, false); err != nil {
+		b.t.Errorf("cleanup: delete exchange %s: %v", b.Exchange, err)
+	}
+}
+
+// DeadLetters counts the messages in service's dead-letter queue.
+func (b *Broker) DeadLetters(service string) int {
+	b.t.Helper()
+	conn, err := amqp.Dial(URL())
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	q, err := ch.QueueDeclarePassive(eventbus.DeadLetterQueue(service), true, false, false, false,
+		amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return q.Messages
+}

@@ -1,0 +1,209 @@
+//go:build chaos
+
+package chaos_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/personscore/stack"
+	"github.com/personscore/stack/chaos"
+)
+
+// Scenario 1: the RabbitMQ application is stopped (rabbitmqctl stop_app) on a
+// private single node during a stream of writes and started again after a
+// while. During the outage writes answer 503 problem+json at once (or, in the
+// instant before the services notice, are accepted and parked in the outbox);
+// after it, every accepted write reaches score exactly once with nobody
+// restarting anything.
+func TestBrokerDown(t *testing.T) {
+	<-soloReady
+	if soloErr != nil {
+		t.Fatalf("starting a private RabbitMQ node: %v", soloErr)
+	}
+	node := solo.Nodes[0]
+	vhost := "chaos-" + chaos.NewID()[:8]
+	if err := node.AddVhost(t.Context(), vhost); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, setup{amqpURL: node.URL(vhost)})
+	w := &chaos.Workload{Client: h.client, CPFs: cpfs(100_001, 24), Writers: 6, DeleteOneIn: 8}
+	stop := w.Start(t.Context())
+	h.sleep(4 * time.Second)
+	before := h.client.Ledger.Counts()
+	t0 := time.Now()
+	if err := node.StopApp(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	stopTook := time.Since(t0)
+	outage := envDuration("CHAOS_BROKER_OUTAGE", 10*time.Second)
+	h.sleep(outage)
+	during := h.client.Ledger.Counts()
+	t1 := time.Now()
+	if err := node.StartApp(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	started := time.Now()
+	recovery := h.firstAcceptAfter(started, 2*time.Minute)
+	h.sleep(4 * time.Second)
+	stop()
+	refused := during.Status["503"] - before.Status["503"]
+	if refused == 0 {
+		t.Errorf("no write was refused with 503 while the broker was down")
+	}
+	r := chaos.Result{Scenario: 1, Test: t.Name(), Recovery: recovery,
+		Note: fmt.Sprintf("broker app stopped for %s (stop_app took %s, start_app %s); meanwhile %d writes refused with 503 and %d accepted (parked in the outbox); recovery = start_app done → first accepted write",
+			(outage + stopTook).Round(100*time.Millisecond), stopTook.Round(100*time.Millisecond), started.Sub(t1).Round(100*time.Millisecond),
+			refused, during.Accepted-before.Accepted)}
+	v := h.verify(&r, 2*time.Minute, 0)
+	h.finish(&r, v.Applied)
+}
+
+func nodeNamed(t *testing.T, name string) *chaos.Node {
+	t.Helper()
+	for _, n := range cluster.Nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	t.Fatalf("no node %q in the cluster", name)
+	return nil
+}
+
+// anyRunning returns a node of the cluster whose app runs, other than not.
+func anyRunning(not *chaos.Node) *chaos.Node {
+	for _, n := range cluster.Nodes {
+		if n != not && n.Ready() {
+			return n
+		}
+	}
+	return cluster.Nodes[0]
+}
+
+func queueLeader(t *testing.T, via *chaos.Node, vhost, queue string) chaos.QueueInfo {
+	t.Helper()
+	qs, err := via.Queues(t.Context(), vhost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range qs {
+		if q.Name == queue {
+			return q
+		}
+	}
+	t.Fatalf("no queue %s in %s", queue, vhost)
+	return chaos.QueueInfo{}
+}
+
+// Scenario 10: RabbitMQ as a single point of failure, the original's second
+// problem. A three-node cluster of private nodes, quorum queues replicated on
+// all three, the services given all three URLs. During load: (a) the node the
+// services are connected to is stopped (stop_app), (b) the VM of the node
+// leading score.queue is killed with SIGKILL and restarted. The services move
+// to the surviving nodes by themselves; nothing is lost or counted twice.
+func TestClusterFailover(t *testing.T) {
+	<-clusterReady
+	if clusterErr != nil {
+		t.Fatalf("starting a private RabbitMQ cluster: %v", clusterErr)
+	}
+	seed := cluster.Nodes[0]
+	vhost := "chaos-" + chaos.NewID()[:8]
+	if err := seed.AddVhost(t.Context(), vhost); err != nil {
+		t.Fatal(err)
+	}
+	var urls []string
+	for _, n := range cluster.Nodes {
+		urls = append(urls, n.URL(vhost))
+	}
+	list := strings.Join(urls, ",")
+	h := newHarness(t, setup{amqpURL: seed.URL(vhost), serviceAMQP: func(string) map[string]string {
+		return map[string]string{stack.Person: list, stack.Score: list}
+	}})
+	q := queueLeader(t, seed, vhost, "score.queue")
+	if q.Type != "quorum" || len(q.Members) != 3 {
+		t.Fatalf("score.queue is %s with members %v, want a quorum queue on all 3 nodes", q.Type, q.Members)
+	}
+	w := &chaos.Workload{Client: h.client, CPFs: cpfs(1_000_001, 24), Writers: 6, DeleteOneIn: 8}
+	stop := w.Start(t.Context())
+	h.sleep(4 * time.Second)
+	var notes []string
+
+	// (a) Stop the node the services are connected to.
+	conns, err := seed.ConnectionNodes(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(conns["person"]) == 0 || len(conns["score"]) == 0 {
+		t.Fatalf("connections by node: %v; want person and score connected", conns)
+	}
+	target := nodeNamed(t, conns["person"][0])
+	h.client.Ledger.ResetGap()
+	t0 := time.Now()
+	if err := target.StopApp(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	h.sleep(6 * time.Second)
+	gapA := h.client.Ledger.MaxGap()
+	after, err := anyRunning(target).ConnectionNodes(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, svc := range []string{"person", "score"} {
+		if len(after[svc]) == 0 {
+			t.Errorf("%s has no connection to the surviving nodes after %s", svc, time.Since(t0).Round(time.Second))
+		}
+		for _, n := range after[svc] {
+			if n == target.Name {
+				t.Errorf("%s still connected to the stopped node %s", svc, n)
+			}
+		}
+	}
+	notes = append(notes, fmt.Sprintf("(a) stop_app %s (person on %v, score on %v): longest write gap %s; services then on %v / %v",
+		target.Name, conns["person"], conns["score"], gapA.Round(10*time.Millisecond), after["person"], after["score"]))
+	if err := target.StartApp(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	h.sleep(3 * time.Second)
+
+	// (b) Kill the VM of score.queue's leader.
+	q = queueLeader(t, seed, vhost, "score.queue")
+	leader := nodeNamed(t, q.Leader)
+	h.client.Ledger.ResetGap()
+	leader.Kill(syscall.SIGKILL, 10*time.Second)
+	killed := time.Now()
+	var newLeader chaos.QueueInfo
+	for {
+		newLeader = queueLeader(t, anyRunning(leader), vhost, "score.queue")
+		if newLeader.Leader != leader.Name && newLeader.Leader != "" {
+			break
+		}
+		if time.Since(killed) > time.Minute {
+			t.Fatalf("score.queue has no new leader a minute after %s was killed: %+v", leader.Name, newLeader)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	electedWithin := time.Since(killed) // bounded by the CLI's own latency
+	restarted := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		restarted <- leader.Start(ctx)
+	}()
+	h.sleep(6 * time.Second)
+	gapB := h.client.Ledger.MaxGap()
+	notes = append(notes, fmt.Sprintf("(b) SIGKILL of %s's VM, leader of score.queue: new leader %s seen within %s; longest write gap %s",
+		leader.Name, newLeader.Leader, electedWithin.Round(100*time.Millisecond), gapB.Round(10*time.Millisecond)))
+	stop()
+	if err := <-restarted; err != nil {
+		t.Errorf("restarting %s: %v", leader.Name, err)
+	} else {
+		notes = append(notes, fmt.Sprintf("%s restarted and rejoined %s after the kill", leader.Name, time.Since(killed).Round(time.Second)))
+	}
+	r := chaos.Result{Scenario: 10, Test: t.Name(), Recovery: max(gapA, gapB), Note: strings.Join(notes, "; ") + "; recovery = longest time without an accepted write"}
+	v := h.verify(&r, 3*time.Minute, 0)
+	h.finish(&r, v.Applied)
+}
