@@ -102,6 +102,7 @@ func startProcess(t *testing.T, name, bin string, args []string, logDir string) 
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
@@ -227,6 +228,7 @@ func moduleDir(t *testing.T, mod, version string) string {
 	cmd := exec.Command("go", "mod", "download", "-json", mod+"@"+version)
 	cmd.Dir = t.TempDir()
 	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod")
+	dieWithParent(cmd)
 	out, err := cmd.Output()
 	var info struct{ Dir, Error string }
 	_ = json.Unmarshal(out, &info)

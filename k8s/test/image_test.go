@@ -207,6 +207,7 @@ func TestImageBuilderRunsAsNonRoot(t *testing.T) {
 	cmd.Env = append(cf.Config.Env, fmt.Sprintf("HTTP_ADDR=127.0.0.1:%d", port))
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: rootfs, Credential: &syscall.Credential{Uid: imagebuild.UID, Gid: imagebuild.GID}}
+	dieWithParent(cmd)
 	out, _ := cmd.StdoutPipe()
 	cmd.Stderr = cmd.Stdout
 	if err := cmd.Start(); err != nil {

@@ -38,7 +38,9 @@ type PublisherConfig struct {
 // goroutines may call Publish at once: each call writes its frames on one of
 // the publisher's channels, which no other goroutine writes meanwhile, and then
 // waits for its confirms without holding the channel, so the broker sees a
-// pipelined window instead of one message per round trip.
+// pipelined window instead of one message per round trip. The window is a
+// sliding one: a slot frees as soon as its confirm arrives, so a producer that
+// streams with PublishAsync keeps Window publishes in flight at all times.
 type Publisher struct {
 	conn    *Conn
 	cfg     PublisherConfig
@@ -64,7 +66,67 @@ type pubChannel struct {
 	ch       *amqp.Channel
 	returns  chan amqp.Return
 	mu       sync.Mutex
-	returned map[string]string // message id -> broker's reply text
+	returned map[string]returnedInfo // message id -> returns not yet taken
+	inflight chan inflight           // published, awaiting their confirm, in order
+	reaped   chan struct{}           // closed when the reaper has settled everything
+}
+
+type returnedInfo struct {
+	n      int    // a message id published twice at once can come back twice
+	reason string // the broker's reply text
+}
+
+// inflight is one published message waiting for its confirm.
+type inflight struct {
+	dc      *amqp.DeferredConfirmation
+	msg     *outgoing
+	pending *Pending
+}
+
+// Pending is a publish on its way to the broker; Wait for its outcome.
+type Pending struct {
+	mu        sync.Mutex
+	remaining int
+	err       error
+	done      chan struct{}
+}
+
+func newPending(n int) *Pending {
+	pd := &Pending{remaining: n, done: make(chan struct{})}
+	if n == 0 {
+		close(pd.done)
+	}
+	return pd
+}
+
+// settle records the outcome of one message.
+func (pd *Pending) settle(err error) {
+	pd.mu.Lock()
+	defer pd.mu.Unlock()
+	if err != nil && pd.err == nil {
+		pd.err = err
+	}
+	pd.remaining--
+	if pd.remaining == 0 {
+		close(pd.done)
+	}
+}
+
+// Done is closed once the broker has settled every event of the publish.
+func (pd *Pending) Done() <-chan struct{} { return pd.done }
+
+// Wait returns nil once the broker confirmed every event of the publish, the
+// first failure (ErrUnroutable, ErrNacked) otherwise, or ctx's error if it
+// ends first (the publish itself goes on).
+func (pd *Pending) Wait(ctx context.Context) error {
+	select {
+	case <-pd.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	pd.mu.Lock()
+	defer pd.mu.Unlock()
+	return pd.err
 }
 
 type pubTypeMetrics struct {
@@ -158,17 +220,34 @@ func (p *Publisher) Close() error {
 // ErrNotConnected while the broker is unreachable; ctx bounds the wait for
 // confirms.
 func (p *Publisher) Publish(ctx context.Context, events ...Event) error {
-	if len(events) == 0 {
-		return nil
+	pd, err := p.PublishAsync(ctx, events...)
+	if err != nil {
+		return err
 	}
+	return pd.Wait(ctx)
+}
+
+// PublishAsync writes events to the broker like Publish but returns as soon
+// as their frames are out, with a Pending to wait on for the confirms. Only
+// a full window makes it wait (for confirms of earlier publishes), so one
+// goroutine can stream events with Window of them in flight.
+func (p *Publisher) PublishAsync(ctx context.Context, events ...Event) (*Pending, error) {
+	msgs, err := p.encode(ctx, events)
+	if err != nil {
+		return nil, err
+	}
+	return p.sendAsync(ctx, msgs)
+}
+
+func (p *Publisher) encode(ctx context.Context, events []Event) ([]outgoing, error) {
 	msgs := make([]outgoing, len(events))
 	for i, ev := range events {
 		if err := ev.Validate(); err != nil {
-			return fmt.Errorf("eventbus: refusing to publish event %q: %w", ev.ID, err)
+			return nil, fmt.Errorf("eventbus: refusing to publish event %q: %w", ev.ID, err)
 		}
 		body, err := json.Marshal(ev)
 		if err != nil {
-			return fmt.Errorf("eventbus: encode event %s: %w", ev.ID, err)
+			return nil, fmt.Errorf("eventbus: encode event %s: %w", ev.ID, err)
 		}
 		msgs[i] = outgoing{exchange: p.cfg.Exchange, key: ev.Type, msg: amqp.Publishing{
 			ContentType:  ContentType,
@@ -181,7 +260,7 @@ func (p *Publisher) Publish(ctx context.Context, events ...Event) error {
 			Body:         body,
 		}}
 	}
-	return p.send(ctx, msgs)
+	return msgs, nil
 }
 
 type outgoing struct {
@@ -202,88 +281,89 @@ func (p *Publisher) typeMetrics(typ string) *pubTypeMetrics {
 	return actual.(*pubTypeMetrics)
 }
 
-// send publishes msgs in order and waits for their confirms. A batch larger
-// than the window goes out in window-sized chunks.
+// send publishes msgs in order and waits for their confirms.
 func (p *Publisher) send(ctx context.Context, msgs []outgoing) error {
-	for len(msgs) > 0 {
-		n := min(len(msgs), p.cfg.Window)
-		if err := p.sendChunk(ctx, msgs[:n]); err != nil {
-			return err
-		}
-		msgs = msgs[n:]
-	}
-	return nil
-}
-
-func (p *Publisher) sendChunk(ctx context.Context, msgs []outgoing) error {
-	if reason, blocked := p.conn.Blocked(); blocked {
-		return fmt.Errorf("%w: %s", ErrBlocked, reason)
-	}
-	if err := ctx.Err(); err != nil {
+	pd, err := p.sendAsync(ctx, msgs)
+	if err != nil {
 		return err
 	}
-	taken := 0
-	defer func() {
-		for ; taken > 0; taken-- {
-			<-p.window
-		}
-	}()
-	for range msgs {
-		select {
-		case p.window <- struct{}{}:
-			taken++
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	return pd.Wait(ctx)
+}
 
+// sendAsync writes msgs in order on one channel, taking a window slot for
+// each; the channel's reaper settles them as their confirms arrive.
+func (p *Publisher) sendAsync(ctx context.Context, msgs []outgoing) (*Pending, error) {
+	if len(msgs) == 0 {
+		return newPending(0), nil
+	}
+	if reason, blocked := p.conn.Blocked(); blocked {
+		return nil, fmt.Errorf("%w: %s", ErrBlocked, reason)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	s := p.pickSlot()
+	defer s.write.Unlock()
 	pc := s.current()
 	if pc == nil {
-		s.write.Unlock()
-		return ErrNotConnected
+		return nil, ErrNotConnected
 	}
-	pc.forget(msgs)
-	confirms := make([]*amqp.DeferredConfirmation, len(msgs))
+	pd := newPending(len(msgs))
 	for i := range msgs {
 		m := &msgs[i]
+		select {
+		case p.window <- struct{}{}:
+		case <-ctx.Done():
+			p.abandon(pd, len(msgs)-i, ctx.Err())
+			return nil, ctx.Err()
+		}
 		dc, err := pc.ch.PublishWithDeferredConfirm(m.exchange, m.key, true, false, m.msg)
 		if err != nil {
-			s.write.Unlock()
+			<-p.window
 			if errors.Is(err, amqp.ErrClosed) {
 				err = fmt.Errorf("%w: %v", ErrNotConnected, err)
 			}
-			return fmt.Errorf("eventbus: publish %s: %w", m.msg.Type, err)
+			err = fmt.Errorf("eventbus: publish %s: %w", m.msg.Type, err)
+			p.abandon(pd, len(msgs)-i, err)
+			if i == 0 {
+				return nil, err
+			}
+			return pd, nil // the messages already out are settled by the reaper
 		}
-		confirms[i] = dc
 		p.typeMetrics(m.msg.Type).published.Inc()
+		pc.inflight <- inflight{dc: dc, msg: m, pending: pd}
 	}
-	s.write.Unlock()
+	return pd, nil
+}
 
-	var first error
-	for i, dc := range confirms {
-		m := &msgs[i]
-		tm := p.typeMetrics(m.msg.Type)
-		acked, err := dc.WaitContext(ctx)
-		if err != nil {
-			return err
-		}
-		if !acked {
-			if first == nil {
-				first = fmt.Errorf("%w: %s %s", ErrNacked, m.msg.Type, m.msg.MessageId)
-			}
-			continue
-		}
-		if reason, returned := pc.takeReturn(m.msg.MessageId); returned {
-			tm.returned.Inc()
-			if first == nil {
-				first = fmt.Errorf("%w: %s %s to %q: %s", ErrUnroutable, m.msg.Type, m.msg.MessageId, m.key, reason)
-			}
-			continue
-		}
-		tm.confirmed.Inc()
+// abandon settles the n messages of pd that were never sent.
+func (p *Publisher) abandon(pd *Pending, n int, err error) {
+	for range n {
+		pd.settle(err)
 	}
-	return first
+}
+
+// reap settles a channel's publishes in order as their confirms arrive: it
+// frees their window slots, takes their returns and counts the outcome. When
+// the channel closes, the client library nacks whatever was unconfirmed.
+func (p *Publisher) reap(pc *pubChannel) {
+	defer close(pc.reaped)
+	for f := range pc.inflight {
+		<-f.dc.Done()
+		<-p.window
+		m := f.msg
+		tm := p.typeMetrics(m.msg.Type)
+		switch reason, returned := pc.takeReturn(m.msg.MessageId); {
+		case !f.dc.Acked():
+			f.pending.settle(fmt.Errorf("%w: %s %s", ErrNacked, m.msg.Type, m.msg.MessageId))
+		case returned:
+			tm.returned.Inc()
+			f.pending.settle(fmt.Errorf("%w: %s %s to %q: %s", ErrUnroutable, m.msg.Type, m.msg.MessageId, m.key, reason))
+		default:
+			tm.confirmed.Inc()
+			f.pending.settle(nil)
+		}
+	}
 }
 
 // pickSlot returns a slot whose write lock the caller now holds: a free one if
@@ -327,25 +407,13 @@ func (pc *pubChannel) drainLocked() {
 			if !ok {
 				return
 			}
-			pc.returned[r.MessageId] = r.ReplyText
+			info := pc.returned[r.MessageId]
+			info.n++
+			info.reason = r.ReplyText
+			pc.returned[r.MessageId] = info
 		default:
 			return
 		}
-	}
-}
-
-// forget drops returns recorded for earlier publishes of the same ids (a
-// caller that gave up waiting never took them), so they cannot be mistaken
-// for returns of these publishes.
-func (pc *pubChannel) forget(msgs []outgoing) {
-	pc.mu.Lock()
-	defer pc.mu.Unlock()
-	pc.drainLocked()
-	if len(pc.returned) == 0 {
-		return
-	}
-	for i := range msgs {
-		delete(pc.returned, msgs[i].msg.MessageId)
 	}
 }
 
@@ -357,11 +425,16 @@ func (pc *pubChannel) takeReturn(id string) (string, bool) {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	pc.drainLocked()
-	reason, found := pc.returned[id]
-	if found {
-		delete(pc.returned, id)
+	info, found := pc.returned[id]
+	if !found {
+		return "", false
 	}
-	return reason, found
+	if info.n--; info.n == 0 {
+		delete(pc.returned, id)
+	} else {
+		pc.returned[id] = info
+	}
+	return info.reason, true
 }
 
 // run keeps one slot's channel open until ctx ends.
@@ -400,7 +473,11 @@ func (p *Publisher) run(ctx context.Context, s *pubSlot) {
 		s.ch = nil
 		s.ready = make(chan struct{})
 		s.mu.Unlock()
-		_ = pc.ch.Close()
+		_ = pc.ch.Close() // resolves every unconfirmed publish as nacked
+		s.write.Lock()    // no sender is between publishing and queueing now
+		close(pc.inflight)
+		s.write.Unlock()
+		<-pc.reaped
 		if ctx.Err() != nil {
 			return
 		}
@@ -423,7 +500,9 @@ func (p *Publisher) open(conn *amqp.Connection) (*pubChannel, chan *amqp.Error, 
 		}
 	}
 	// The return buffer exceeds the window, so the client's reader never waits on it.
-	pc := &pubChannel{ch: ch, returns: ch.NotifyReturn(make(chan amqp.Return, p.cfg.Window+64)), returned: map[string]string{}}
+	pc := &pubChannel{ch: ch, returns: ch.NotifyReturn(make(chan amqp.Return, p.cfg.Window+64)), returned: map[string]returnedInfo{},
+		inflight: make(chan inflight, p.cfg.Window), reaped: make(chan struct{})}
 	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
+	go p.reap(pc)
 	return pc, closed, nil
 }

@@ -3,6 +3,7 @@ package localmongo
 import (
 	"context"
 	"log/slog"
+	"runtime"
 	"strings"
 
 	"go.uber.org/zap"
@@ -41,6 +42,10 @@ func (h *zapHandler) Handle(_ context.Context, r slog.Record) error {
 	ce := h.l.Check(zapLevel(r.Level), r.Message)
 	if ce == nil {
 		return nil
+	}
+	if r.PC != 0 { // point at FerretDB's code, not at this handler
+		f, _ := runtime.CallersFrames([]uintptr{r.PC}).Next()
+		ce.Caller = zapcore.NewEntryCaller(f.PC, f.File, f.Line, true)
 	}
 	fields := make([]zap.Field, 0, r.NumAttrs())
 	r.Attrs(func(a slog.Attr) bool {

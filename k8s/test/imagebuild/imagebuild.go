@@ -157,14 +157,16 @@ func Build(s Spec) (v1.Image, error) {
 	return mutate.ConfigFile(img, cf)
 }
 
-// GoBuild compiles a static (CGO_ENABLED=0), trimmed binary of pkg from dir.
+// GoBuild compiles a static (CGO_ENABLED=0), stripped binary of pkg from dir. It uses the
+// same compile flags as `make build`, so the two share the Go build cache.
 func GoBuild(dir, pkg, out, arch string) error {
 	if arch == "" {
 		arch = runtime.GOARCH
 	}
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
+	cmd := exec.Command("go", "build", "-ldflags=-s -w", "-o", out, pkg)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)
+	dieWithParent(cmd)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build %s in %s: %v\n%s", pkg, dir, err, b)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -57,9 +58,9 @@ func spec(tb testing.TB) (*openapi3.T, routers.Router) {
 
 // server is person's router on a real store.
 type server struct {
-	router  *gin.Engine
-	env     *persontest.Env
-	logs    *observer.ObservedLogs
+	router     *gin.Engine
+	env        *persontest.Env
+	logs       *observer.ObservedLogs
 	brokerDown atomic.Bool // CanWrite refuses while set
 }
 
@@ -183,38 +184,44 @@ func checkConventions(t testing.TB, r response) {
 // for must have been answered 404 or 405 with a Problem.
 func checkAgainstSpec(t testing.TB, r response, body string) {
 	t.Helper()
+	if err := specCheck(t, r.req, body, r.Code, r.Header(), r.body); err != nil {
+		t.Errorf("%s %s: %v", r.req.Method, r.req.URL, err)
+	}
+}
+
+func specCheck(t testing.TB, original *http.Request, reqBody string, status int, header http.Header, body []byte) error {
 	doc, router := spec(t)
-	req := r.req.Clone(context.Background())
-	req.Body = io.NopCloser(strings.NewReader(body))
+	req := original.Clone(context.Background())
+	req.Body = io.NopCloser(strings.NewReader(reqBody))
 	route, params, err := router.FindRoute(req)
 	if err != nil {
-		if r.Code != http.StatusNotFound && r.Code != http.StatusMethodNotAllowed {
-			t.Errorf("%s %s: answered %d but the document has no such operation (%v)", req.Method, req.URL, r.Code, err)
-			return
+		if status != http.StatusNotFound && status != http.StatusMethodNotAllowed {
+			return fmt.Errorf("answered %d but the document has no such operation (%v)", status, err)
 		}
-		problem := doc.Components.Schemas["Problem"].Value
+		if ct := header.Get("Content-Type"); ct != "application/problem+json" {
+			return fmt.Errorf("%d with Content-Type %q", status, ct)
+		}
 		var v any
-		if err := json.Unmarshal(r.body, &v); err != nil {
-			t.Errorf("%s %s: %v", req.Method, req.URL, err)
-			return
+		if err := json.Unmarshal(body, &v); err != nil {
+			return err
 		}
-		if err := problem.VisitJSON(v, openapi3.EnableJSONSchema2020()); err != nil {
-			t.Errorf("%s %s: %d body is not a Problem: %v", req.Method, req.URL, r.Code, err)
+		if err := doc.Components.Schemas["Problem"].Value.VisitJSON(v, openapi3.EnableJSONSchema2020()); err != nil {
+			return fmt.Errorf("%d body is not a Problem: %w", status, err)
 		}
-		return
+		return nil
 	}
 	opts := &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true,
 		AuthenticationFunc: openapi3filter.NoopAuthenticationFunc}
 	in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route, Options: opts}
-	if r.Code < 300 {
+	if status < 300 {
 		if err := openapi3filter.ValidateRequest(context.Background(), in); err != nil {
-			t.Errorf("%s %s: accepted (%d) a request the document rejects: %v", req.Method, req.URL, r.Code, err)
+			return fmt.Errorf("accepted (%d) a request the document rejects: %w", status, err)
 		}
 	}
-	out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: r.Code,
-		Header: r.Header(), Options: opts}
-	out.SetBodyBytes(r.body)
+	out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: status, Header: header, Options: opts}
+	out.SetBodyBytes(body)
 	if err := openapi3filter.ValidateResponse(context.Background(), out); err != nil {
-		t.Errorf("%s %s: response %d %s does not match the document: %v", req.Method, req.URL, r.Code, r.body, err)
+		return fmt.Errorf("response %d %s does not match the document: %w", status, body, err)
 	}
+	return nil
 }

@@ -31,6 +31,9 @@ const fromSnapshot = "from_snapshot"
 
 const maxCASAttempts = 200
 
+// retireAfter is how long the relay of a replaced collection keeps running.
+const retireAfter = 3 * time.Second
+
 // ErrUnavailable: the store cannot be used now.
 var ErrUnavailable = errors.New("read model store unavailable")
 
@@ -436,8 +439,10 @@ func (s *Store) observe(m metaDoc) {
 	if s.runCtx != nil {
 		s.startRelay(m.Active)
 		if cancel, ok := s.relays[old]; ok {
-			cancel() // its Run flushes what the old collection still holds
+			// Let the old relay finish what it is publishing, then stop it;
+			// its Run flushes what the old collection still holds.
 			delete(s.relays, old)
+			time.AfterFunc(retireAfter, cancel)
 		}
 	}
 	s.mu.Unlock()

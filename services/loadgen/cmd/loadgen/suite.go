@@ -231,7 +231,7 @@ type Suite struct {
 // Size is a binary's size.
 type Size struct {
 	BuildMB    float64 `json:"build_mb"`    // as `make build` builds it (CGO_ENABLED=0)
-	StrippedMB float64 `json:"stripped_mb"` // -trimpath -ldflags='-s -w': a scratch image's lower bound
+	StrippedMB float64 `json:"stripped_mb"` // -ldflags='-s -w': a scratch image's lower bound
 }
 
 // ProfileInfo names a CPU profile and its top entries.

@@ -31,6 +31,8 @@ type scoreConfig struct {
 	// AdminToken is the admin listener's bearer token; empty disables it.
 	AdminToken     string        `env:"ADMIN_TOKEN"`
 	RebuildTimeout time.Duration `env:"REBUILD_TIMEOUT" envDefault:"30m"`
+	// ConsumerName names score's queues: <name>.queue, <name>.dlq, ...
+	ConsumerName string `env:"CONSUMER_NAME" envDefault:"score"`
 }
 
 func main() {
@@ -72,7 +74,7 @@ func run() error {
 	pub := eventbus.NewPublisher(conn, eventbus.PublisherConfig{Exchange: cfg.Exchange, Logger: log})
 	defer pub.Close()
 	store := mongodb.New(mongodb.Config{DB: db, Publisher: pub, Logger: log, RebuildTimeout: extra.RebuildTimeout})
-	consumer := eventbus.NewConsumer(conn, eventbus.ConsumerConfig{Service: "score", Exchange: cfg.Exchange,
+	consumer := eventbus.NewConsumer(conn, eventbus.ConsumerConfig{Service: extra.ConsumerName, Exchange: cfg.Exchange,
 		Workers: cfg.Workers, ShutdownTimeout: cfg.ShutdownTimeout, Logger: log})
 	personevents.Register(consumer, store)
 
