@@ -193,6 +193,11 @@ func (c *Consumer) Run(ctx context.Context) error {
 			backoff = 100 * time.Millisecond
 		}
 		if err != nil && ctx.Err() == nil {
+			var amqpErr *amqp.Error
+			if errors.As(err, &amqpErr) && amqpErr.Code == amqp.PreconditionFailed {
+				c.log.Error("the broker has this service's queues with other arguments (was DeliveryLimit or "+
+					"RetryDelays changed?); delete the queues or align the configuration", zap.Error(err))
+			}
 			c.log.Warn("consumer interrupted, reattaching", zap.Error(err), zap.Duration("retry_in", backoff))
 			select {
 			case <-time.After(backoff):

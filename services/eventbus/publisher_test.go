@@ -341,3 +341,90 @@ func TestEventJSONHasTraceHeaders(t *testing.T) {
 		t.Fatal("invalid json")
 	}
 }
+
+// PublishAsync streams from one goroutine with a sliding window: Window
+// publishes stay in flight while earlier ones are confirmed.
+func TestPublishAsyncStreams(t *testing.T) {
+	f := newFixture(t)
+	raw := rawChannel(t)
+	q := f.bindQueue(raw, "stream.item")
+	conn := openConn(t, ConnConfig{})
+	pub := NewPublisher(conn, PublisherConfig{Exchange: f.exchange, Metrics: f.metrics, Window: 32})
+	defer pub.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := pub.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const n = 400
+	pendings := make(chan *Pending, n)
+	go func() {
+		defer close(pendings)
+		for i := range n {
+			pd, err := pub.PublishAsync(ctx, mustEvent(t, "stream.item", fmt.Sprint(i%10), int64(i), nil))
+			if err != nil {
+				t.Errorf("PublishAsync: %v", err)
+				return
+			}
+			if inWindow := len(pub.window); inWindow > 32 {
+				t.Errorf("%d publishes in flight, window is 32", inWindow)
+			}
+			pendings <- pd
+		}
+	}()
+	confirmed := 0
+	for pd := range pendings {
+		if err := pd.Wait(ctx); err != nil {
+			t.Fatalf("confirm: %v", err)
+		}
+		confirmed++
+	}
+	if confirmed != n {
+		t.Fatalf("%d confirmed", confirmed)
+	}
+	drain(t, raw, q, n, 10*time.Second)
+	if got := testutil.ToFloat64(f.metrics.Confirmed.WithLabelValues("stream.item")); got != n {
+		t.Errorf("confirmed metric %v", got)
+	}
+}
+
+// A channel error (here: the exchange deleted under the publisher) fails the
+// publishes in flight, the channel is reopened with the exchange declared
+// again, and no window slot is lost on the way.
+func TestPublisherRecoversFromChannelError(t *testing.T) {
+	f := newFixture(t)
+	raw := rawChannel(t)
+	conn := openConn(t, ConnConfig{})
+	pub := NewPublisher(conn, PublisherConfig{Exchange: f.exchange, Metrics: f.metrics, Window: 16})
+	defer pub.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := pub.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.ExchangeDelete(f.exchange, false, false); err != nil {
+		t.Fatal(err)
+	}
+	var batch []Event
+	for i := range 10 {
+		batch = append(batch, mustEvent(t, "lost.exchange", "1", int64(i), nil))
+	}
+	err := pub.Publish(ctx, batch...)
+	if err == nil {
+		t.Fatal("publish to a deleted exchange succeeded")
+	}
+	t.Logf("publish while the exchange was gone: %v", err)
+	waitFor(t, 10*time.Second, "channel reopened", pub.Ready)
+	q := f.bindQueue(raw, "lost.exchange") // the exchange exists again: the publisher redeclared it
+	batch = batch[:0]
+	for i := range 48 { // three windows' worth in one call
+		batch = append(batch, mustEvent(t, "lost.exchange", "1", int64(i), nil))
+	}
+	if err := pub.Publish(ctx, batch...); err != nil {
+		t.Fatalf("publish after recovery: %v", err)
+	}
+	drain(t, raw, q, 48, 5*time.Second)
+	if len(pub.window) != 0 {
+		t.Errorf("%d window slots still taken with nothing in flight", len(pub.window))
+	}
+}

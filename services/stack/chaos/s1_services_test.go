@@ -30,7 +30,7 @@ func TestConcurrentWritersOneCPF(t *testing.T) {
 	}
 	urls := []string{h.s.URL(stack.Person), h.s.URL("person-2")}
 	h.client.Person = func() string { return urls[rand.IntN(len(urls))] }
-	writes := int64(envInt("CHAOS_CONCURRENT_WRITES", 600))
+	writes := int64(envInt("CHAOS_CONCURRENT_WRITES", 400))
 	w := &chaos.Workload{Client: h.client, CPFs: cpfs(900_001, 2), Writers: 16, Shared: true,
 		Pause: time.Millisecond, DeleteOneIn: 10, MaxWrites: writes}
 	stop := w.Start(t.Context())

@@ -28,6 +28,7 @@ func TestConnectionsCut(t *testing.T) {
 	stop := w.Start(t.Context())
 	phase := envDuration("CHAOS_PHASE", 4*time.Second)
 	var log []string
+	var recovery time.Duration
 	step := func(name string, apply func() error, undo func()) {
 		t.Helper()
 		before := h.client.Ledger.Counts()
@@ -36,8 +37,14 @@ func TestConnectionsCut(t *testing.T) {
 		}
 		h.sleep(phase)
 		undo()
+		cleared := time.Now()
 		after := h.client.Ledger.Counts()
-		log = append(log, fmt.Sprintf("%s: %d accepted, %d refused", name, after.Accepted-before.Accepted, after.Refused-before.Refused))
+		// Each fault must hit live connections carrying traffic: wait until
+		// writes are accepted again before the next one.
+		back := h.firstAcceptAfter(cleared, time.Minute)
+		recovery = max(recovery, back)
+		log = append(log, fmt.Sprintf("%s: %d accepted, %d refused, writes accepted again %s after",
+			name, after.Accepted-before.Accepted, after.Refused-before.Refused, back.Round(10*time.Millisecond)))
 		h.sleep(phase / 2)
 	}
 	both := func(f func(p *chaos.Proxy) error) func() error {
@@ -70,14 +77,12 @@ func TestConnectionsCut(t *testing.T) {
 	step("frames sliced into 16-byte pieces, 2ms apart", both(func(p *chaos.Proxy) error {
 		return p.Toxic("slice", "slicer", "downstream", 1, map[string]any{"average_size": 16, "size_variation": 8, "delay": 2000})
 	}), reset)
-	cleared := time.Now()
-	recovery := h.firstAcceptAfter(cleared, time.Minute)
 	h.sleep(phase)
 	stop()
 	for _, l := range log {
 		t.Log(l)
 	}
-	r := chaos.Result{Scenario: 2, Test: t.Name(), Recovery: recovery, Note: strings.Join(log, "; ")}
+	r := chaos.Result{Scenario: 2, Test: t.Name(), Recovery: recovery, Note: strings.Join(log, "; ") + "; recovery = slowest return to accepted writes after a fault was removed"}
 	v := h.verify(&r, 2*time.Minute, 0)
 	h.finish(&r, v.Applied)
 }
