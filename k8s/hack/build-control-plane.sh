@@ -3,7 +3,8 @@
 # the same binaries envtest downloads, but built here because no binary downloads are
 # possible. Each binary is built from a throwaway module generated under bin/.build/ so
 # that the large k8s.io/kubernetes dependency graph never enters k8s/test's go.mod.
-# Rebuilds only when a binary is missing (or FORCE=1). The Go build cache makes repeats fast.
+# Rebuilds only when a binary is missing, when its pinned version changed (a stamp file
+# next to it records the version), or with FORCE=1. The Go build cache makes repeats fast.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -15,11 +16,17 @@ export GOWORK=off GOFLAGS=-mod=mod CGO_ENABLED=0
 
 mkdir -p "$BIN/.build"
 
+# up_to_date BINARY VERSION: the binary exists and was built for VERSION.
+up_to_date() {
+  [[ -x "$1" && "${FORCE:-0}" != 1 && "$(cat "$1.version" 2>/dev/null)" == "$2" ]]
+}
+
 build_apiserver() {
   local out="$BIN/kube-apiserver"
-  if [[ -x "$out" && "${FORCE:-0}" != 1 ]]; then return 0; fi
+  up_to_date "$out" "$KUBERNETES_VERSION/$STAGING_VERSION" && return 0
   local dir="$BIN/.build/kube-apiserver"
   rm -rf "$dir"; mkdir -p "$dir"; cd "$dir"
+  local t0=$SECONDS
   echo ">> building kube-apiserver $KUBERNETES_VERSION (staging modules $STAGING_VERSION)" >&2
   go mod init personscore.local/build/kube-apiserver >/dev/null 2>&1
   go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" >/dev/null
@@ -33,13 +40,16 @@ build_apiserver() {
   go get "k8s.io/kubernetes/cmd/kube-apiserver@$KUBERNETES_VERSION"
   go build -trimpath -o "$out.tmp" k8s.io/kubernetes/cmd/kube-apiserver
   mv "$out.tmp" "$out"
+  echo "$KUBERNETES_VERSION/$STAGING_VERSION" > "$out.version"
+  echo ">> kube-apiserver built in $((SECONDS - t0))s" >&2
 }
 
 build_etcd() {
   local out="$BIN/etcd"
-  if [[ -x "$out" && "${FORCE:-0}" != 1 ]]; then return 0; fi
+  up_to_date "$out" "$ETCD_VERSION" && return 0
   local dir="$BIN/.build/etcd"
   rm -rf "$dir"; mkdir -p "$dir"; cd "$dir"
+  local t0=$SECONDS
   echo ">> building etcd $ETCD_VERSION" >&2
   go mod init personscore.local/build/etcd >/dev/null 2>&1
   cat > main.go <<'GO'
@@ -58,6 +68,8 @@ GO
   go mod tidy
   go build -trimpath -o "$out.tmp" .
   mv "$out.tmp" "$out"
+  echo "$ETCD_VERSION" > "$out.version"
+  echo ">> etcd built in $((SECONDS - t0))s" >&2
 }
 
 case "${1:-all}" in

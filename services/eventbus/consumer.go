@@ -76,12 +76,14 @@ type Consumer struct {
 	stopping atomic.Bool
 	seed     maphash.Seed
 	types    map[string]*typeMetrics // fixed once Run starts
+	tracer   trace.Tracer
 }
 
 // typeMetrics are the per-type instruments, resolved once instead of per event.
 type typeMetrics struct {
 	consumed, retried prometheus.Counter
 	handler, lag      prometheus.Observer
+	spanName          string
 }
 
 // NewConsumer prepares a consumer; register handlers with Handle, then call Run.
@@ -161,8 +163,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 			retried:  c.m.Retried.WithLabelValues(c.cfg.Service, typ),
 			handler:  c.m.HandlerSeconds.WithLabelValues(c.cfg.Service, typ),
 			lag:      c.m.Lag.WithLabelValues(c.cfg.Service, typ),
+			spanName: "process " + typ,
 		}
 	}
+	c.tracer = otel.Tracer("github.com/personscore/eventbus")
 	c.pub = NewPublisher(c.conn, PublisherConfig{Exchange: c.cfg.Exchange, Logger: c.log, Metrics: c.m})
 	defer c.pub.Close()
 
@@ -315,15 +319,16 @@ func (c *Consumer) handle(ctx context.Context, j job) {
 	ev, d := j.ev, j.d
 	tm := c.types[ev.Type]
 	attempt := attemptOf(d) + 1
-	ctx, span := otel.Tracer("github.com/personscore/eventbus").Start(deliveryTraceContext(ctx, d.Headers, ev),
-		"process "+ev.Type, trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(attribute.String("messaging.system", "rabbitmq"),
+	ctx, span := c.tracer.Start(deliveryTraceContext(ctx, d.Headers, ev), tm.spanName, trace.WithSpanKind(trace.SpanKindConsumer))
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("messaging.system", "rabbitmq"),
 			attribute.String("messaging.destination.name", WorkQueue(c.cfg.Service)),
 			attribute.String("messaging.message.id", ev.ID),
 			attribute.String("cloudevents.event_type", ev.Type),
 			attribute.String("cloudevents.event_subject", ev.Subject),
-			attribute.Int("eventbus.attempt", attempt)))
-	defer span.End()
+			attribute.Int("eventbus.attempt", attempt))
+	}
 
 	start := time.Now()
 	err := c.call(ctx, ev)

@@ -130,7 +130,7 @@ func PProfTop(ctx context.Context, binary, profile string, cum bool, n int) (str
 	return string(out), nil
 }
 
-// FileSize is a file's size in MB (0 when missing).
+// FileSize is a file's size in MiB (0 when missing).
 func FileSize(path string) float64 {
 	st, err := os.Stat(path)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // ScrapeHistogram reads a Prometheus histogram from a /metrics page and sums
@@ -131,4 +132,83 @@ func LagFromBuckets(b []Bucket) MetricLag {
 		return v * 1000
 	}
 	return MetricLag{Count: b[len(b)-1].Count, P50MS: q(.5), P95MS: q(.95), P99MS: q(.99)}
+}
+
+// ParseSums sums, for each name, the values of every series of that metric
+// (counter or gauge) on a /metrics page.
+func ParseSums(r io.Reader, names ...string) (map[string]float64, error) {
+	out := make(map[string]float64, len(names))
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		metric := line
+		if i := strings.IndexAny(line, "{ "); i >= 0 {
+			metric = line[:i]
+		}
+		for _, n := range names {
+			if metric != n {
+				continue
+			}
+			fields := strings.Fields(line[strings.LastIndex(line, "}")+1:])
+			if strings.IndexByte(line, '}') < 0 {
+				fields = strings.Fields(line)[1:]
+			}
+			if len(fields) == 0 {
+				continue
+			}
+			if v, err := parseFloat(fields[0]); err == nil {
+				out[n] += v
+			}
+		}
+	}
+	return out, sc.Err()
+}
+
+// Quiesce waits until the services behind urls are idle: no event consumed,
+// published or retried and nothing pending in an outbox for quiet, or until
+// limit passes. It returns how long it waited.
+func Quiesce(ctx context.Context, urls []string, quiet, limit time.Duration) (time.Duration, error) {
+	start := time.Now()
+	names := []string{"eventbus_consumed_total", "eventbus_published_total", "eventbus_retried_total", "eventbus_outbox_pending"}
+	last, since := -1.0, time.Now()
+	for {
+		total, pending := 0.0, 0.0
+		for _, u := range urls {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+"/metrics", nil)
+			if err != nil {
+				return time.Since(start), err
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return time.Since(start), err
+			}
+			sums, err := ParseSums(resp.Body, names...)
+			resp.Body.Close()
+			if err != nil {
+				return time.Since(start), err
+			}
+			for _, n := range names[:3] {
+				total += sums[n]
+			}
+			pending += sums["eventbus_outbox_pending"]
+		}
+		if total != last || pending > 0 {
+			last, since = total, time.Now()
+		}
+		if time.Since(since) >= quiet {
+			return time.Since(start), nil
+		}
+		if time.Since(start) > limit {
+			return time.Since(start), fmt.Errorf("still busy after %s", limit)
+		}
+		select {
+		case <-ctx.Done():
+			return time.Since(start), ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }

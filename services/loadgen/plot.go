@@ -106,6 +106,8 @@ func PlotTimeline(r *RunResult, file string) error {
 	}
 	bottom.Legend.Top = true
 	bottom.Add(plotter.NewGrid())
+	top.X.Min, top.X.Max = 0, float64(len(r.Timeline))
+	bottom.X.Min, bottom.X.Max = 0, float64(len(r.Timeline))
 	return saveTiles(file, 9*vg.Inch, 7*vg.Inch, top, bottom)
 }
 
@@ -117,7 +119,8 @@ type CurvePoint struct {
 	Sustained  bool
 }
 
-// PlotCurve draws replication lag against the achieved write rate.
+// PlotCurve draws replication lag against the achieved write rate, joining
+// the steps in the order they ran (rising target rates).
 func PlotCurve(title string, pts []CurvePoint, file string) error {
 	p := plot.New()
 	p.Title.Text = title

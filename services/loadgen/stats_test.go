@@ -135,3 +135,20 @@ func TestThirds(t *testing.T) {
 		t.Errorf("thirds = %v, %v", first, last)
 	}
 }
+
+func TestParseSums(t *testing.T) {
+	page := `# TYPE eventbus_consumed_total counter
+eventbus_consumed_total{queue="score",type="income.created"} 10
+eventbus_consumed_total{queue="score",type="debt.created"} 5
+eventbus_consumed_total_extra 100
+eventbus_outbox_pending{collection="persons"} 2
+eventbus_published_total 7
+`
+	got, err := ParseSums(strings.NewReader(page), "eventbus_consumed_total", "eventbus_outbox_pending", "eventbus_published_total", "missing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["eventbus_consumed_total"] != 15 || got["eventbus_outbox_pending"] != 2 || got["eventbus_published_total"] != 7 || got["missing"] != 0 {
+		t.Errorf("ParseSums = %v", got)
+	}
+}

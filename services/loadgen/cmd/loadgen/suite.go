@@ -32,8 +32,10 @@ type Step struct {
 	DocWritesPerWrite map[string]float64       `json:"doc_writes_per_write,omitempty"`
 	Resources         map[string]loadgen.Usage `json:"resources,omitempty"`
 	Persons           int                      `json:"persons"` // cpfs created so far
-	Sustained         bool                     `json:"sustained"`
-	Why               string                   `json:"why_not_sustained,omitempty"`
+	// DrainS is how long the services took to go idle after the last write.
+	DrainS    float64 `json:"drain_s"`
+	Sustained bool    `json:"sustained"`
+	Why       string  `json:"why_not_sustained,omitempty"`
 }
 
 func scrape(ctx context.Context, base, queue string) []loadgen.Bucket {
@@ -47,6 +49,10 @@ func scrape(ctx context.Context, base, queue string) []loadgen.Bucket {
 // measureStep runs cfg and adds the services' lag histograms, the store's
 // document writes and (with a system) the processes' resources.
 func measureStep(ctx context.Context, sys *system, client *loadgen.Client, model *loadgen.Model, cfg loadgen.RunConfig) *Step {
+	services := []string{client.PersonURL, client.ScoreURL}
+	if _, err := loadgen.Quiesce(ctx, services, 3*time.Second, 3*time.Minute); err != nil {
+		logf("before %s: %v", cfg.Name, err)
+	}
 	beforeScore := scrape(ctx, client.ScoreURL, "score")
 	beforePerson := scrape(ctx, client.PersonURL, "person")
 	var pgBefore map[string]int64
@@ -59,9 +65,13 @@ func measureStep(ctx context.Context, sys *system, client *loadgen.Client, model
 	}
 	res := loadgen.Run(ctx, cfg, model, client)
 	step := &Step{RunResult: res}
-	// Every measured write is in score now; give the outbox clean-up and
-	// score.changed → person a moment, and PostgreSQL time to report its stats.
-	time.Sleep(2 * time.Second)
+	// Let everything the writes caused finish (outbox clean-up, score.changed
+	// back to person) so that it counts for this step.
+	waited, err := loadgen.Quiesce(ctx, services, 3*time.Second, 3*time.Minute)
+	if err != nil {
+		logf("after %s: %v", cfg.Name, err)
+	}
+	step.DrainS = waited.Seconds()
 	if sampler != nil {
 		step.Resources = sampler.Stop()
 		perWrite(step)
@@ -69,6 +79,8 @@ func measureStep(ctx context.Context, sys *system, client *loadgen.Client, model
 	step.MetricLagScore = loadgen.LagFromBuckets(loadgen.SubBuckets(scrape(ctx, client.ScoreURL, "score"), beforeScore))
 	step.MetricLagPerson = loadgen.LagFromBuckets(loadgen.SubBuckets(scrape(ctx, client.PersonURL, "person"), beforePerson))
 	if pgBefore != nil && res.Writes > 0 {
+		// An idle PostgreSQL backend reports its statistics within 10 s.
+		time.Sleep(11 * time.Second)
 		after, err := loadgen.PGWrites(ctx, sys.pgURL)
 		if err != nil {
 			logf("PostgreSQL statistics: %v", err)
@@ -232,6 +244,42 @@ type Suite struct {
 type Size struct {
 	BuildMB    float64 `json:"build_mb"`    // as `make build` builds it (CGO_ENABLED=0)
 	StrippedMB float64 `json:"stripped_mb"` // -ldflags='-s -w': a scratch image's lower bound
+	// ImageMB is the image tarball k8s/test/cmd/build-image writes (the
+	// compressed layers, config and manifest); 0 when it could not be built.
+	ImageMB float64 `json:"image_mb,omitempty"`
+}
+
+// imageSizes builds person's and score's images with the project's
+// daemonless image builder, when the repository has it.
+func imageSizes(ctx context.Context, sizes map[string]Size) {
+	wd, _ := os.Getwd()
+	root, err := stack.RepoRoot(wd)
+	if err != nil {
+		return
+	}
+	if _, err := os.Stat(filepath.Join(root, "k8s", "test", "cmd", "build-image")); err != nil {
+		logf("no k8s/test/cmd/build-image: image sizes not measured")
+		return
+	}
+	dir, err := os.MkdirTemp("", "loadgen-images-")
+	if err != nil {
+		return
+	}
+	defer os.RemoveAll(dir)
+	for _, svc := range []string{stack.Person, stack.Score} {
+		out := filepath.Join(dir, svc+".tar")
+		cmd := exec.CommandContext(ctx, "go", "run", "./k8s/test/cmd/build-image", "-root", root, "-service", svc,
+			"-tag", "personscore/"+svc+":bench", "-out", out)
+		cmd.Dir = root
+		if b, err := cmd.CombinedOutput(); err != nil {
+			logf("image of %s: %v: %s", svc, err, b)
+			continue
+		}
+		sz := sizes[svc]
+		sz.ImageMB = loadgen.FileSize(out)
+		sizes[svc] = sz
+		logf("image of %s: %.1f MB", svc, sz.ImageMB)
+	}
 }
 
 // ProfileInfo names a CPU profile and its top entries.
@@ -268,6 +316,7 @@ func runSuite(ctx context.Context, o options) error {
 		suite.Sizes[n] = Size{BuildMB: loadgen.FileSize(filepath.Join(bin, n)), StrippedMB: loadgen.FileSize(filepath.Join(stripped, n))}
 	}
 	cleanStripped()
+	imageSizes(ctx, suite.Sizes)
 	_ = save()
 
 	for _, backend := range []string{"sqlite", "postgresql"} {
@@ -314,7 +363,6 @@ func plots(o options, r *SystemResult) {
 			pts = append(pts, loadgen.CurvePoint{Throughput: s.Throughput, P50: s.Lag.P50MS, P95: s.Lag.P95MS, P99: s.Lag.P99MS, Sustained: s.Sustained})
 		}
 	}
-	sort.Slice(pts, func(i, j int) bool { return pts[i].Throughput < pts[j].Throughput })
 	if err := loadgen.PlotCurve(fmt.Sprintf("Replication lag vs write rate (%s store, 2 cores)", r.Backend), pts,
 		filepath.Join(o.out, "lag-vs-rate-"+r.Backend+".png")); err != nil {
 		logf("plot: %v", err)
@@ -598,9 +646,9 @@ func summary(s *Suite) string {
 		fmt.Fprintf(&b, "\nCheck: %d cpfs (%d live), score equal %d, person's copy equal %d, mismatches %d, skipped (unknown outcome) %d.\n",
 			c.Persons, c.Live, c.ScoreOK, c.PersonOK, c.MismatchN, c.Skipped)
 	}
-	fmt.Fprintf(&b, "\n| binary | `make build` MB | stripped (-s -w) MB |\n|---|---:|---:|\n")
+	fmt.Fprintf(&b, "\n| binary | `make build` MB | stripped (-s -w) MB | image tarball MB |\n|---|---:|---:|---:|\n")
 	for _, n := range []string{stack.Mongo, stack.Person, stack.Score} {
-		fmt.Fprintf(&b, "| %s | %.1f | %.1f |\n", n, s.Sizes[n].BuildMB, s.Sizes[n].StrippedMB)
+		fmt.Fprintf(&b, "| %s | %.1f | %.1f | %.1f |\n", n, s.Sizes[n].BuildMB, s.Sizes[n].StrippedMB, s.Sizes[n].ImageMB)
 	}
 	for _, n := range []string{stack.Person, stack.Score, stack.Mongo} {
 		if p, ok := s.Profile[n]; ok {

@@ -1,0 +1,389 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/personscore/eventbus"
+	"github.com/personscore/eventbus/service"
+	"github.com/personscore/localmongo/mongotest"
+	"github.com/personscore/person"
+	"github.com/personscore/person/internal/persontest"
+	"github.com/personscore/person/mongodb"
+	"github.com/prometheus/client_golang/prometheus"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+)
+
+const amqpURL = "amqp://guest:guest@127.0.0.1:5672/"
+
+// broker is a channel on the test broker with the exchange and queues this
+// test declared, all deleted when the test ends.
+type broker struct {
+	t        *testing.T
+	conn     *amqp.Connection
+	ch       *amqp.Channel
+	exchange string
+	consumer string // the service's consumer name (queue prefix)
+}
+
+func newBroker(t *testing.T) *broker {
+	t.Helper()
+	conn, err := amqp.Dial(amqpURL)
+	if err != nil {
+		t.Fatalf("RabbitMQ at %s is required: %v", amqpURL, err)
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	suffix := persontest.RandomSuffix()
+	b := &broker{t: t, conn: conn, ch: ch, exchange: "person-test-" + suffix, consumer: "person-test-" + suffix}
+	if err := ch.ExchangeDeclare(b.exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.cleanup)
+	return b
+}
+
+// tap binds a fresh queue to every routing key and returns its deliveries.
+func (b *broker) tap() <-chan amqp.Delivery {
+	b.t.Helper()
+	q, err := b.ch.QueueDeclare(b.consumer+".tap", false, false, true, false, nil)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	if err := b.ch.QueueBind(q.Name, "#", b.exchange, false, nil); err != nil {
+		b.t.Fatal(err)
+	}
+	d, err := b.ch.Consume(q.Name, "", true, true, false, false, nil)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return d
+}
+
+func (b *broker) cleanup() {
+	names := []string{b.consumer + ".tap", eventbus.WorkQueue(b.consumer), eventbus.DeadLetterQueue(b.consumer)}
+	// The consumer's delay queues, whatever the library names them: list ours.
+	if out, err := exec.Command("rabbitmqctl", "list_queues", "-q", "--no-table-headers", "name").Output(); err == nil {
+		for _, name := range strings.Fields(string(out)) {
+			if strings.HasPrefix(name, b.consumer+".") {
+				names = append(names, name)
+			}
+		}
+	}
+	for _, retry := range []string{"500ms", "2s", "8s", "32s"} {
+		names = append(names, b.consumer+".retry."+retry)
+	}
+	for _, n := range names {
+		if _, err := b.ch.QueueDelete(n, false, false, false); err != nil {
+			b.t.Logf("delete queue %s: %v", n, err)
+			if b.ch, err = b.conn.Channel(); err != nil {
+				break
+			}
+		}
+	}
+	if err := b.ch.ExchangeDelete(b.exchange, false, false); err != nil {
+		b.t.Logf("delete exchange %s: %v", b.exchange, err)
+	}
+	_ = b.conn.Close()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+type app struct {
+	base   string
+	cancel context.CancelFunc
+	done   chan error
+	mongo  *mongo.Database
+}
+
+// start runs the service; through, if set, puts a cuttable proxy in front of
+// MongoDB (through[0]) and RabbitMQ (through[1]).
+func start(t *testing.T, b *broker, log *zap.Logger, through ...*persontest.Proxy) *app {
+	t.Helper()
+	srv := mongotest.Start(t)
+	addr := freeAddr(t)
+	mongoURI, brokerURL := srv.URI(), amqpURL
+	if len(through) == 2 {
+		mongoURI = persontest.ProxiedURI(through[0])
+		brokerURL = "amqp://guest:guest@" + through[1].Addr() + "/"
+	}
+	cfg := config{
+		Config: service.Config{HTTPAddr: addr, AMQPURL: brokerURL, MongoURI: mongoURI, MongoDatabase: "person",
+			Exchange: b.exchange, LogLevel: "info", ShutdownTimeout: 20 * time.Second, Workers: 2},
+		personConfig: personConfig{ConsumerName: b.consumer},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &app{base: "http://" + addr, cancel: cancel, done: make(chan error, 1)}
+	go func() { a.done <- run(ctx, cfg, log, prometheus.NewRegistry()) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-a.done:
+		case <-time.After(time.Minute):
+			t.Error("run did not return")
+		}
+	})
+	client, err := mongo.Connect(options.Client().ApplyURI(srv.URI()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
+	a.mongo = client.Database("person")
+
+	a.waitReady(t, http.StatusOK)
+	return a
+}
+
+// waitReady polls /readyz until it answers want.
+func (a *app) waitReady(t *testing.T, want int) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		code, m, err := a.call("GET", "/readyz", "")
+		if err == nil && code == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz never answered %d: %d %v %v", want, code, m, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (a *app) call(method, path, body string) (int, map[string]any, error) {
+	req, err := http.NewRequest(method, a.base+path, strings.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return resp.StatusCode, nil, err
+	}
+	var m map[string]any
+	_ = json.Unmarshal(raw, &m)
+	return resp.StatusCode, m, nil
+}
+
+func (a *app) must(t *testing.T, method, path, body string, want int) map[string]any {
+	t.Helper()
+	code, m, err := a.call(method, path, body)
+	if err != nil || code != want {
+		t.Fatalf("%s %s: %d %v (%v), want %d", method, path, code, m, err, want)
+	}
+	return m
+}
+
+// collect reads events from deliveries until every key in want was seen or
+// the timeout passes; it returns what was seen ("type cpf@version").
+func collect(t *testing.T, deliveries <-chan amqp.Delivery, want map[string]bool, timeout time.Duration) map[string]int {
+	t.Helper()
+	seen := map[string]int{}
+	missing := len(want)
+	deadline := time.After(timeout)
+	for missing > 0 {
+		select {
+		case d := <-deliveries:
+			ev, err := eventbus.ParseEvent(d.Body)
+			if err != nil {
+				t.Errorf("published a malformed event: %v", err)
+				continue
+			}
+			if d.ContentType != eventbus.ContentType || d.MessageId != ev.ID || d.Type != ev.Type || d.RoutingKey != ev.Type {
+				t.Errorf("AMQP properties %q %q %q %q do not mirror event %s %s", d.ContentType, d.MessageId, d.Type, d.RoutingKey, ev.ID, ev.Type)
+			}
+			key := fmt.Sprintf("%s %s@%d", ev.Type, ev.Subject, ev.Version)
+			seen[key]++
+			if want[key] && seen[key] == 1 {
+				missing--
+			}
+		case <-deadline:
+			for k := range want {
+				if seen[k] == 0 {
+					t.Errorf("never published: %s", k)
+				}
+			}
+			return seen
+		}
+	}
+	return seen
+}
+
+// The service end to end on the real broker: the original's calls publish
+// their events; a score.changed published by "score" shows up in GET; on
+// shutdown with writes in flight every write that got a 2xx is published
+// and the outbox is left empty.
+func TestServiceEndToEndAndGracefulShutdown(t *testing.T) {
+	b := newBroker(t)
+	events := b.tap()
+	a := start(t, b, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
+
+	a.must(t, "POST", "/person", `{"cpf": 11111, "name": "abc", "address": "abc", "date_of_birth": "2019-06-15T19:23:55-03:00"}`, 201)
+	a.must(t, "POST", "/person/11111/income", `{"type": "renting", "value": 1000}`, 201)
+	a.must(t, "POST", "/person/11111/asset", `{"type": "apartment", "value": 100000}`, 201)
+	a.must(t, "POST", "/person/11111/debt", `{"value": 1000}`, 201)
+	collect(t, events, map[string]bool{"person.created 11111@1": true, "income.created 11111@2": true,
+		"asset.created 11111@3": true, "debt.created 11111@4": true}, 30*time.Second)
+
+	// score.changed, as the score service publishes it, through the library.
+	conn := eventbus.Open(eventbus.ConnConfig{URLs: []string{amqpURL}, Name: "person-test-score"})
+	defer conn.Close()
+	pub := eventbus.NewPublisher(conn, eventbus.PublisherConfig{Exchange: b.exchange})
+	defer pub.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := pub.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []struct{ score, version int64 }{{4970, 4}, {20, 2}} { // the older one arrives late
+		ev, err := eventbus.NewEvent(ctx, "/score", person.ScoreChanged, "11111", s.version, person.ScoreData{CPF: 11111, Score: s.score})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pub.Publish(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		m := a.must(t, "GET", "/person/11111", "", 200)
+		if sc, ok := m["score"].(map[string]any); ok && sc["value"] == float64(4970) && sc["version"] == float64(4) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("score never replicated: %v", m["score"])
+		}
+	}
+
+	// Shutdown with writes in flight.
+	const writers = 8
+	type answer struct {
+		cpf     int
+		version float64
+	}
+	answers := make(chan answer, 10_000)
+	var wg sync.WaitGroup
+	stopWriting := make(chan struct{})
+	for w := range writers {
+		cpf := 20000 + w
+		a.must(t, "POST", "/person", fmt.Sprintf(`{"cpf": %d, "name": "w", "date_of_birth": "2000-01-01"}`, cpf), 201)
+		answers <- answer{cpf, 1}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stopWriting:
+					return
+				default:
+				}
+				code, m, err := a.call("POST", fmt.Sprintf("/person/%d/debt", cpf), `{"value": 0.01}`)
+				if err != nil {
+					return // the server stopped accepting
+				}
+				if code == 201 {
+					answers <- answer{cpf, m["version"].(float64)}
+				} else if code != 503 {
+					t.Errorf("write during shutdown: %d %v", code, m)
+				}
+			}
+		}()
+	}
+	time.Sleep(1500 * time.Millisecond)
+	began := time.Now()
+	a.cancel()
+	var runErr error
+	select {
+	case runErr = <-a.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not return within its shutdown deadline")
+	}
+	a.done <- runErr // for the cleanup
+	close(stopWriting)
+	wg.Wait()
+	close(answers)
+	if runErr != nil {
+		t.Errorf("run: %v", runErr)
+	}
+	t.Logf("shutdown took %v", time.Since(began))
+
+	want := map[string]bool{}
+	for ans := range answers {
+		want[fmt.Sprintf("%s %d@%d", map[bool]string{true: "person.created", false: "debt.created"}[ans.version == 1], ans.cpf, int64(ans.version))] = true
+	}
+	if len(want) < 2*writers {
+		t.Fatalf("only %d writes succeeded before the shutdown", len(want))
+	}
+	seen := collect(t, events, want, 30*time.Second)
+	t.Logf("%d acknowledged writes, %d events seen", len(want), len(seen))
+
+	// Nothing is left behind in the outbox.
+	n, err := mongodb.PersonsCollection(a.mongo).CountDocuments(context.Background(), bson.D{{Key: "outbox.0", Value: bson.D{{Key: "$exists", Value: true}}}})
+	if err != nil || n != 0 {
+		t.Errorf("%d persons with pending events after shutdown (%v)", n, err)
+	}
+}
+
+// /readyz is 200 exactly while MongoDB answers and the broker is connected;
+// /healthz stays 200; writes are refused with 503 (and write nothing) while the
+// broker is unreachable, and work again once it is back.
+func TestReadinessFollowsDependencies(t *testing.T) {
+	b := newBroker(t)
+	mongoSrv := mongotest.Start(t)
+	mongoHost := strings.TrimPrefix(strings.Split(mongoSrv.URI(), "/?")[0], "mongodb://")
+	mongoProxy := persontest.StartProxy(t, mongoHost)
+	brokerProxy := persontest.StartProxy(t, "127.0.0.1:5672")
+	a := start(t, b, zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)), mongoProxy, brokerProxy)
+	a.must(t, "POST", "/person", `{"cpf": 1, "name": "a", "date_of_birth": "2000-01-01"}`, 201)
+
+	brokerProxy.Cut()
+	a.waitReady(t, http.StatusServiceUnavailable)
+	a.must(t, "GET", "/healthz", "", 200)
+	a.must(t, "POST", "/person/1/debt", `{"value": 1}`, 503)
+	a.must(t, "POST", "/person", `{"cpf": 2, "name": "b", "date_of_birth": "2000-01-01"}`, 503)
+	if m := a.must(t, "GET", "/person/1", "", 200); m["version"] != float64(1) {
+		t.Errorf("a refused write changed the person: %v", m)
+	}
+	a.must(t, "GET", "/person/2", "", 404)
+	brokerProxy.Restore()
+	a.waitReady(t, http.StatusOK)
+	a.must(t, "POST", "/person/1/debt", `{"value": 1}`, 201)
+
+	mongoProxy.Cut()
+	a.waitReady(t, http.StatusServiceUnavailable)
+	a.must(t, "GET", "/healthz", "", 200)
+	a.must(t, "POST", "/person/1/debt", `{"value": 1}`, 503)
+	mongoProxy.Restore()
+	a.waitReady(t, http.StatusOK)
+	if m := a.must(t, "GET", "/person/1", "", 200); m["version"] != float64(2) {
+		t.Errorf("version %v, want 2", m["version"])
+	}
+}
