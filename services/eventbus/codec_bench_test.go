@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 
-	gojson "github.com/goccy/go-json"
 	"strings"
 	"testing"
 )
@@ -33,28 +32,6 @@ func BenchmarkParseEvent(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := ParseEvent(body); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-func BenchmarkParseEventGoccy(b *testing.B) {
-	body, _ := json.Marshal(benchEvent(b))
-	b.SetBytes(int64(len(body)))
-	b.ReportAllocs()
-	for b.Loop() {
-		var ev Event
-		if err := gojson.Unmarshal(body, &ev); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-func BenchmarkEncodeEventGoccy(b *testing.B) {
-	ev := benchEvent(b)
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := gojson.Marshal(ev); err != nil {
 			b.Fatal(err)
 		}
 	}

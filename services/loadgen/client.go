@@ -44,8 +44,8 @@ type Outcome int
 
 const (
 	Done      Outcome = iota // 2xx: written
-	Refused                  // 503/429: nothing was written (the API promises it)
-	Ambiguous                // no answer or an unexpected status: the model cannot tell
+	Refused                  // 429, or 503 "broker unavailable": refused up front, nothing written
+	Ambiguous                // no answer, a store 503 or an unexpected status: the model cannot tell
 )
 
 // Write is one write's result.
@@ -115,8 +115,16 @@ func (c *Client) Do(ctx context.Context, op Op, p *Person, rng *rand.Rand) Write
 	switch {
 	case err != nil:
 		w.Outcome, w.Err = Ambiguous, err
-	case resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusTooManyRequests:
+	case resp.StatusCode == http.StatusTooManyRequests,
+		resp.StatusCode == http.StatusServiceUnavailable && bytes.Contains(raw, []byte("broker unavailable")):
+		// Refused before anything was tried: nothing was written.
 		w.Outcome, w.Err = Refused, fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, bytes.TrimSpace(raw))
+	case resp.StatusCode == http.StatusServiceUnavailable:
+		// The store failed or timed out. The API says "nothing was written",
+		// but a store call that timed out may still be applied later (a
+		// create answered 503 here was later found to exist), so the tool
+		// treats the outcome as unknown.
+		w.Outcome, w.Err = Ambiguous, fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, bytes.TrimSpace(raw))
 	case resp.StatusCode/100 != 2:
 		w.Outcome, w.Err = Ambiguous, fmt.Errorf("%s %s: unexpected %d %s", method, path, resp.StatusCode, bytes.TrimSpace(raw))
 	default:

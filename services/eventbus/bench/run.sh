@@ -10,7 +10,7 @@ out=${OUT:-bench.txt}
 : >"$out"
 i=0
 while [ "$i" -lt "$rounds" ]; do
-	go test -run '^$' -bench . -benchtime "${msgs}x" -count 1 | tee -a "$out"
+	BENCH_ROUND=$i go test -run '^$' -bench . -benchtime "${msgs}x" -count 1 | tee -a "$out"
 	i=$((i + 1))
 done
 benchstat=${BENCHSTAT:-$(go env GOPATH)/bin/benchstat}

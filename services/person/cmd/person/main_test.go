@@ -120,17 +120,10 @@ type app struct {
 	mongo  *mongo.Database
 }
 
-// start runs the service; through, if set, puts a cuttable proxy in front of
-// MongoDB (through[0]) and RabbitMQ (through[1]).
-func start(t *testing.T, b *broker, log *zap.Logger, through ...*persontest.Proxy) *app {
+// start runs the service on the given MongoDB and broker.
+func start(t *testing.T, b *broker, log *zap.Logger, mongoURI, brokerURL string) *app {
 	t.Helper()
-	srv := mongotest.Start(t)
 	addr := freeAddr(t)
-	mongoURI, brokerURL := srv.URI(), amqpURL
-	if len(through) == 2 {
-		mongoURI = persontest.ProxiedURI(through[0])
-		brokerURL = "amqp://guest:guest@" + through[1].Addr() + "/"
-	}
 	cfg := config{
 		Config: service.Config{HTTPAddr: addr, AMQPURL: brokerURL, MongoURI: mongoURI, MongoDatabase: "person",
 			Exchange: b.exchange, LogLevel: "info", ShutdownTimeout: 20 * time.Second, Workers: 2},
@@ -147,7 +140,7 @@ func start(t *testing.T, b *broker, log *zap.Logger, through ...*persontest.Prox
 			t.Error("run did not return")
 		}
 	})
-	client, err := mongo.Connect(options.Client().ApplyURI(srv.URI()))
+	client, err := mongo.Connect(options.Client().ApplyURI(mongoURI))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +238,7 @@ func collect(t *testing.T, deliveries <-chan amqp.Delivery, want map[string]bool
 func TestServiceEndToEndAndGracefulShutdown(t *testing.T) {
 	b := newBroker(t)
 	events := b.tap()
-	a := start(t, b, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
+	a := start(t, b, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), mongotest.Start(t).URI(), amqpURL)
 
 	a.must(t, "POST", "/person", `{"cpf": 11111, "name": "abc", "address": "abc", "date_of_birth": "2019-06-15T19:23:55-03:00"}`, 201)
 	a.must(t, "POST", "/person/11111/income", `{"type": "renting", "value": 1000}`, 201)
@@ -361,7 +354,8 @@ func TestReadinessFollowsDependencies(t *testing.T) {
 	mongoHost := strings.TrimPrefix(strings.Split(mongoSrv.URI(), "/?")[0], "mongodb://")
 	mongoProxy := persontest.StartProxy(t, mongoHost)
 	brokerProxy := persontest.StartProxy(t, "127.0.0.1:5672")
-	a := start(t, b, zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)), mongoProxy, brokerProxy)
+	a := start(t, b, zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)),
+		persontest.ProxiedURI(mongoProxy), "amqp://guest:guest@"+brokerProxy.Addr()+"/")
 	a.must(t, "POST", "/person", `{"cpf": 1, "name": "a", "date_of_birth": "2000-01-01"}`, 201)
 
 	brokerProxy.Cut()
