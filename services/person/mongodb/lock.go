@@ -12,6 +12,11 @@ import (
 // compare-and-swap (which would make many of them retry and, under heavy
 // contention, give up). The compare-and-swap still guards against other
 // replicas; this only removes the needless conflicts inside one replica.
+//
+// While requests queue for a person, each hands the next the version it left
+// the person at, so a queued change can try its compare-and-swap at once
+// instead of reading the document first. Once nobody waits the entry (and
+// what it knew) is dropped: memory is bounded by the requests in flight.
 type cpfLocks struct {
 	mu    sync.Mutex
 	locks map[person.CPF]*cpfLock
@@ -20,10 +25,13 @@ type cpfLocks struct {
 type cpfLock struct {
 	turn    chan struct{} // holds a token while the lock is taken
 	waiters int           // holders and waiters; the entry is dropped at zero
+	// live is the version a live person was left at by the previous holder,
+	// 0 if unknown. Only the holder reads or writes it.
+	live int64
 }
 
-// lock waits for cpf's turn or for ctx to end; call the returned func to release.
-func (l *cpfLocks) lock(ctx context.Context, cpf person.CPF) (func(), error) {
+// lock waits for cpf's turn or for ctx to end; call unlock to release it.
+func (l *cpfLocks) lock(ctx context.Context, cpf person.CPF) (held *cpfLock, unlock func(), err error) {
 	l.mu.Lock()
 	if l.locks == nil {
 		l.locks = map[person.CPF]*cpfLock{}
@@ -46,9 +54,9 @@ func (l *cpfLocks) lock(ctx context.Context, cpf person.CPF) (func(), error) {
 	}
 	select {
 	case e.turn <- struct{}{}:
-		return func() { <-e.turn; release() }, nil
+		return e, func() { <-e.turn; release() }, nil
 	case <-ctx.Done():
 		release()
-		return nil, ctx.Err()
+		return nil, nil, ctx.Err()
 	}
 }

@@ -48,7 +48,7 @@ func New(db *mongo.Database, ob *outbox.Outbox) *Store {
 func PersonsCollection(db *mongo.Database) *mongo.Collection { return db.Collection(Collection) }
 
 type doc struct {
-	CPF            person.CPF             `bson:"_id"`
+	CPF            person.CPF `bson:"_id"`
 	person.Details `bson:",inline"`
 	Items          map[string]person.Item `bson:"items"`
 	Version        int64                  `bson:"version"`
@@ -99,11 +99,12 @@ func newEvent(ctx context.Context, typ string, cpf person.CPF, version int64, da
 // Create stores a new person; a cpf that was deleted before is created again
 // with its version history continuing, so versions never repeat.
 func (s *Store) Create(ctx context.Context, p person.NewPerson) (int64, error) {
-	unlock, err := s.locks.lock(ctx, p.CPF)
+	held, unlock, err := s.locks.lock(ctx, p.CPF)
 	if err != nil {
 		return 0, unavailable(err)
 	}
 	defer unlock()
+	held.live = 0
 	now := time.Now().UTC()
 	ev, err := newEvent(ctx, person.PersonCreated, p.CPF, 1, person.PersonData{CPF: p.CPF, Details: p.Details})
 	if err != nil {
@@ -119,12 +120,13 @@ func (s *Store) Create(ctx context.Context, p person.NewPerson) (int64, error) {
 	_, err = s.coll.InsertOne(ctx, d)
 	if err == nil {
 		s.outbox.Notify(p.CPF, ev)
+		held.live = 1
 		return 1, nil
 	}
 	if !mongo.IsDuplicateKeyError(err) {
 		return 0, unavailable(err)
 	}
-	return s.changeLocked(ctx, p.CPF, true, func(cur doc, next int64) (bson.D, string, any, error) {
+	return s.changeLocked(ctx, held, p.CPF, recreate, func(cur doc, next int64) (bson.D, string, any, error) {
 		if !cur.Deleted {
 			return nil, "", nil, person.ErrExists
 		}
@@ -138,7 +140,7 @@ func (s *Store) Create(ctx context.Context, p person.NewPerson) (int64, error) {
 
 // Update replaces a person's details.
 func (s *Store) Update(ctx context.Context, cpf person.CPF, det person.Details) (int64, error) {
-	return s.change(ctx, cpf, false, func(cur doc, next int64) (bson.D, string, any, error) {
+	return s.change(ctx, cpf, blind, func(cur doc, next int64) (bson.D, string, any, error) {
 		set := bson.D{{Key: "name", Value: det.Name}, {Key: "address", Value: det.Address}, {Key: "date_of_birth", Value: det.DateOfBirth}}
 		return bson.D{{Key: "$set", Value: set}}, person.PersonUpdated, person.PersonData{CPF: cpf, Details: det}, nil
 	})
@@ -147,7 +149,7 @@ func (s *Store) Update(ctx context.Context, cpf person.CPF, det person.Details) 
 // Delete removes a person and all its items; the document stays as a
 // tombstone that keeps the version history.
 func (s *Store) Delete(ctx context.Context, cpf person.CPF) (int64, error) {
-	return s.change(ctx, cpf, false, func(cur doc, next int64) (bson.D, string, any, error) {
+	return s.change(ctx, cpf, blind, func(cur doc, next int64) (bson.D, string, any, error) {
 		set := bson.D{{Key: "deleted", Value: true}, {Key: "items", Value: bson.D{}}, {Key: "name", Value: ""},
 			{Key: "address", Value: ""}, {Key: "date_of_birth", Value: ""}}
 		return bson.D{{Key: "$set", Value: set}, {Key: "$unset", Value: bson.D{{Key: "score", Value: ""}}}},
@@ -158,7 +160,7 @@ func (s *Store) Delete(ctx context.Context, cpf person.CPF) (int64, error) {
 // AddItem records an income, asset or debt and returns it with its id.
 func (s *Store) AddItem(ctx context.Context, cpf person.CPF, kind person.Kind, in person.NewItem) (person.Item, error) {
 	var it person.Item
-	_, err := s.change(ctx, cpf, false, func(cur doc, next int64) (bson.D, string, any, error) {
+	_, err := s.change(ctx, cpf, blind, func(cur doc, next int64) (bson.D, string, any, error) {
 		it = person.Item{ID: uuid.Must(uuid.NewV7()).String(), Kind: kind, Type: in.Type, Value: in.Value,
 			Version: next, CreatedAt: time.Now().UTC()}
 		data := person.ItemData{CPF: cpf, ID: it.ID, Kind: kind, Type: it.Type, Value: it.Value, ValueCents: int64(it.Value)}
@@ -169,7 +171,7 @@ func (s *Store) AddItem(ctx context.Context, cpf person.CPF, kind person.Kind, i
 
 // DeleteItem removes one item of the given kind.
 func (s *Store) DeleteItem(ctx context.Context, cpf person.CPF, kind person.Kind, id string) (int64, error) {
-	return s.change(ctx, cpf, false, func(cur doc, next int64) (bson.D, string, any, error) {
+	return s.change(ctx, cpf, readsItems, func(cur doc, next int64) (bson.D, string, any, error) {
 		it, ok := cur.Items[id]
 		if !ok || it.Kind != kind {
 			return nil, "", nil, person.ErrItemMissing
@@ -181,30 +183,58 @@ func (s *Store) DeleteItem(ctx context.Context, cpf person.CPF, kind person.Kind
 
 type buildFunc func(cur doc, next int64) (update bson.D, typ string, data any, err error)
 
+// changeMode says what a change needs to know of the current document.
+type changeMode int
+
+const (
+	// blind changes need only the version of a live person: when the previous
+	// holder of the cpf's lock left it at a known version, the change goes
+	// straight to its compare-and-swap without reading the document.
+	blind changeMode = iota
+	// readsItems changes look at the current document (build gets it whole).
+	readsItems
+	// recreate changes apply to a deleted person (Create of a deleted cpf).
+	recreate
+)
+
 // change applies one versioned change: it reads the person, lets build describe
 // the update and its event for version cur+1, and writes both with a
 // compare-and-swap on the version, retrying when a concurrent change won.
-func (s *Store) change(ctx context.Context, cpf person.CPF, allowDeleted bool, build buildFunc) (int64, error) {
-	unlock, err := s.locks.lock(ctx, cpf)
+func (s *Store) change(ctx context.Context, cpf person.CPF, mode changeMode, build buildFunc) (int64, error) {
+	held, unlock, err := s.locks.lock(ctx, cpf)
 	if err != nil {
 		return 0, unavailable(err)
 	}
 	defer unlock()
-	return s.changeLocked(ctx, cpf, allowDeleted, build)
+	return s.changeLocked(ctx, held, cpf, mode, build)
 }
 
 // changeLocked is change for a caller holding cpf's lock.
-func (s *Store) changeLocked(ctx context.Context, cpf person.CPF, allowDeleted bool, build buildFunc) (int64, error) {
+func (s *Store) changeLocked(ctx context.Context, held *cpfLock, cpf person.CPF, mode changeMode, build buildFunc) (int64, error) {
+	known := held.live
+	held.live = 0 // until this change succeeds
 	for attempt := range maxCASAttempts {
-		if err := casBackoff(ctx, attempt); err != nil {
-			return 0, unavailable(err)
-		}
-		cur, err := s.load(ctx, cpf)
-		if err != nil {
-			return 0, err
-		}
-		if cur.Deleted && !allowDeleted {
-			return 0, person.ErrNotFound
+		var cur doc
+		filter := bson.D{{Key: "_id", Value: cpf}}
+		if attempt == 0 && mode == blind && known > 0 {
+			// The previous holder left a live person at version known; if
+			// another replica changed it since, the swap misses and we read.
+			cur = doc{CPF: cpf, Version: known}
+			filter = append(filter, bson.E{Key: "deleted", Value: false})
+		} else {
+			if err := casBackoff(ctx, attempt); err != nil {
+				return 0, unavailable(err)
+			}
+			var err error
+			if cur, err = s.load(ctx, cpf); err != nil {
+				return 0, err
+			}
+			if cur.Deleted != (mode == recreate) {
+				if cur.Deleted {
+					return 0, person.ErrNotFound
+				}
+				return 0, person.ErrExists
+			}
 		}
 		next := cur.Version + 1
 		update, typ, data, err := build(cur, next)
@@ -216,13 +246,16 @@ func (s *Store) changeLocked(ctx context.Context, cpf person.CPF, allowDeleted b
 			return 0, err
 		}
 		update = setFields(update, bson.E{Key: "version", Value: next}, bson.E{Key: "updated_at", Value: time.Now().UTC()})
-		filter := bson.D{{Key: "_id", Value: cpf}, {Key: "version", Value: cur.Version}}
+		filter = append(filter, bson.E{Key: "version", Value: cur.Version})
 		res, err := s.coll.UpdateOne(ctx, filter, outbox.With(update, ev))
 		if err != nil {
 			return 0, unavailable(err)
 		}
 		if res.MatchedCount == 1 {
 			s.outbox.Notify(cpf, ev)
+			if typ != person.PersonDeleted {
+				held.live = next
+			}
 			return next, nil
 		}
 	}
@@ -300,7 +333,7 @@ func (s *Store) PublishSnapshots(ctx context.Context, progress func(n int)) (int
 }
 
 func (s *Store) snapshot(ctx context.Context, cpf person.CPF) error {
-	unlock, err := s.locks.lock(ctx, cpf)
+	_, unlock, err := s.locks.lock(ctx, cpf)
 	if err != nil {
 		return unavailable(err)
 	}

@@ -81,6 +81,7 @@ type Tally struct {
 
 	mu         sync.Mutex
 	base, last float64
+	samples    []sample
 	stop       chan struct{}
 	done       chan struct{}
 	once       sync.Once
@@ -117,6 +118,33 @@ func (t *Tally) Poll() {
 		t.base += t.last // the process restarted
 	}
 	t.last = v
+	t.samples = append(t.samples, sample{at: time.Now(), total: t.base + t.last})
+}
+
+type sample struct {
+	at    time.Time
+	total float64
+}
+
+// LongestFlat is the longest stretch between from and to during which the
+// counter did not move (e.g. a consumer making no progress).
+func (t *Tally) LongestFlat(from, to time.Time) time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var longest time.Duration
+	var since time.Time
+	var last float64 = -1
+	for _, s := range t.samples {
+		if s.at.Before(from) || s.at.After(to) {
+			continue
+		}
+		if last < 0 || s.total != last {
+			since, last = s.at, s.total
+			continue
+		}
+		longest = max(longest, s.at.Sub(since))
+	}
+	return longest
 }
 
 // Total is the sum over every incarnation seen.

@@ -30,7 +30,7 @@ func TestConcurrentWritersOneCPF(t *testing.T) {
 	}
 	urls := []string{h.s.URL(stack.Person), h.s.URL("person-2")}
 	h.client.Person = func() string { return urls[rand.IntN(len(urls))] }
-	writes := int64(envInt("CHAOS_CONCURRENT_WRITES", 400))
+	writes := int64(envInt("CHAOS_CONCURRENT_WRITES", 240))
 	w := &chaos.Workload{Client: h.client, CPFs: cpfs(900_001, 2), Writers: 16, Shared: true,
 		Pause: time.Millisecond, DeleteOneIn: 10, MaxWrites: writes}
 	stop := w.Start(t.Context())
@@ -57,7 +57,7 @@ func TestScoreKilled(t *testing.T) {
 	h := newHarness(t, setup{})
 	w := &chaos.Workload{Client: h.client, CPFs: cpfs(300_001, 24), Writers: 6, DeleteOneIn: 8}
 	stop := w.Start(t.Context())
-	kills := envInt("CHAOS_KILLS", 4)
+	kills := envInt("CHAOS_KILLS", 3)
 	var restarts []time.Duration
 	for range kills {
 		h.sleep(jitter(1500*time.Millisecond, 4*time.Second))
@@ -178,7 +178,7 @@ func TestMongoUnreachable(t *testing.T) {
 	stop := w.Start(t.Context())
 	h.sleep(4 * time.Second)
 	before := h.client.Ledger.Counts()
-	outage := envDuration("CHAOS_MONGO_OUTAGE", 8*time.Second)
+	outage := envDuration("CHAOS_MONGO_OUTAGE", 6*time.Second)
 	proxy.Cut()
 	h.sleep(outage / 2)
 	// Reads fail cleanly too.

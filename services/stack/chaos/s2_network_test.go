@@ -26,7 +26,7 @@ func TestConnectionsCut(t *testing.T) {
 	}})
 	w := &chaos.Workload{Client: h.client, CPFs: cpfs(200_001, 24), Writers: 6, DeleteOneIn: 8}
 	stop := w.Start(t.Context())
-	phase := envDuration("CHAOS_PHASE", 4*time.Second)
+	phase := envDuration("CHAOS_PHASE", 3*time.Second)
 	var log []string
 	var recovery time.Duration
 	step := func(name string, apply func() error, undo func()) {

@@ -231,7 +231,7 @@ func TestHTTPFuzz(t *testing.T) {
 		h.client.AddItem(t.Context(), p, "income", 1000)
 	}
 	pids := map[string]int{stack.Person: h.s.PID(stack.Person), stack.Score: h.s.PID(stack.Score)}
-	dur := envDuration("CHAOS_FUZZ_TIME", 20*time.Second)
+	dur := envDuration("CHAOS_FUZZ_TIME", 15*time.Second)
 	client := &http.Client{Timeout: 15 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	var mu sync.Mutex

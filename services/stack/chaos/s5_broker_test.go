@@ -40,7 +40,7 @@ func TestBrokerDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopTook := time.Since(t0)
-	outage := envDuration("CHAOS_BROKER_OUTAGE", 10*time.Second)
+	outage := envDuration("CHAOS_BROKER_OUTAGE", 8*time.Second)
 	h.sleep(outage)
 	during := h.client.Ledger.Counts()
 	t1 := time.Now()

@@ -381,20 +381,21 @@ func plots(o options, r *SystemResult) {
 	}
 }
 
-// sustained judges a rate step: it kept the rate without errors and the lag
-// did not build up.
+// sustained judges a rate step: the system kept the rate with (almost) no
+// errors and replication kept up — the lag stayed bounded and did not build up
+// through the step. (It is not a latency goal; those are reported apart.)
 func sustained(s *Step) (bool, string) {
 	switch {
 	case s.Throughput < 0.95*s.TargetRate:
 		return false, fmt.Sprintf("achieved %.1f/s of %.1f/s", s.Throughput, s.TargetRate)
-	case s.Errors > s.Writes/1000:
+	case s.Errors*100 > s.Writes:
 		return false, fmt.Sprintf("%d errors", s.Errors)
-	case s.Lag.P99MS > 1000:
-		return false, fmt.Sprintf("lag p99 %.0f ms > 1 s", s.Lag.P99MS)
-	case s.LagLastThirdP50MS > 2*s.LagFirstThirdP50MS+20:
-		return false, fmt.Sprintf("lag grew from p50 %.1f ms to %.1f ms", s.LagFirstThirdP50MS, s.LagLastThirdP50MS)
 	case s.LagTimedOut > 0:
 		return false, fmt.Sprintf("%d lag measurements timed out", s.LagTimedOut)
+	case s.Lag.P99MS > 5000:
+		return false, fmt.Sprintf("lag p99 %.1f s", s.Lag.P99MS/1000)
+	case s.LagLastThirdP50MS > 2*s.LagFirstThirdP50MS+100:
+		return false, fmt.Sprintf("lag grew from p50 %.0f ms to %.0f ms", s.LagFirstThirdP50MS, s.LagLastThirdP50MS)
 	}
 	return true, ""
 }
