@@ -23,7 +23,7 @@ up_to_date() {
 
 build_apiserver() {
   local out="$BIN/kube-apiserver"
-  up_to_date "$out" "$KUBERNETES_VERSION/$STAGING_VERSION" && return 0
+  up_to_date "$out" "$KUBERNETES_VERSION/$STAGING_VERSION/stamped" && return 0
   local dir="$BIN/.build/kube-apiserver"
   rm -rf "$dir"; mkdir -p "$dir"; cd "$dir"
   local t0=$SECONDS
@@ -38,9 +38,16 @@ build_apiserver() {
     go mod edit -replace "$m=$m@$STAGING_VERSION"
   done
   go get "k8s.io/kubernetes/cmd/kube-apiserver@$KUBERNETES_VERSION"
-  go build -trimpath -o "$out.tmp" k8s.io/kubernetes/cmd/kube-apiserver
+  # Stamp the version (as the Kubernetes release build does) so /version reports it:
+  # Helm checks charts' kubeVersion against it.
+  local v="${KUBERNETES_VERSION#v}"
+  local major="${v%%.*}" minor
+  minor="${v#*.}"; minor="${minor%%.*}"
+  local pkg=k8s.io/component-base/version
+  go build -trimpath -ldflags "-X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean" \
+    -o "$out.tmp" k8s.io/kubernetes/cmd/kube-apiserver
   mv "$out.tmp" "$out"
-  echo "$KUBERNETES_VERSION/$STAGING_VERSION" > "$out.version"
+  echo "$KUBERNETES_VERSION/$STAGING_VERSION/stamped" > "$out.version"
   echo ">> kube-apiserver built in $((SECONDS - t0))s" >&2
 }
 

@@ -94,7 +94,8 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func startProcess(t *testing.T, name, bin string, args []string, logDir string) {
+// startProcess starts a server process; the returned channel closes when it exits.
+func startProcess(t *testing.T, name, bin string, args []string, logDir string) <-chan struct{} {
 	t.Helper()
 	logFile, err := os.Create(filepath.Join(logDir, name+".log"))
 	if err != nil {
@@ -106,9 +107,11 @@ func startProcess(t *testing.T, name, bin string, args []string, logDir string) 
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		<-done
 		logFile.Close()
 		if t.Failed() {
 			b, _ := os.ReadFile(logFile.Name())
@@ -118,6 +121,7 @@ func startProcess(t *testing.T, name, bin string, args []string, logDir string) 
 			t.Logf("--- tail of %s log ---\n%s", name, b)
 		}
 	})
+	return done
 }
 
 // startControlPlane runs etcd and kube-apiserver (built by k8s/hack/build-control-plane.sh)
@@ -132,7 +136,7 @@ func startControlPlane(t *testing.T) *controlPlane {
 	}
 	dir := t.TempDir()
 	clientPort, peerPort, apiPort := freePort(t), freePort(t), freePort(t)
-	startProcess(t, "etcd", etcdBin, []string{
+	etcdDone := startProcess(t, "etcd", etcdBin, []string{
 		"--name=default", "--data-dir=" + filepath.Join(dir, "etcd"),
 		fmt.Sprintf("--listen-client-urls=http://127.0.0.1:%d", clientPort),
 		fmt.Sprintf("--advertise-client-urls=http://127.0.0.1:%d", clientPort),
@@ -156,11 +160,14 @@ func startControlPlane(t *testing.T) *controlPlane {
 	if err := os.WriteFile(tokenFile, []byte(token+`,admin,admin,"system:masters"`+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	startProcess(t, "kube-apiserver", apiBin, []string{
+	apiDone := startProcess(t, "kube-apiserver", apiBin, []string{
 		fmt.Sprintf("--etcd-servers=http://127.0.0.1:%d", clientPort),
 		"--cert-dir=" + filepath.Join(dir, "pki"),
 		fmt.Sprintf("--secure-port=%d", apiPort),
 		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+		// No kubernetes.default endpoints: a loopback advertise address is refused by the
+		// endpoint reconciler, and nothing in-cluster needs to reach this API server.
+		"--endpoint-reconciler-type=none",
 		"--service-cluster-ip-range=10.0.0.0/24",
 		"--service-account-issuer=https://kubernetes.default.svc",
 		"--service-account-key-file=" + saKey,
@@ -183,6 +190,13 @@ func startControlPlane(t *testing.T) *controlPlane {
 			if resp.StatusCode == http.StatusOK {
 				break
 			}
+		}
+		select {
+		case <-apiDone:
+			t.Fatalf("kube-apiserver exited before it was ready (log below)")
+		case <-etcdDone:
+			t.Fatalf("etcd exited (log below)")
+		default:
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("kube-apiserver not ready after 3m (last error: %v)", err)
@@ -326,6 +340,15 @@ func (cp *controlPlane) createNamespace(t *testing.T, name string) {
 		}},
 	}}
 	if _, err := cp.dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}).Create(context.Background(), ns, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// kube-controller-manager would create the namespace's default ServiceAccount, which
+	// the ServiceAccount admission plugin requires for Pods (the helm test pod).
+	sa := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "ServiceAccount",
+		"metadata": map[string]any{"name": "default", "namespace": name},
+	}}
+	if _, err := cp.dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "serviceaccounts"}).Namespace(name).Create(context.Background(), sa, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }

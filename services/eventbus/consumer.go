@@ -167,7 +167,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 	}
 	c.tracer = otel.Tracer("github.com/personscore/eventbus")
-	c.pub = NewPublisher(c.conn, PublisherConfig{Exchange: c.cfg.Exchange, Logger: c.log, Metrics: c.m})
+	c.pub = NewPublisher(c.conn, PublisherConfig{Exchange: c.cfg.Exchange, Logger: c.log, Metrics: c.m, Channels: 2})
 	defer c.pub.Close()
 
 	// Handlers outlive ctx by up to ShutdownTimeout so in-flight work can finish.
@@ -380,7 +380,7 @@ func (c *Consumer) park(ctx context.Context, j job, key string, msg amqp.Publish
 	defer cancel()
 	err := c.pub.WaitReady(ctx)
 	if err == nil {
-		err = c.pub.send(ctx, []outgoing{{key: key, msg: msg}})
+		err = c.pub.send(ctx, d.MessageId, []outgoing{{key: key, msg: msg}})
 	}
 	if err != nil {
 		c.log.Warn("could not move event to "+key+"; returning it to the queue",

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,8 +28,11 @@ type PublisherConfig struct {
 	// Window is how many publishes may wait for their confirm at once (default 2048).
 	Window int
 	// Channels is how many confirm-mode channels the publisher keeps open
-	// (default 1). A channel is only ever written by one goroutine at a time;
-	// concurrent Publish calls spread over the channels.
+	// (default 4). A channel is only ever written by one goroutine at a time.
+	// Calls spread over the channels by the subject of their first event, so
+	// the events of one subject keep their order even when streamed with
+	// PublishAsync; several channels matter because the broker throttles each
+	// channel to a few dozen unconfirmed quorum-queue publishes.
 	Channels int
 	Logger   *zap.Logger
 	Metrics  *Metrics // default DefaultMetrics()
@@ -51,6 +55,7 @@ type Publisher struct {
 	wg      sync.WaitGroup
 	types   sync.Map // event type -> *pubTypeMetrics
 	declare bool
+	seed    maphash.Seed
 }
 
 // pubSlot is one channel of the publisher, reopened after every failure.
@@ -149,7 +154,7 @@ func newPublisher(conn *Conn, cfg PublisherConfig, declare bool) *Publisher {
 		cfg.Window = 2048
 	}
 	if cfg.Channels <= 0 {
-		cfg.Channels = 1
+		cfg.Channels = 4
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = conn.log
@@ -158,7 +163,8 @@ func newPublisher(conn *Conn, cfg PublisherConfig, declare bool) *Publisher {
 		cfg.Metrics = DefaultMetrics()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Publisher{conn: conn, cfg: cfg, window: make(chan struct{}, cfg.Window), cancel: cancel, declare: declare}
+	p := &Publisher{conn: conn, cfg: cfg, window: make(chan struct{}, cfg.Window), cancel: cancel, declare: declare,
+		seed: maphash.MakeSeed()}
 	for range cfg.Channels {
 		s := &pubSlot{ready: make(chan struct{})}
 		p.slots = append(p.slots, s)
@@ -236,7 +242,11 @@ func (p *Publisher) PublishAsync(ctx context.Context, events ...Event) (*Pending
 	if err != nil {
 		return nil, err
 	}
-	return p.sendAsync(ctx, msgs)
+	shard := ""
+	if len(events) > 0 {
+		shard = events[0].Subject
+	}
+	return p.sendAsync(ctx, shard, msgs)
 }
 
 func (p *Publisher) encode(ctx context.Context, events []Event) ([]outgoing, error) {
@@ -282,17 +292,17 @@ func (p *Publisher) typeMetrics(typ string) *pubTypeMetrics {
 }
 
 // send publishes msgs in order and waits for their confirms.
-func (p *Publisher) send(ctx context.Context, msgs []outgoing) error {
-	pd, err := p.sendAsync(ctx, msgs)
+func (p *Publisher) send(ctx context.Context, shard string, msgs []outgoing) error {
+	pd, err := p.sendAsync(ctx, shard, msgs)
 	if err != nil {
 		return err
 	}
 	return pd.Wait(ctx)
 }
 
-// sendAsync writes msgs in order on one channel, taking a window slot for
-// each; the channel's reaper settles them as their confirms arrive.
-func (p *Publisher) sendAsync(ctx context.Context, msgs []outgoing) (*Pending, error) {
+// sendAsync writes msgs in order on the channel of shard, taking a window
+// slot for each; the channel's reaper settles them as their confirms arrive.
+func (p *Publisher) sendAsync(ctx context.Context, shard string, msgs []outgoing) (*Pending, error) {
 	if len(msgs) == 0 {
 		return newPending(0), nil
 	}
@@ -302,7 +312,7 @@ func (p *Publisher) sendAsync(ctx context.Context, msgs []outgoing) (*Pending, e
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	s := p.pickSlot()
+	s := p.pickSlot(shard)
 	defer s.write.Unlock()
 	pc := s.current()
 	if pc == nil {
@@ -366,29 +376,24 @@ func (p *Publisher) reap(pc *pubChannel) {
 	}
 }
 
-// pickSlot returns a slot whose write lock the caller now holds: a free one if
-// any, else the next in turn.
-func (p *Publisher) pickSlot() *pubSlot {
-	n := uint32(len(p.slots))
+// pickSlot returns the slot of shard with its write lock held, or another
+// open one while that one is down.
+func (p *Publisher) pickSlot(shard string) *pubSlot {
+	n := uint64(len(p.slots))
 	if n == 1 {
 		p.slots[0].write.Lock()
 		return p.slots[0]
 	}
-	start := p.next.Add(1)
-	for i := range n {
-		s := p.slots[(start+i)%n]
-		if s.current() != nil && s.write.TryLock() {
-			return s
+	home := maphash.String(p.seed, shard) % n
+	s := p.slots[home]
+	if s.current() == nil {
+		for i := range n {
+			if other := p.slots[(home+i)%n]; other.current() != nil {
+				s = other
+				break
+			}
 		}
 	}
-	for i := range n {
-		s := p.slots[(start+i)%n]
-		if s.current() != nil {
-			s.write.Lock()
-			return s
-		}
-	}
-	s := p.slots[start%n]
 	s.write.Lock()
 	return s
 }

@@ -343,7 +343,8 @@ func TestEventJSONHasTraceHeaders(t *testing.T) {
 }
 
 // PublishAsync streams from one goroutine with a sliding window: Window
-// publishes stay in flight while earlier ones are confirmed.
+// publishes stay in flight while earlier ones are confirmed, and the events
+// of one subject keep their order across the publisher's channels.
 func TestPublishAsyncStreams(t *testing.T) {
 	f := newFixture(t)
 	raw := rawChannel(t)
@@ -382,7 +383,18 @@ func TestPublishAsyncStreams(t *testing.T) {
 	if confirmed != n {
 		t.Fatalf("%d confirmed", confirmed)
 	}
-	drain(t, raw, q, n, 10*time.Second)
+	// Spread over four channels, each subject's events still arrive in order.
+	last := map[string]int64{}
+	for _, d := range drain(t, raw, q, n, 10*time.Second) {
+		ev, err := ParseEvent(d.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if prev, seen := last[ev.Subject]; seen && ev.Version < prev {
+			t.Fatalf("subject %s: version %d arrived after %d", ev.Subject, ev.Version, prev)
+		}
+		last[ev.Subject] = ev.Version
+	}
 	if got := testutil.ToFloat64(f.metrics.Confirmed.WithLabelValues("stream.item")); got != n {
 		t.Errorf("confirmed metric %v", got)
 	}

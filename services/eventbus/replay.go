@@ -161,7 +161,7 @@ func ReplayDeadLetters(ctx context.Context, conn *Conn, service string, limit in
 	if err := ch.Qos(replayBatch, 0, false); err != nil {
 		return 0, err
 	}
-	pub := newPublisher(conn, PublisherConfig{Window: replayBatch, Metrics: NewMetrics(nil)}, false)
+	pub := newPublisher(conn, PublisherConfig{Window: replayBatch, Metrics: NewMetrics(nil), Channels: 1}, false)
 	defer pub.Close()
 	if err := pub.WaitReady(ctx); err != nil {
 		return 0, err
@@ -192,7 +192,7 @@ func ReplayDeadLetters(ctx context.Context, conn *Conn, service string, limit in
 		if len(batch) == 0 {
 			break
 		}
-		if err := pub.send(ctx, msgs); err != nil {
+		if err := pub.send(ctx, "", msgs); err != nil {
 			// Some copies may have been confirmed: they are duplicated, never lost.
 			_ = batch[len(batch)-1].Nack(true, true)
 			return moved, fmt.Errorf("move to %s: %w", work, err)

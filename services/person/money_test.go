@@ -21,7 +21,7 @@ func TestParseMoney(t *testing.T) {
 		{"0.10", 10},
 		{"1.1", 110},
 		{"1.10", 110},
-		{"1.500", 150},       // trailing zeros are not decimals
+		{"1.500", 150}, // trailing zeros are not decimals
 		{"1000.5000000", 100050},
 		{"12.34", 1234},
 		{"0000012.34", 1234}, // not JSON, but exact all the same

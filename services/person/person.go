@@ -74,8 +74,8 @@ type Score struct {
 // Person is the aggregate: its details, its items and its version, which grows
 // by one with every change.
 type Person struct {
-	CPF     CPF             `json:"cpf"`
-	Details                 `json:",inline"`
+	CPF     CPF `json:"cpf"`
+	Details `json:",inline"`
 	Items   map[string]Item `json:"-"`
 	Version int64           `json:"version"`
 	Score   *Score          `json:"score,omitempty"`

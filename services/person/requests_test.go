@@ -41,7 +41,7 @@ func TestParseNewPerson(t *testing.T) {
 		body string
 		cpf  CPF
 	}{
-		{`{"cpf": "11111", "name": "abc", "date_of_birth": "2019-06-15"}`, 11111},            // cpf as digits, no address
+		{`{"cpf": "11111", "name": "abc", "date_of_birth": "2019-06-15"}`, 11111},               // cpf as digits, no address
 		{`{"cpf": 1, "name": " x ", "date_of_birth": "1990-01-01T00:00:00Z", "extra": [1]}`, 1}, // unknown fields ignored
 		{`{"cpf": "000123", "name": "x", "date_of_birth": "1990-01-01", "address": null}`, 123},
 		{`{"cpf": 999999999999999999, "name": "x", "date_of_birth": "1990-01-01"}`, 999999999999999999},

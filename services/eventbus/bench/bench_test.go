@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -44,9 +45,12 @@ const (
 	// per Publish call, like the outbox relay (4 workers, batched).
 	callers = 4
 	batch   = 128
-	// The raw limit keeps this many confirms outstanding on one channel.
+	// Confirms outstanding at once, for raw (split over its channels) and
+	// for the library's window.
 	rawWindow = callers * batch
-	prefetch  = 256
+	// Channels of raw-4ch; the library's default is the same.
+	channels = 4
+	prefetch = 256
 )
 
 func brokerURL() string {
@@ -191,8 +195,9 @@ func report(b *testing.B, n int, elapsed time.Duration) {
 // callers.
 func BenchmarkPublish(b *testing.B) {
 	runRotated(b, []impl{
-		{"raw-bare", func(b *testing.B) { benchPublishRaw(b, false) }},
-		{"raw", func(b *testing.B) { benchPublishRaw(b, true) }},
+		{"raw-bare", func(b *testing.B) { benchPublishRaw(b, false, 1) }},
+		{"raw", func(b *testing.B) { benchPublishRaw(b, true, 1) }},
+		{"raw-4ch", func(b *testing.B) { benchPublishRaw(b, true, channels) }},
 		{"eventbus", benchPublishEventbusAsync},
 		{"watermill", benchPublishWatermill},
 	})
@@ -223,60 +228,83 @@ func BenchmarkPublishBatched(b *testing.B) {
 	runRotated(b, []impl{{"eventbus", benchPublishEventbus}, {"watermill", benchPublishWatermill}})
 }
 
-// The limit: amqp091-go on one channel with a sliding window of deferred
-// confirms, returns drained by a listener; encode says whether each event is
-// encoded as it is published (as the library does) or sent pre-encoded.
-func benchPublishRaw(b *testing.B, encode bool) {
+// The limit: amqp091-go with a sliding window of deferred confirms per
+// channel and returns drained by a listener, on one channel (the textbook
+// pattern) or on several, each written by its own goroutine. encode says
+// whether each event is encoded as it is published (as the library does) or
+// sent pre-encoded.
+func benchPublishRaw(b *testing.B, encode bool, nch int) {
 	t := newTopology(b)
 	defer t.close()
 	t.queue()
-	ch, err := t.conn.Channel()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ch.Close()
-	if err := ch.Confirm(false); err != nil {
-		b.Fatal(err)
-	}
-	returns := ch.NotifyReturn(make(chan amqp.Return, rawWindow))
-	var returned atomic.Int64
-	go func() {
-		for range returns {
-			returned.Add(1)
-		}
-	}()
 	bs := bodies(b)
 	events := make([]eventbus.Event, b.N)
 	for i := range events {
 		events[i] = newEvent(b, i)
 	}
-	ring := make([]*amqp.DeferredConfirmation, 0, rawWindow)
-	b.ResetTimer()
-	start := time.Now()
-	for i := range b.N {
-		if len(ring) == rawWindow {
-			if !ring[0].Wait() {
-				b.Fatal("nacked")
-			}
-			ring = ring[1:]
-		}
-		body := bs[i%len(bs)]
-		if encode {
-			body, _ = json.Marshal(events[i])
-		}
-		dc, err := ch.PublishWithDeferredConfirm(t.exchange, routingKey, true, false, rawPublishing(body, events[i].ID))
+	chans := make([]*amqp.Channel, nch)
+	var returned atomic.Int64
+	for i := range chans {
+		ch, err := t.conn.Channel()
 		if err != nil {
 			b.Fatal(err)
 		}
-		ring = append(ring, dc)
-	}
-	for _, dc := range ring {
-		if !dc.Wait() {
-			b.Fatal("nacked")
+		defer ch.Close()
+		if err := ch.Confirm(false); err != nil {
+			b.Fatal(err)
 		}
+		returns := ch.NotifyReturn(make(chan amqp.Return, rawWindow))
+		go func() {
+			for range returns {
+				returned.Add(1)
+			}
+		}()
+		chans[i] = ch
 	}
+	window := rawWindow / nch
+	var wg sync.WaitGroup
+	errs := make(chan error, nch)
+	b.ResetTimer()
+	start := time.Now()
+	for g, ch := range chans {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ring := make([]*amqp.DeferredConfirmation, 0, window)
+			for i := g; i < b.N; i += nch {
+				if len(ring) == window {
+					if !ring[0].Wait() {
+						errs <- errors.New("nacked")
+						return
+					}
+					ring = ring[1:]
+				}
+				body := bs[i%len(bs)]
+				if encode {
+					body, _ = json.Marshal(events[i])
+				}
+				dc, err := ch.PublishWithDeferredConfirm(t.exchange, routingKey, true, false, rawPublishing(body, events[i].ID))
+				if err != nil {
+					errs <- err
+					return
+				}
+				ring = append(ring, dc)
+			}
+			for _, dc := range ring {
+				if !dc.Wait() {
+					errs <- errors.New("nacked")
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 	elapsed := time.Since(start)
 	b.StopTimer()
+	close(errs)
+	if err := <-errs; err != nil {
+		b.Fatal(err)
+	}
 	if returned.Load() != 0 {
 		b.Fatalf("%d returned", returned.Load())
 	}

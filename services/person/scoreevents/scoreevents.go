@@ -4,6 +4,7 @@ package scoreevents
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/personscore/eventbus"
@@ -17,11 +18,22 @@ type Store interface {
 
 // Register subscribes c to score.changed.
 func Register(c *eventbus.Consumer, store Store) {
-	c.Handle(person.ScoreChanged, func(ctx context.Context, ev eventbus.Event) error {
+	c.Handle(person.ScoreChanged, Handler(store))
+}
+
+// Handler applies one score.changed: the person shows the score of the highest
+// version seen, so duplicates and late, older events change nothing. An event
+// that names no person, or another person than its subject, can never be
+// applied and is dead-lettered; a store failure is retried.
+func Handler(store Store) eventbus.Handler {
+	return func(ctx context.Context, ev eventbus.Event) error {
 		var d person.ScoreData
 		if err := ev.DecodeData(&d); err != nil {
 			return err
 		}
+		if d.CPF <= 0 || d.CPF.String() != ev.Subject {
+			return fmt.Errorf("%w: score.changed for cpf %d with subject %q", eventbus.ErrMalformed, d.CPF, ev.Subject)
+		}
 		return store.SetScore(ctx, d.CPF, d.Score, ev.Version, ev.Time)
-	})
+	}
 }

@@ -38,13 +38,14 @@ type options struct {
 	amqpURL             string
 	binDir              string
 
-	rate        float64
-	concurrency int
-	duration    time.Duration
-	count       int
-	mix         loadgen.Mix
-	lagSample   float64
-	check       bool
+	rate           float64
+	concurrency    int
+	duration       time.Duration
+	count          int
+	mix            loadgen.Mix
+	lagSample      float64
+	suiteLagSample float64
+	check          bool
 
 	storeBench    bool
 	storeDuration time.Duration
@@ -78,10 +79,11 @@ func run() error {
 	flag.StringVar(&o.amqpURL, "amqp", envOr("AMQP_URL", "amqp://guest:guest@localhost:5672/"), "RabbitMQ (a fresh vhost is created on it with -start-stack)")
 	flag.StringVar(&o.binDir, "bin", "", "folder with prebuilt localmongo, person and score (default: build them)")
 	flag.Float64Var(&o.rate, "rate", 0, "target writes per second (0: closed loop, -concurrency writers back to back)")
-	flag.IntVar(&o.concurrency, "concurrency", 16, "writes in flight at most")
+	flag.IntVar(&o.concurrency, "concurrency", 8, "writes in flight at most")
 	flag.DurationVar(&o.duration, "duration", 30*time.Second, "how long to write")
 	flag.IntVar(&o.count, "count", 0, "stop after this many writes (0: only -duration)")
 	flag.Float64Var(&o.lagSample, "lag-sample", 1, "fraction of writes whose replication lag is measured")
+	flag.Float64Var(&o.suiteLagSample, "suite-lag-sample", 0.25, "with -suite: fraction of writes whose lag is measured in the rate steps")
 	flag.BoolVar(&o.check, "check", true, "check every cpf's score at the end")
 	flag.BoolVar(&o.storeBench, "store-bench", false, "measure the embedded store's sequential rates (SQLite and PostgreSQL) and exit")
 	flag.DurationVar(&o.storeDuration, "store-duration", 8*time.Second, "length of each store-bench operation")
