@@ -123,8 +123,9 @@ func (c *Client) Do(ctx context.Context, op Op, p *Person, rng *rand.Rand) Write
 		// The store failed or timed out. The API says "nothing was written",
 		// but a store call that timed out may still be applied later (a
 		// create answered 503 here was later found to exist), so the tool
-		// treats the outcome as unknown.
+		// treats the outcome as unknown; Check finds out what happened.
 		w.Outcome, w.Err = Ambiguous, fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, bytes.TrimSpace(raw))
+		p.Failed, p.FailedOp = true, op
 	case resp.StatusCode/100 != 2:
 		w.Outcome, w.Err = Ambiguous, fmt.Errorf("%s %s: unexpected %d %s", method, path, resp.StatusCode, bytes.TrimSpace(raw))
 	default:
@@ -215,35 +216,44 @@ func (c *Client) WaitScore(ctx context.Context, cpf, version int64) (ScoreAnswer
 	}
 }
 
-// PersonScore reads the score person shows for cpf (replicated back through
-// score.changed): found=false on 404, hasScore=false when none arrived yet.
-func (c *Client) PersonScore(ctx context.Context, cpf int64) (found, hasScore bool, value int64, err error) {
+// PersonView is what person shows about a cpf.
+type PersonView struct {
+	Found    bool // 200 (false: 404)
+	Version  int64
+	HasScore bool // a score came back through score.changed
+	Score    int64
+}
+
+// Person reads GET /person/{cpf}.
+func (c *Client) Person(ctx context.Context, cpf int64) (PersonView, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.PersonURL+"/person/"+strconv.FormatInt(cpf, 10), nil)
 	if err != nil {
-		return false, false, 0, err
+		return PersonView{}, err
 	}
 	resp, err := c.reads.Do(req)
 	if err != nil {
-		return false, false, 0, err
+		return PersonView{}, err
 	}
 	raw, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	switch resp.StatusCode {
 	case http.StatusNotFound:
-		return false, false, 0, nil
+		return PersonView{}, nil
 	case http.StatusOK:
 		var out struct {
-			Score *struct {
+			Version int64 `json:"version"`
+			Score   *struct {
 				Value int64 `json:"value"`
 			} `json:"score"`
 		}
 		if err := json.Unmarshal(raw, &out); err != nil {
-			return true, false, 0, err
+			return PersonView{}, err
 		}
-		if out.Score == nil {
-			return true, false, 0, nil
+		v := PersonView{Found: true, Version: out.Version}
+		if out.Score != nil {
+			v.HasScore, v.Score = true, out.Score.Value
 		}
-		return true, true, out.Score.Value, nil
+		return v, nil
 	}
-	return false, false, 0, fmt.Errorf("person answered %d: %s", resp.StatusCode, raw)
+	return PersonView{}, fmt.Errorf("person answered %d: %s", resp.StatusCode, raw)
 }

@@ -147,6 +147,23 @@ type Person struct {
 	// Unknown: a write's outcome is unknown (timeout, broken connection), so
 	// the person is left alone and not checked.
 	Unknown bool
+	// Failed: the unknown write was answered 503 by a failing store (op
+	// FailedOp); Check finds out whether it was applied anyway.
+	Failed   bool
+	FailedOp Op
+}
+
+// AppliedAnyway tells, from what person shows now, whether the failed write
+// (the person's last) was applied: a create makes it found, a delete makes it
+// gone, any other write raises the version above the last one known.
+func (p *Person) AppliedAnyway(v PersonView) bool {
+	switch p.FailedOp {
+	case OpCreate:
+		return v.Found
+	case OpDeletePerson:
+		return !v.Found
+	}
+	return v.Found && v.Version > p.Version
 }
 
 // Score is what score must answer for the person: the sum of the points of

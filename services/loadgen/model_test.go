@@ -175,3 +175,24 @@ func TestMaxPersonsKeepsThePopulation(t *testing.T) {
 		t.Fatalf("%d persons created, want the cap of 3", n)
 	}
 }
+
+func TestAppliedAnyway(t *testing.T) {
+	cases := []struct {
+		op   Op
+		view PersonView
+		want bool
+	}{
+		{OpCreate, PersonView{Found: true, Version: 1}, true},
+		{OpCreate, PersonView{}, false},
+		{OpDeletePerson, PersonView{}, true},
+		{OpDeletePerson, PersonView{Found: true, Version: 4}, false},
+		{OpIncome, PersonView{Found: true, Version: 5}, true},
+		{OpIncome, PersonView{Found: true, Version: 4}, false},
+	}
+	for _, c := range cases {
+		p := &Person{Version: 4, Failed: true, FailedOp: c.op}
+		if got := p.AppliedAnyway(c.view); got != c.want {
+			t.Errorf("%v with %+v: %v, want %v", c.op, c.view, got, c.want)
+		}
+	}
+}

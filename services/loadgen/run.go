@@ -320,14 +320,18 @@ type Mismatch struct {
 
 // CheckResult is the end-of-run correctness check.
 type CheckResult struct {
-	Persons    int        `json:"persons"` // cpfs checked
-	Live       int        `json:"live"`
-	Skipped    int        `json:"skipped_unknown"` // cpfs with a write of unknown outcome
-	ScoreOK    int        `json:"score_ok"`
-	PersonOK   int        `json:"person_score_ok"` // person shows the same score (score.changed)
-	Mismatches []Mismatch `json:"mismatches,omitempty"`
-	MismatchN  int        `json:"mismatch_count"`
-	Seconds    float64    `json:"seconds"`
+	Persons int `json:"persons"` // cpfs checked
+	Live    int `json:"live"`
+	Skipped int `json:"skipped_unknown"` // cpfs with a write of unknown outcome
+	// Store503: writes answered 503 "storage unavailable, nothing was
+	// written"; Store503Applied of them were applied all the same.
+	Store503        int        `json:"store_503"`
+	Store503Applied int        `json:"store_503_applied"`
+	ScoreOK         int        `json:"score_ok"`
+	PersonOK        int        `json:"person_score_ok"` // person shows the same score (score.changed)
+	Mismatches      []Mismatch `json:"mismatches,omitempty"`
+	MismatchN       int        `json:"mismatch_count"`
+	Seconds         float64    `json:"seconds"`
 }
 
 // Check compares every cpf's score in score (after it applied the cpf's last
@@ -376,18 +380,18 @@ func Check(ctx context.Context, model *Model, c *Client, workers int, settle tim
 				// person's copy of the score arrives asynchronously: poll.
 				var got string
 				for {
-					found, has, v, err := c.PersonScore(ctx, p.CPF)
+					v, err := c.Person(ctx, p.CPF)
 					switch {
 					case err != nil:
 						got = "error: " + err.Error()
-					case !p.Live && !found, p.Live && found && has && v == want:
+					case !p.Live && !v.Found, p.Live && v.Found && v.HasScore && v.Score == want:
 						got = ""
-					case !found:
+					case !v.Found:
 						got = "404"
-					case !has:
+					case !v.HasScore:
 						got = "no score yet"
 					default:
-						got = fmt.Sprint(v)
+						got = fmt.Sprint(v.Score)
 					}
 					if got == "" || time.Now().After(deadline) || ctx.Err() != nil {
 						break
@@ -407,6 +411,12 @@ func Check(ctx context.Context, model *Model, c *Client, workers int, settle tim
 	for _, p := range persons {
 		if p.Unknown {
 			res.Skipped++
+			if p.Failed {
+				res.Store503++
+				if v, err := c.Person(ctx, p.CPF); err == nil && p.AppliedAnyway(v) {
+					res.Store503Applied++
+				}
+			}
 			continue
 		}
 		res.Persons++

@@ -59,10 +59,10 @@ func checkErr(t *testing.T, body []byte, err error, allowed ...string) {
 
 func checkDetails(t *testing.T, d Details) {
 	t.Helper()
-	if d.Name == "" || d.Name != strings.TrimSpace(d.Name) || len(d.Name) > 200 {
+	if d.Name == "" || d.Name != strings.TrimSpace(d.Name) || utf8.RuneCountInString(d.Name) > 200 {
 		t.Fatalf("accepted name %q", d.Name)
 	}
-	if d.Address != strings.TrimSpace(d.Address) || len(d.Address) > 500 {
+	if d.Address != strings.TrimSpace(d.Address) || utf8.RuneCountInString(d.Address) > 500 {
 		t.Fatalf("accepted address %q", d.Address)
 	}
 	var when time.Time
@@ -163,7 +163,7 @@ func FuzzParseNewItem(f *testing.F) {
 		if back, err := ParseMoney(it.Value.String()); err != nil || back != it.Value {
 			t.Fatalf("%d cents does not round-trip through %q: %d, %v", it.Value, it.Value.String(), back, err)
 		}
-		if it.Type != strings.TrimSpace(it.Type) || len(it.Type) > 100 || (kind != Debt && it.Type == "") {
+		if it.Type != strings.TrimSpace(it.Type) || utf8.RuneCountInString(it.Type) > 100 || (kind != Debt && it.Type == "") {
 			t.Fatalf("accepted type %q for %s", it.Type, kind)
 		}
 		if !utf8.ValidString(it.Type) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // NewPerson is a validated POST /person body.
@@ -68,7 +69,7 @@ func (c *checker) str(field string, required bool, maxLen int) string {
 	switch {
 	case required && s == "":
 		c.fail(field, "must not be empty")
-	case len(s) > maxLen:
+	case utf8.RuneCountInString(s) > maxLen: // characters, as the OpenAPI maxLength counts
 		c.fail(field, "is too long")
 	}
 	return s

@@ -190,3 +190,14 @@ func TestParseCPFAndKind(t *testing.T) {
 		}
 	}
 }
+
+// Lengths are counted in characters, as the OpenAPI document's maxLength.
+func TestLengthsCountCharacters(t *testing.T) {
+	name := strings.Repeat("é", 200) // 400 bytes
+	if _, err := ParseDetails([]byte(`{"name": "` + name + `", "date_of_birth": "2000-01-01"}`)); err != nil {
+		t.Errorf("200 characters: %v", err)
+	}
+	if _, err := ParseDetails([]byte(`{"name": "` + name + `é", "date_of_birth": "2000-01-01"}`)); err == nil {
+		t.Error("201 characters accepted")
+	}
+}

@@ -587,3 +587,38 @@ func TestPublishSnapshots(t *testing.T) {
 		t.Errorf("version after snapshot %d, want 3", p.Version)
 	}
 }
+
+// While the broker refuses publishes the events wait in the person's outbox;
+// once it is back they are all published, each once, in version order.
+func TestEventsWaitInOutboxWhileBrokerIsDown(t *testing.T) {
+	env := persontest.New(t)
+	c := ctx(t)
+	const cpf person.CPF = 99999
+	env.Recorder.SetFailing(true)
+	stop := env.RunOutbox(t)
+	if _, err := env.Store.Create(c, newPerson(cpf)); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []person.Kind{person.Income, person.Asset, person.Debt} {
+		if _, err := env.Store.AddItem(c, cpf, k, person.NewItem{Type: "t", Value: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // the relay tries, and fails
+	checkOneEventPerVersion(t, pending(t, env, cpf), cpf, 1, 4)
+	if n := len(env.Recorder.Events()); n != 0 {
+		t.Fatalf("%d events published while the broker was down", n)
+	}
+	env.Recorder.SetFailing(false)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	evs := env.Recorder.Events()
+	checkOneEventPerVersion(t, evs, cpf, 1, 4)
+	if !slices.IsSortedFunc(evs, func(a, b eventbus.Event) int { return int(a.Version - b.Version) }) {
+		t.Errorf("republished out of order: %v", evs)
+	}
+	if left := pending(t, env, cpf); len(left) != 0 {
+		t.Errorf("%d events left after the flush", len(left))
+	}
+}

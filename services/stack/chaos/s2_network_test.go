@@ -68,8 +68,8 @@ func TestConnectionsCut(t *testing.T) {
 	step("reset_peer after 500ms", both(func(p *chaos.Proxy) error {
 		return p.Toxic("rst", "reset_peer", "upstream", 1, map[string]any{"timeout": 500})
 	}), reset)
-	step("cut mid-frame after 4 KiB", both(func(p *chaos.Proxy) error {
-		return p.Toxic("limit", "limit_data", "downstream", 1, map[string]any{"bytes": 4096})
+	step("cut mid-frame after 2 KiB", both(func(p *chaos.Proxy) error {
+		return p.Toxic("limit", "limit_data", "downstream", 1, map[string]any{"bytes": 2048})
 	}), reset)
 	step("black hole, closed after 3s", both(func(p *chaos.Proxy) error {
 		return p.Toxic("hole", "timeout", "upstream", 1, map[string]any{"timeout": 3000})

@@ -83,15 +83,15 @@ func run() error {
 	flag.DurationVar(&o.duration, "duration", 30*time.Second, "how long to write")
 	flag.IntVar(&o.count, "count", 0, "stop after this many writes (0: only -duration)")
 	flag.Float64Var(&o.lagSample, "lag-sample", 1, "fraction of writes whose replication lag is measured")
-	flag.Float64Var(&o.suiteLagSample, "suite-lag-sample", 0.25, "with -suite: fraction of writes whose lag is measured in the rate steps")
+	flag.Float64Var(&o.suiteLagSample, "suite-lag-sample", 0.5, "with -suite: fraction of writes whose lag is measured in the rate steps")
 	flag.BoolVar(&o.check, "check", true, "check every cpf's score at the end")
 	flag.BoolVar(&o.storeBench, "store-bench", false, "measure the embedded store's sequential rates (SQLite and PostgreSQL) and exit")
 	flag.DurationVar(&o.storeDuration, "store-duration", 8*time.Second, "length of each store-bench operation")
 	flag.BoolVar(&o.suite, "suite", false, "run every benchmark of docs/BENCHMARKS.md (store, rate sweep on both backends, resources, start-up, sizes, profiles)")
-	flag.DurationVar(&o.step, "step", 20*time.Second, "length of each step of the rate sweep (-suite)")
+	flag.DurationVar(&o.step, "step", 30*time.Second, "length of each step of the rate sweep (-suite)")
 	flag.IntVar(&o.persons, "persons", 100, "cap on the persons created (deleted ones are created again); -suite creates them all first")
 	flag.IntVar(&o.grow, "grow", 500, "with -suite: then grow to this many persons and measure saturation again (0: skip)")
-	flag.BoolVar(&o.profile, "profile", false, "with -suite: also profile person, score and localmongo at saturation")
+	flag.BoolVar(&o.profile, "profile", false, "CPU-profile person, score and localmongo during a saturation run (alone, or at the end of -suite)")
 	flag.StringVar(&o.out, "out", "", "folder for the JSON results and PNG plots (default: none)")
 	flag.BoolVar(&o.quiet, "quiet", false, "no progress line")
 	flag.Uint64Var(&o.seed, "seed", 0, "random seed (0: random)")
@@ -119,6 +119,17 @@ func run() error {
 	switch {
 	case o.suite:
 		return runSuite(ctx, o)
+	case o.profile:
+		p, err := profileRun(ctx, o)
+		if err != nil {
+			return err
+		}
+		for _, n := range []string{stack.Person, stack.Score, stack.Mongo} {
+			if info, ok := p[n]; ok {
+				fmt.Printf("\n== %s (%.0f s, %.1f CPU s)\n%s\n", n, info.Seconds, info.CPUSec, firstLines(info.TopCum, 30))
+			}
+		}
+		return writeJSON(o.out, "profile.json", p)
 	case o.storeBench:
 		res, err := storeBench(ctx, o)
 		if err != nil {

@@ -60,13 +60,12 @@ func (r *Recorder) Events() []eventbus.Event {
 
 // Env is a person store on its own embedded MongoDB.
 type Env struct {
-	Proxy     *Proxy // between the store and MongoDB; Cut it to make MongoDB unreachable
-	Client    *mongo.Client
-	DB        *mongo.Database
-	Recorder  *Recorder
-	Outbox    *outbox.Outbox
-	Store     *mongodb.Store
-	directURI string
+	Proxy    *Proxy // between the store and MongoDB; Cut it to make MongoDB unreachable
+	Client   *mongo.Client
+	DB       *mongo.Database
+	Recorder *Recorder
+	Outbox   *outbox.Outbox
+	Store    *mongodb.Store
 }
 
 // Options tune New; zero values take the defaults.
@@ -102,11 +101,8 @@ func New(tb testing.TB, opts ...Options) *Env {
 	db := client.Database("person_" + RandomSuffix())
 	rec := &Recorder{}
 	ob := outbox.New(outbox.Config{Collection: mongodb.PersonsCollection(db), Publisher: rec, SweepInterval: o.SweepInterval})
-	return &Env{Proxy: px, Client: client, DB: db, Recorder: rec, Outbox: ob, Store: mongodb.New(db, ob), directURI: srv.URI()}
+	return &Env{Proxy: px, Client: client, DB: db, Recorder: rec, Outbox: ob, Store: mongodb.New(db, ob)}
 }
-
-// MongoURI is the embedded server's own address (not through the proxy).
-func (e *Env) MongoURI() string { return e.directURI }
 
 // RunOutbox starts the outbox relay and sweep; the returned func stops it,
 // flushing what is pending, and returns the flush's result.
