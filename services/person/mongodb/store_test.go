@@ -420,14 +420,20 @@ func TestSetScoreLastWriterWinsByVersion(t *testing.T) {
 	}
 
 	// Concurrent, shuffled deliveries end on the highest version.
-	order := rand.Perm(50)
+	order := make(chan int, 50)
+	for _, i := range rand.Perm(50) {
+		order <- i
+	}
+	close(order)
 	var wg sync.WaitGroup
-	for _, i := range order {
+	for range 8 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := env.Store.SetScore(c, cpf, int64(1000+i), int64(100+i), at); err != nil {
-				t.Error(err)
+			for i := range order {
+				if err := env.Store.SetScore(c, cpf, int64(1000+i), int64(100+i), at); err != nil {
+					t.Error(err)
+				}
 			}
 		}()
 	}

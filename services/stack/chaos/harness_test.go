@@ -84,8 +84,12 @@ func TestMain(m *testing.M) {
 		}
 	}
 	wg.Wait()
-	if fleetsDir != "" && code == 0 {
-		os.RemoveAll(fleetsDir)
+	if fleetsDir != "" {
+		if code == 0 {
+			os.RemoveAll(fleetsDir)
+		} else {
+			fmt.Fprintf(os.Stderr, "the private RabbitMQ nodes' data and logs are kept in %s\n", fleetsDir)
+		}
 	}
 	os.Exit(code)
 }

@@ -144,7 +144,15 @@ func (n *Node) Start(ctx context.Context) error {
 		n.mu.Unlock()
 		return fmt.Errorf("%s is already running", n.Name)
 	}
-	cmd := exec.Command(filepath.Join(RabbitBin, "rabbitmq-server"))
+	// The node runs under a small shell that also watches its stdin, a pipe
+	// whose write end only this process holds: if the test process dies
+	// without stopping the node (a panic, a -timeout), the pipe closes and the
+	// shell takes the node down instead of leaving it running.
+	const script = `"$0" </dev/null &
+pid=$!
+( cat >/dev/null; kill -TERM "$pid" 2>/dev/null; sleep 20; kill -KILL "$pid" 2>/dev/null ) &
+wait "$pid"`
+	cmd := exec.Command("/bin/sh", "-c", script, filepath.Join(RabbitBin, "rabbitmq-server"))
 	cmd.Env = n.env
 	cmd.Dir = n.dir
 	out, err := os.Create(filepath.Join(n.dir, "console.log"))
@@ -152,15 +160,25 @@ func (n *Node) Start(ctx context.Context) error {
 		n.mu.Unlock()
 		return err
 	}
+	watchR, watchW, err := os.Pipe()
+	if err != nil {
+		n.mu.Unlock()
+		out.Close()
+		return err
+	}
+	cmd.Stdin = watchR
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		n.mu.Unlock()
 		out.Close()
+		watchR.Close()
+		watchW.Close()
 		return fmt.Errorf("start %s: %w", n.Name, err)
 	}
+	watchR.Close()
 	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); out.Close(); close(exited) }()
+	go func() { _ = cmd.Wait(); out.Close(); watchW.Close(); close(exited) }()
 	n.cmd, n.exited = cmd, exited
 	n.mu.Unlock()
 	return n.WaitReady(ctx)

@@ -92,8 +92,13 @@ func New(tb testing.TB, opts ...Options) *Env {
 		tb.Fatal(err)
 	}
 	px := StartProxy(tb, target)
+	// Short selection and connect timeouts make the MongoDB-down tests quick
+	// (connection checkouts share the selection timeout, so let the pool open
+	// connections in parallel); the long operation timeout copes with a
+	// loaded machine.
 	client, err := mongo.Connect(options.Client().ApplyURI(ProxiedURI(px)).
-		SetServerSelectionTimeout(time.Second).SetConnectTimeout(time.Second).SetTimeout(30 * time.Second))
+		SetServerSelectionTimeout(2 * time.Second).SetConnectTimeout(2 * time.Second).SetMaxConnecting(8).
+		SetTimeout(30 * time.Second))
 	if err != nil {
 		tb.Fatalf("persontest: connect: %v", err)
 	}
