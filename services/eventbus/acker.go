@@ -9,24 +9,29 @@ import (
 
 // acker settles the deliveries of one consuming channel. Workers finish out
 // of order; the acker acknowledges the contiguous run of finished delivery
-// tags with a single multiple-ack, so under load one frame (and, for a quorum
-// queue, one settle command in the queue's log) covers many messages. A tag
-// finished behind a slow one is acknowledged on its own after a short wait,
-// so one slow handler never holds the prefetch window of the others.
+// tags with a single multiple-ack, at most once per coalesce interval unless
+// many are waiting, so under load one frame (and, for a quorum queue, one
+// settle command in the queue's log) covers many messages. A tag finished
+// behind a slow one is acknowledged on its own after a short wait, so one
+// slow handler never holds the prefetch window of the others.
 //
 // Every delivery of the channel must be reported exactly once: done (to be
 // acknowledged) or settled (already nacked by the caller, who sent that frame
 // before reporting, so no later multiple-ack can cover it first).
 type acker struct {
 	ch       ackChannel
-	lagLimit int           // finished tags waiting behind a gap before they are acked one by one
+	coalesce time.Duration // pause after sending, to gather the next acks
+	urgent   int           // this many waiting acks end the pause at once
 	maxWait  time.Duration // how long a finished tag may wait behind a gap
 
 	mu      sync.Mutex
-	next    uint64          // lowest tag not finished yet
-	waiting map[uint64]bool // finished tags >= next: true = still to acknowledge
-	since   map[uint64]time.Time
+	next    uint64               // lowest tag not finished yet
+	waiting map[uint64]bool      // finished tags >= next: true = still to acknowledge
+	toAck   int                  // entries of waiting that are true
+	behind  map[uint64]time.Time // finished tags seen waiting behind a gap, since when
 	wake    chan struct{}
+	hurry   chan struct{}
+	quit    chan struct{}
 	closed  bool
 	stopped chan struct{}
 }
@@ -40,8 +45,9 @@ type ackChannel interface {
 var _ ackChannel = (*amqp.Channel)(nil)
 
 func newAcker(ch ackChannel, prefetch int) *acker {
-	a := &acker{ch: ch, lagLimit: max(prefetch/4, 1), maxWait: 20 * time.Millisecond, next: 1,
-		waiting: map[uint64]bool{}, since: map[uint64]time.Time{}, wake: make(chan struct{}, 1), stopped: make(chan struct{})}
+	a := &acker{ch: ch, coalesce: time.Millisecond, urgent: max(prefetch/4, 1), maxWait: 20 * time.Millisecond,
+		next: 1, waiting: map[uint64]bool{}, behind: map[uint64]time.Time{},
+		wake: make(chan struct{}, 1), hurry: make(chan struct{}, 1), quit: make(chan struct{}), stopped: make(chan struct{})}
 	go a.run()
 	return a
 }
@@ -54,15 +60,24 @@ func (a *acker) settled(tag uint64) { a.report(tag, false) }
 
 func (a *acker) report(tag uint64, ack bool) {
 	a.mu.Lock()
-	if tag >= a.next {
+	urgent := false
+	if tag >= a.next && !a.closed {
 		a.waiting[tag] = ack
 		if ack {
-			a.since[tag] = time.Now()
+			a.toAck++
+			urgent = a.toAck >= a.urgent
 		}
 	}
 	a.mu.Unlock()
+	signal(a.wake)
+	if urgent {
+		signal(a.hurry)
+	}
+}
+
+func signal(ch chan struct{}) {
 	select {
-	case a.wake <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
 }
@@ -70,12 +85,11 @@ func (a *acker) report(tag uint64, ack bool) {
 // close acknowledges everything finished and stops the acker.
 func (a *acker) close() {
 	a.mu.Lock()
-	a.closed = true
-	a.mu.Unlock()
-	select {
-	case a.wake <- struct{}{}:
-	default:
+	if !a.closed {
+		a.closed = true
+		close(a.quit)
 	}
+	a.mu.Unlock()
 	<-a.stopped
 }
 
@@ -87,10 +101,21 @@ func (a *acker) run() {
 		select {
 		case <-a.wake:
 		case <-timer.C:
+		case <-a.quit:
 		}
-		closing, wait := a.flush()
+		sent, wait, closing := a.flush()
 		if closing {
 			return
+		}
+		if sent && a.coalesce > 0 {
+			// Let more acks gather before the next frame, unless many wait.
+			pause := time.NewTimer(a.coalesce)
+			select {
+			case <-pause.C:
+			case <-a.hurry:
+			case <-a.quit:
+			}
+			pause.Stop()
 		}
 		if !timer.Stop() {
 			select {
@@ -104,10 +129,10 @@ func (a *acker) run() {
 	}
 }
 
-// flush sends the acknowledgements that are due. It returns whether the
-// acker is closing and, if finished tags are left waiting behind a gap, how
-// soon to look again.
-func (a *acker) flush() (closing bool, wait time.Duration) {
+// flush sends the acknowledgements that are due. It reports whether it sent
+// any, how soon to look again for tags left waiting behind a gap (0: none),
+// and whether the acker is closing.
+func (a *acker) flush() (sent bool, wait time.Duration, closing bool) {
 	a.mu.Lock()
 	closing = a.closed
 	// The contiguous run from next: one multiple-ack.
@@ -119,42 +144,47 @@ func (a *acker) flush() (closing bool, wait time.Duration) {
 		}
 		if ack {
 			upTo = a.next
+			a.toAck--
 		}
 		delete(a.waiting, a.next)
-		delete(a.since, a.next)
+		delete(a.behind, a.next)
 		a.next++
 	}
-	// Tags finished behind a gap: acknowledged one by one once too many wait
-	// or one waited too long (or at close).
+	// Tags finished behind a gap: acknowledged one by one once too many wait,
+	// once one waited too long, or at close.
 	var single []uint64
 	now := time.Now()
 	oldest := time.Duration(0)
-	pending := 0
-	for _, ack := range a.waiting {
-		if ack {
-			pending++
+	for tag, ack := range a.waiting {
+		if !ack {
+			continue
 		}
-	}
-	for tag, at := range a.since {
-		age := now.Sub(at)
-		if closing || pending >= a.lagLimit || age >= a.maxWait {
+		since, seen := a.behind[tag]
+		if !seen {
+			since = now
+			a.behind[tag] = now
+		}
+		if closing || a.toAck >= a.urgent || now.Sub(since) >= a.maxWait {
 			single = append(single, tag)
-			a.waiting[tag] = false // acknowledged; still marks the tag finished
-			delete(a.since, tag)
-		} else if age > oldest {
+		} else if age := now.Sub(since); age > oldest {
 			oldest = age
 		}
 	}
-	if len(a.since) > 0 {
+	for _, tag := range single {
+		a.waiting[tag] = false // acknowledged; still marks the tag finished
+		a.toAck--
+	}
+	if a.toAck > 0 {
 		wait = max(a.maxWait-oldest, time.Millisecond)
 	}
 	a.mu.Unlock()
 
+	// A closed channel makes these fail; the broker requeues on its own.
 	if upTo > 0 {
-		_ = a.ch.Ack(upTo, true) // a closed channel requeues on its own
+		_ = a.ch.Ack(upTo, true)
 	}
 	for _, tag := range single {
 		_ = a.ch.Ack(tag, false)
 	}
-	return closing, wait
+	return upTo > 0 || len(single) > 0, wait, closing
 }
