@@ -198,6 +198,13 @@ func (s *Stack) StartReplica(ctx context.Context, of, name, addr string) error {
 
 // Start (re)starts one process and waits until it is ready.
 func (s *Stack) Start(ctx context.Context, name string) error {
+	// A server already answering on the address would look ready at once.
+	if addr := s.addr(name); addr != "" {
+		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+			c.Close()
+			return fmt.Errorf("start %s: %s is already in use (another instance running?)", name, addr)
+		}
+	}
 	cmd := s.command(name)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -235,6 +242,18 @@ func (s *Stack) Start(ctx context.Context, name string) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+func (s *Stack) addr(name string) string {
+	switch name {
+	case Mongo:
+		return s.cfg.MongoAddr
+	case Person:
+		return s.cfg.PersonAddr
+	case Score:
+		return s.cfg.ScoreAddr
+	}
+	return ""
 }
 
 func (s *Stack) ready(ctx context.Context, name string) bool {

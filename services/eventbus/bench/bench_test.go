@@ -210,13 +210,13 @@ type impl struct {
 
 // runRotated runs the implementations one after the other, starting with
 // the one BENCH_ROUND selects, so that over several rounds none always runs
-// first or last; it pauses between them for the broker to finish deleting
-// the previous run's queue.
+// first or last; it pauses a second before each, for the broker to finish
+// deleting the previous run's queue and to measure its background CPU use.
 func runRotated(b *testing.B, impls []impl) {
 	round, _ := strconv.Atoi(os.Getenv("BENCH_ROUND"))
 	for i := range impls {
 		im := impls[(i+round)%len(impls)]
-		time.Sleep(time.Second)
+		measureBackground(time.Second)
 		b.Run("impl="+im.name, im.run)
 	}
 }
@@ -265,6 +265,7 @@ func benchPublishRaw(b *testing.B, encode bool, nch int) {
 	var wg sync.WaitGroup
 	errs := make(chan error, nch)
 	b.ResetTimer()
+	cpu := startCPU()
 	start := time.Now()
 	for g, ch := range chans {
 		wg.Add(1)
@@ -309,6 +310,7 @@ func benchPublishRaw(b *testing.B, encode bool, nch int) {
 		b.Fatalf("%d returned", returned.Load())
 	}
 	report(b, b.N, elapsed)
+	cpu.report(b, b.N)
 }
 
 // split hands out b.N messages to callers goroutines in batches.
@@ -363,6 +365,7 @@ func benchPublishEventbusAsync(b *testing.B) {
 	pendings := make(chan *eventbus.Pending, rawWindow)
 	waited := make(chan error, 1)
 	b.ResetTimer()
+	cpu := startCPU()
 	start := time.Now()
 	go func() {
 		var first error
@@ -388,6 +391,7 @@ func benchPublishEventbusAsync(b *testing.B) {
 		b.Fatal(err)
 	}
 	report(b, b.N, elapsed)
+	cpu.report(b, b.N)
 }
 
 // The library as the outbox relay uses it: concurrent Publish calls of batches.
@@ -403,6 +407,7 @@ func benchPublishEventbus(b *testing.B) {
 		events[i] = newEvent(b, i)
 	}
 	b.ResetTimer()
+	cpu := startCPU()
 	start := time.Now()
 	err := split(b.N, func(from, to int) error { return pub.Publish(ctx, events[from:to]...) })
 	elapsed := time.Since(start)
@@ -411,6 +416,7 @@ func benchPublishEventbus(b *testing.B) {
 		b.Fatal(err)
 	}
 	report(b, b.N, elapsed)
+	cpu.report(b, b.N)
 }
 
 // The peer: watermill-amqp with ConfirmDelivery, a channel per caller, the
@@ -434,6 +440,7 @@ func benchPublishWatermill(b *testing.B) {
 		events[i] = newEvent(b, i)
 	}
 	b.ResetTimer()
+	cpu := startCPU()
 	start := time.Now()
 	err = split(b.N, func(from, to int) error {
 		msgs := make([]*message.Message, 0, to-from)
@@ -452,6 +459,7 @@ func benchPublishWatermill(b *testing.B) {
 		b.Fatal(err)
 	}
 	report(b, b.N, elapsed)
+	cpu.report(b, b.N)
 }
 
 // BenchmarkConsume: drain a quorum queue prefilled with b.N 1 KB events,
@@ -461,19 +469,22 @@ func BenchmarkConsume(b *testing.B) {
 		{"raw-bare", func(b *testing.B) { benchConsumeRaw(b, false) }},
 		{"raw", func(b *testing.B) { benchConsumeRaw(b, true) }},
 		{"eventbus", benchConsumeEventbus},
-		{"watermill", benchConsumeWatermill},
+		{"watermill", func(b *testing.B) { benchConsumeWatermill(b, prefetch) }},
+		{"watermill-default", func(b *testing.B) { benchConsumeWatermill(b, 0) }},
 	})
 }
 
 // clock records the time of the first and the n-th message.
 type clock struct {
+	cpu         cpuMeter
 	n           int64
 	count       atomic.Int64
 	first, last time.Time
 	done        chan struct{}
 }
 
-func newClock(n int) *clock { return &clock{n: int64(n), done: make(chan struct{})} }
+// newClock starts counting; call it right before consuming starts.
+func newClock(n int) *clock { return &clock{n: int64(n), done: make(chan struct{}), cpu: startCPU()} }
 
 func (c *clock) tick() {
 	switch c.count.Add(1) {
@@ -499,6 +510,7 @@ func (c *clock) wait(b *testing.B) {
 	if c.n > 1 {
 		b.ReportMetric(float64(c.n-1)/c.last.Sub(c.first).Seconds(), "msgs/s")
 	}
+	c.cpu.report(b, int(c.n))
 }
 
 // decode is the application's work on a received message: its CloudEvent.
@@ -590,8 +602,10 @@ func benchConsumeEventbus(b *testing.B) {
 	stop()
 }
 
-// The peer: a watermill-amqp subscriber acknowledging every message.
-func benchConsumeWatermill(b *testing.B) {
+// The peer: a watermill-amqp subscriber acknowledging every message, with
+// the same prefetch as the others, or (qos 0) with its default config's
+// (which is 1).
+func benchConsumeWatermill(b *testing.B, qos int) {
 	t := newTopology(b)
 	defer t.close()
 	b.StopTimer()
@@ -600,7 +614,9 @@ func benchConsumeWatermill(b *testing.B) {
 	cfg := wamqp.NewDurableTopicConfig(brokerURL(), t.exchange, queue)
 	cfg.Exchange.Durable = true
 	cfg.Queue.Arguments = amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum}
-	cfg.Consume.Qos.PrefetchCount = prefetch
+	if qos > 0 {
+		cfg.Consume.Qos.PrefetchCount = qos
+	}
 	sub, err := wamqp.NewSubscriber(cfg, watermill.NopLogger{})
 	if err != nil {
 		b.Fatal(err)
