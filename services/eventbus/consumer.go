@@ -136,6 +136,7 @@ type job struct {
 	d    amqp.Delivery
 	acks *acker // of the channel d arrived on
 	ev   Event
+	bad  error // why the delivery is malformed, if it is
 }
 
 // attachment is one consuming channel and its acker.
@@ -275,7 +276,7 @@ func (c *Consumer) consume(ctx context.Context, queues []chan job) (*attachment,
 				_ = ch.Close()
 				return nil, true, errors.New("delivery channel closed")
 			}
-			c.dispatch(ctx, acks, d, queues)
+			c.dispatch(acks, d, queues)
 		case <-ctx.Done():
 			// Stop new deliveries; those prefetched and not started are
 			// returned by the workers, the rest when the channel closes.
@@ -285,7 +286,7 @@ func (c *Consumer) consume(ctx context.Context, queues []chan job) (*attachment,
 	}
 }
 
-func (c *Consumer) dispatch(ctx context.Context, acks *acker, d amqp.Delivery, queues []chan job) {
+func (c *Consumer) dispatch(acks *acker, d amqp.Delivery, queues []chan job) {
 	ev, err := ParseEvent(d.Body)
 	if err == nil {
 		if _, known := c.handlers[ev.Type]; !known {
@@ -293,9 +294,10 @@ func (c *Consumer) dispatch(ctx context.Context, acks *acker, d amqp.Delivery, q
 		}
 	}
 	if err != nil {
-		c.log.Error("malformed event, dead-lettering", zap.String("message_id", d.MessageId),
-			zap.String("amqp_type", d.Type), zap.Error(err))
-		c.deadLetter(context.WithoutCancel(ctx), job{d: d, acks: acks}, attemptOf(d)+1, err)
+		// A worker dead-letters it, so a flood of bad messages does not
+		// hold up dispatching.
+		i := d.DeliveryTag % uint64(len(queues))
+		queues[i] <- job{d: d, acks: acks, bad: err}
 		return
 	}
 	i := maphash.String(c.seed, ev.Subject) % uint64(len(queues))
@@ -310,6 +312,12 @@ func (c *Consumer) work(ctx context.Context, j job) {
 	if c.stopping.Load() {
 		_ = j.d.Nack(false, true) // not started before shutdown: back to the queue
 		j.acks.settled(j.d.DeliveryTag)
+		return
+	}
+	if j.bad != nil {
+		c.log.Error("malformed event, dead-lettering", zap.String("message_id", j.d.MessageId),
+			zap.String("amqp_type", j.d.Type), zap.Error(j.bad))
+		c.deadLetter(ctx, j, attemptOf(j.d)+1, j.bad)
 		return
 	}
 	c.handle(ctx, j)

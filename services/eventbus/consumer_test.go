@@ -106,7 +106,9 @@ func TestRetryScheduleThenDeadLetter(t *testing.T) {
 	f := newFixture(t)
 	core, logs := observer.New(zapcore.InfoLevel)
 	conn := openConn(t, ConnConfig{})
-	delays := []time.Duration{100 * time.Millisecond, 300 * time.Millisecond, 600 * time.Millisecond}
+	// Not monotonic on purpose: each attempt must wait its own delay. The
+	// first is long enough for the other event to be published meanwhile.
+	delays := []time.Duration{800 * time.Millisecond, 100 * time.Millisecond, 300 * time.Millisecond}
 	cfg := ConsumerConfig{Service: uniq("eb-retry"), Exchange: f.exchange, Workers: 1, RetryDelays: delays,
 		Metrics: f.metrics, Logger: zap.New(core)}
 	f.trackService(cfg)

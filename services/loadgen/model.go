@@ -203,6 +203,8 @@ type Model struct {
 	live    idset // idle and live
 	dead    idset // idle and deleted (can be created again)
 	next    int64 // next new cpf
+	busy    int   // persons held by writers
+	idle    *sync.Cond
 }
 
 // NewModel starts new cpfs at base.
@@ -212,10 +214,24 @@ func NewModel(base int64) *Model {
 
 // Acquire chooses a cpf for op and takes it; it may change the op when no cpf
 // fits (an item op with nobody live becomes a create, a delete_item on a person
-// without items becomes an income). Release must follow.
+// without items becomes an income). At MaxPersons it waits for a person to be
+// released rather than create more. Release must follow.
 func (m *Model) Acquire(op Op, rng *rand.Rand) (Op, *Person) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.idle == nil {
+		m.idle = sync.NewCond(&m.mu)
+	}
+	for {
+		full := m.MaxPersons > 0 && len(m.persons) >= m.MaxPersons
+		// At the cap with every usable person held by a writer: wait for one
+		// (unless nobody is held, e.g. all are of unknown state).
+		if !full || m.live.len()+m.dead.len() > 0 || m.busy == 0 {
+			break
+		}
+		m.idle.Wait()
+	}
+	m.busy++
 	full := m.MaxPersons > 0 && len(m.persons) >= m.MaxPersons
 	if op == OpCreate && full && m.dead.len() == 0 && m.live.len() > 0 {
 		op = OpIncome
@@ -244,6 +260,10 @@ func (m *Model) Acquire(op Op, rng *rand.Rand) (Op, *Person) {
 func (m *Model) Release(p *Person) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.busy--
+	if m.idle != nil {
+		m.idle.Broadcast()
+	}
 	switch {
 	case p.Unknown:
 	case p.Live:

@@ -3,6 +3,7 @@ package loadgen
 import (
 	"math/rand/v2"
 	"testing"
+	"time"
 )
 
 func TestPointsIsTheOriginalRule(t *testing.T) {
@@ -194,5 +195,30 @@ func TestAppliedAnyway(t *testing.T) {
 		if got := p.AppliedAnyway(c.view); got != c.want {
 			t.Errorf("%v with %+v: %v, want %v", c.op, c.view, got, c.want)
 		}
+	}
+}
+
+func TestAcquireWaitsAtTheCap(t *testing.T) {
+	m := NewModel(1)
+	m.MaxPersons = 1
+	rng := rand.New(rand.NewPCG(9, 9))
+	_, p := m.Acquire(OpCreate, rng)
+	p.Applied(OpCreate, 1, "", Item{}, "")
+	got := make(chan int64)
+	go func() {
+		_, q := m.Acquire(OpIncome, rand.New(rand.NewPCG(1, 1)))
+		got <- q.CPF
+	}()
+	select {
+	case cpf := <-got:
+		t.Fatalf("acquired %d while the only person was held", cpf)
+	case <-time.After(50 * time.Millisecond):
+	}
+	m.Release(p)
+	if cpf := <-got; cpf != p.CPF {
+		t.Fatalf("acquired %d, want %d", cpf, p.CPF)
+	}
+	if m.Len() != 1 {
+		t.Fatalf("%d persons, want 1", m.Len())
 	}
 }

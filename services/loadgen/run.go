@@ -335,8 +335,8 @@ type CheckResult struct {
 }
 
 // Check compares every cpf's score in score (after it applied the cpf's last
-// version) and in person (replicated back, polled until it agrees or
-// settle passes) with the model.
+// version) and in person (replicated back, polled for each cpf until it
+// agrees or settle passes) with the model.
 func Check(ctx context.Context, model *Model, c *Client, workers int, settle time.Duration) CheckResult {
 	start := time.Now()
 	persons := model.Persons()
@@ -352,7 +352,6 @@ func Check(ctx context.Context, model *Model, c *Client, workers int, settle tim
 	}
 	jobs := make(chan *Person)
 	var wg sync.WaitGroup
-	deadline := time.Now().Add(settle)
 	for range max(workers, 1) {
 		wg.Add(1)
 		go func() {
@@ -379,6 +378,7 @@ func Check(ctx context.Context, model *Model, c *Client, workers int, settle tim
 				mu.Unlock()
 				// person's copy of the score arrives asynchronously: poll.
 				var got string
+				deadline := time.Now().Add(settle)
 				for {
 					v, err := c.Person(ctx, p.CPF)
 					switch {

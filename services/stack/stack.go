@@ -245,6 +245,12 @@ func (s *Stack) Start(ctx context.Context, name string) error {
 }
 
 func (s *Stack) addr(name string) string {
+	s.mu.Lock()
+	r, isReplica := s.replicas[name]
+	s.mu.Unlock()
+	if isReplica {
+		return r.addr
+	}
 	switch name {
 	case Mongo:
 		return s.cfg.MongoAddr

@@ -15,4 +15,4 @@ while [ "$i" -lt "$rounds" ]; do
 done
 benchstat=${BENCHSTAT:-$(go env GOPATH)/bin/benchstat}
 [ -x "$benchstat" ] || benchstat=../../../bin/benchstat
-"$benchstat" -col /impl -row .name "$out"
+"$benchstat" -col '/impl@(raw raw-4ch eventbus watermill watermill-default raw-bare)' -row .name "$out"

@@ -148,9 +148,13 @@ func (n *Node) Start(ctx context.Context) error {
 	// whose write end only this process holds: if the test process dies
 	// without stopping the node (a panic, a -timeout), the pipe closes and the
 	// shell takes the node down instead of leaving it running.
-	const script = `"$0" </dev/null &
+	// (A background job's stdin is /dev/null unless redirected explicitly,
+	// hence fd 3.)
+	const script = `exec 3<&0
+"$0" </dev/null 3<&- &
 pid=$!
-( cat >/dev/null; kill -TERM "$pid" 2>/dev/null; sleep 20; kill -KILL "$pid" 2>/dev/null ) &
+( cat <&3 >/dev/null; kill -TERM "$pid" 2>/dev/null; sleep 20; kill -KILL "$pid" 2>/dev/null ) &
+exec 3<&-
 wait "$pid"`
 	cmd := exec.Command("/bin/sh", "-c", script, filepath.Join(RabbitBin, "rabbitmq-server"))
 	cmd.Env = n.env

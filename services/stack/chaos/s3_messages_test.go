@@ -307,14 +307,15 @@ func TestBacklogDrain(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := mrand.New(mrand.NewPCG(7, uint64(time.Now().UnixNano())))
-	persons := n / 10
+	perCPF := envInt("CHAOS_BACKLOG_PER_CPF", 10)
+	persons := n / perCPF
 	var msgs []chaos.Message
 	var exps []chaos.Expect
 	for i := range persons {
 		cpf := int64(10_000_001 + i)
-		exp := chaos.Expect{CPF: cpf, Live: true, Version: 10, Items: map[string]int64{}}
+		exp := chaos.Expect{CPF: cpf, Live: true, Version: int64(perCPF), Items: map[string]int64{}}
 		msgs = append(msgs, chaos.EventMessage(chaos.PersonCreated(cpf, 1)))
-		for v := int64(2); v <= 10; v++ {
+		for v := int64(2); v <= int64(perCPF); v++ {
 			kind := []string{"income", "asset", "debt"}[r.IntN(3)]
 			id := fmt.Sprintf("b-%d-%d", cpf, v)
 			value := 1 + r.Int64N(100_000)
@@ -341,6 +342,7 @@ func TestBacklogDrain(t *testing.T) {
 	}
 	pid := h.s.PID(stack.Score)
 	var maxRSS int64
+	lastLog, lastDepth := start, len(msgs)
 	for {
 		if rss, err := chaos.RSS(pid); err == nil {
 			maxRSS = max(maxRSS, rss)
@@ -348,6 +350,12 @@ func TestBacklogDrain(t *testing.T) {
 		depth, err := chaos.QueueDepth(h.amqpURL, "score.queue")
 		if err == nil && depth == 0 {
 			break
+		}
+		if err == nil && time.Since(lastLog) >= 30*time.Second {
+			t.Logf("draining: after %s %d events left in score.queue (%.0f events/s over the last %s), score RSS %d MiB",
+				time.Since(start).Round(time.Second), depth, float64(lastDepth-depth)/time.Since(lastLog).Seconds(),
+				time.Since(lastLog).Round(time.Second), maxRSS>>20)
+			lastLog, lastDepth = time.Now(), depth
 		}
 		if time.Since(start) > envDuration("CHAOS_BACKLOG_TIMEOUT", 10*time.Minute) {
 			t.Fatalf("score.queue still holds %d events after %s", depth, time.Since(start))
@@ -387,9 +395,9 @@ func TestBacklogDrain(t *testing.T) {
 		t.Errorf("score's peak RSS %d MiB while draining, over the %d MiB bound", peak>>20, limit>>20)
 	}
 	res := chaos.Result{Scenario: 7, Test: t.Name(), Attempted: int64(len(msgs)), Accepted: int64(len(msgs)),
-		Replicated: int64(len(msgs) - len(failures)*10), Recovery: drained, Converge: drained - queueEmpty,
-		Note: fmt.Sprintf("%d events (%d cpfs × 10, shuffled) queued in %s while score was down; drained in %s (%.0f events/s); score peak RSS %d MiB (VmHWM; %d MiB before the backlog); store %s",
-			len(msgs), persons, publish.Round(time.Millisecond), drained.Round(100*time.Millisecond),
+		Replicated: int64(len(msgs) - len(failures)*perCPF), Recovery: drained, Converge: drained - queueEmpty,
+		Note: fmt.Sprintf("%d events (%d cpfs × %d, shuffled) queued in %s while score was down; drained in %s (%.0f events/s); score peak RSS %d MiB (VmHWM; %d MiB before the backlog); store %s",
+			len(msgs), persons, perCPF, publish.Round(time.Millisecond), drained.Round(100*time.Millisecond),
 			float64(len(msgs))/drained.Seconds(), peak>>20, baseline>>20, storeBackend())}
 	h.finish(&res, int64(len(msgs)))
 }

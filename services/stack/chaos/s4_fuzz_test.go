@@ -307,6 +307,9 @@ func TestHTTPFuzz(t *testing.T) {
 		codes = append(codes, fmt.Sprintf("%d×%d", c, n))
 	}
 	sort.Strings(codes)
+	if nonProblem > 0 {
+		t.Errorf("%d error answers were not application/problem+json", nonProblem)
+	}
 	var redirects []string
 	for r := range schemeRelative {
 		redirects = append(redirects, r)

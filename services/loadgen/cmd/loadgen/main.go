@@ -343,6 +343,9 @@ func runOnce(ctx context.Context, o options) error {
 	out["run"] = step
 	printStep(step)
 	if o.check {
+		if _, err := loadgen.Quiesce(ctx, []string{client.PersonURL, client.ScoreURL}, 3*time.Second, 5*time.Minute); err != nil {
+			logf("before the check: %v", err)
+		}
 		chk := loadgen.Check(ctx, model, client, 16, 30*time.Second)
 		out["check"] = chk
 		printCheck(chk)

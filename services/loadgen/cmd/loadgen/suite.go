@@ -224,6 +224,7 @@ type SystemResult struct {
 	SaturationRate  float64                      `json:"saturation_rate"`
 	MaxSustained    float64                      `json:"max_sustained_rate"`
 	MaxSustainedRun string                       `json:"max_sustained_run"`
+	OverloadedAt    string                       `json:"overloaded_at,omitempty"` // the sweep stopped after this step
 	Half            *Step                        `json:"half_rate"`
 	IdleAfter       map[string]loadgen.Proc      `json:"idle_after"`
 	Check           loadgen.CheckResult          `json:"check"`
@@ -453,7 +454,7 @@ func sweep(ctx context.Context, o options, bin, backend string) (*SystemResult, 
 	r.Steps = append(r.Steps, sat)
 	r.Steps = append(r.Steps, runStep("saturation, lag read after every write", 0, o.step, o.concurrency))
 	r.SaturationRate = sat.Throughput
-	for _, f := range []float64{0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1} {
+	for _, f := range []float64{0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0, 1.1} {
 		if ctx.Err() != nil {
 			return r, errInterrupted
 		}
@@ -462,6 +463,14 @@ func sweep(ctx context.Context, o options, bin, backend string) (*SystemResult, 
 		r.Steps = append(r.Steps, s)
 		if s.Sustained && s.Throughput > r.MaxSustained {
 			r.MaxSustained, r.MaxSustainedRun = s.Throughput, s.Name
+		}
+		// Far past what it sustains (a fifth of the rate lost, or one write in
+		// twenty failing): higher rates would only time out, and take minutes
+		// to drain.
+		if s.Throughput < 0.8*s.TargetRate || s.Errors*20 > s.Writes+s.Errors {
+			logf("overloaded at %s: the higher rates are skipped", s.Name)
+			r.OverloadedAt = s.Name
+			break
 		}
 	}
 	if r.MaxSustained > 0 && ctx.Err() == nil {
@@ -476,6 +485,9 @@ func sweep(ctx context.Context, o options, bin, backend string) (*SystemResult, 
 		model.MaxPersons = o.grow
 		r.Steps = append(r.Steps, preload(o.grow-model.Len()))
 		r.Steps = append(r.Steps, runStep(fmt.Sprintf("saturation, %d persons", model.Len()), 0, o.step, o.concurrency, noProbes))
+	}
+	if _, err := loadgen.Quiesce(ctx, []string{client.PersonURL, client.ScoreURL}, 3*time.Second, 5*time.Minute); err != nil {
+		logf("before the check: %v", err)
 	}
 	r.Check = loadgen.Check(ctx, model, client, 16, time.Minute)
 	printCheck(r.Check)
