@@ -88,6 +88,9 @@ var (
 	ErrItemMissing = errors.New("item not found")
 	// ErrUnavailable: the store or broker cannot be used now; nothing was written.
 	ErrUnavailable = errors.New("service temporarily unavailable")
+	// ErrOutcomeUnknown: a write was sent to the store but neither its
+	// success nor its failure could be confirmed; it may have been applied.
+	ErrOutcomeUnknown = errors.New("the store did not confirm the write; it may have been applied")
 )
 
 // ValidationError lists the invalid fields of a request.

@@ -37,9 +37,12 @@ type Publisher interface {
 type Config struct {
 	Collection *mongo.Collection
 	Publisher  Publisher
-	// SweepInterval is how often pending events are looked for (default 2s).
+	// SweepInterval is how often pending events are looked for (default 2s);
+	// a slow sweep stretches it, so sweeping never takes over the store.
 	SweepInterval time.Duration
-	// MinAge keeps the sweep off events the relay is publishing right now (default 1s).
+	// MinAge keeps the sweep off fresh events (default 3s): another replica's
+	// relay may be publishing them. This process's own relay work is skipped
+	// whatever its age.
 	MinAge time.Duration
 	// RelayWorkers publish concurrently (default 4). The events of one document
 	// always go through the same worker, so the relay keeps their order.
@@ -57,6 +60,9 @@ type Outbox struct {
 	notes []chan note // one per relay worker
 	seed  maphash.Seed
 	wg    sync.WaitGroup
+
+	mu       sync.Mutex
+	inflight map[string]struct{} // ids of events handed to the relay and not yet done
 }
 
 type note struct {
@@ -71,7 +77,7 @@ func New(cfg Config) *Outbox {
 		cfg.SweepInterval = 2 * time.Second
 	}
 	if cfg.MinAge <= 0 {
-		cfg.MinAge = time.Second
+		cfg.MinAge = 3 * time.Second
 	}
 	if cfg.RelayWorkers <= 0 {
 		cfg.RelayWorkers = 4
@@ -85,7 +91,8 @@ func New(cfg Config) *Outbox {
 	if cfg.Metrics == nil {
 		cfg.Metrics = eventbus.DefaultMetrics()
 	}
-	o := &Outbox{cfg: cfg, log: cfg.Logger.With(zap.String("outbox", cfg.Collection.Name())), seed: maphash.MakeSeed()}
+	o := &Outbox{cfg: cfg, log: cfg.Logger.With(zap.String("outbox", cfg.Collection.Name())), seed: maphash.MakeSeed(),
+		inflight: map[string]struct{}{}}
 	for range cfg.RelayWorkers {
 		o.notes = append(o.notes, make(chan note, max(8192/cfg.RelayWorkers, 256)))
 	}
@@ -113,10 +120,32 @@ func (o *Outbox) Notify(id any, events ...eventbus.Event) {
 		return
 	}
 	i := maphash.String(o.seed, fmt.Sprint(id)) % uint64(len(o.notes))
+	o.track(events, true)
 	select {
 	case o.notes[i] <- note{id: id, events: events}:
 	default:
+		o.track(events, false)
 	}
+}
+
+// track marks events as the relay's (so the sweep leaves them alone) or not.
+func (o *Outbox) track(events []eventbus.Event, relaying bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, ev := range events {
+		if relaying {
+			o.inflight[ev.ID] = struct{}{}
+		} else {
+			delete(o.inflight, ev.ID)
+		}
+	}
+}
+
+func (o *Outbox) relaying(id string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	_, ok := o.inflight[id]
+	return ok
 }
 
 // Run relays and sweeps until ctx ends, then flushes what is pending within
@@ -129,20 +158,25 @@ func (o *Outbox) Run(ctx context.Context, flushTimeout time.Duration) error {
 			o.relay(ctx, notes)
 		}()
 	}
-	tick := time.NewTicker(o.cfg.SweepInterval)
-	defer tick.Stop()
-	_ = o.sweep(ctx, o.cfg.MinAge)
+	next := time.NewTimer(0)
+	defer next.Stop()
 	for {
 		select {
-		case <-tick.C:
-			if err := o.sweep(ctx, o.cfg.MinAge); err != nil && ctx.Err() == nil {
+		case <-next.C:
+			start := time.Now()
+			if err := o.sweep(ctx, o.cfg.MinAge, true); err != nil && ctx.Err() == nil {
 				o.log.Warn("outbox sweep failed", zap.Error(err))
 			}
+			// A sweep reads every document with pending events; when that is
+			// slow (a big backlog, a loaded store) wait longer, so sweeping
+			// takes at most a fifth of the store's time.
+			next.Reset(max(o.cfg.SweepInterval, 4*time.Since(start)))
 		case <-ctx.Done():
 			o.wg.Wait()
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
 			defer cancel()
-			if err := o.sweep(fctx, 0); err != nil {
+			// The relay has stopped: what it held is pending like the rest.
+			if err := o.sweep(fctx, 0, false); err != nil {
 				o.log.Warn("outbox flush at shutdown incomplete; the next start republishes", zap.Error(err))
 				return err
 			}
@@ -152,10 +186,11 @@ func (o *Outbox) Run(ctx context.Context, flushTimeout time.Duration) error {
 }
 
 // Flush publishes every pending event now, whatever its age.
-func (o *Outbox) Flush(ctx context.Context) error { return o.sweep(ctx, 0) }
+func (o *Outbox) Flush(ctx context.Context) error { return o.sweep(ctx, 0, false) }
 
 // relay publishes notified events in batches: one pipelined publish for many
-// documents, then one removal per document.
+// documents, then one removal per document. Removals outlive ctx briefly, so
+// events published during shutdown are not published again at the next start.
 func (o *Outbox) relay(ctx context.Context, notes chan note) {
 	for {
 		var batch []note
@@ -175,18 +210,28 @@ func (o *Outbox) relay(ctx context.Context, notes chan note) {
 			}
 		}
 		var events []eventbus.Event
+		byDoc := map[any][]eventbus.Event{}
+		var docs []any
 		for _, n := range batch {
 			events = append(events, n.events...)
+			if _, seen := byDoc[n.id]; !seen {
+				docs = append(docs, n.id)
+			}
+			byDoc[n.id] = append(byDoc[n.id], n.events...)
 		}
 		if err := o.cfg.Publisher.Publish(ctx, events...); err != nil {
 			o.log.Warn("relay publish failed; the sweep will retry", zap.Error(err), zap.Int("events", len(events)))
+			o.track(events, false)
 			continue
 		}
-		for _, n := range batch {
-			if err := o.removeEvents(ctx, n.id, n.events); err != nil {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		for _, id := range docs {
+			if err := o.removeEvents(rctx, id, byDoc[id]); err != nil {
 				o.log.Warn("could not clear published events; they will be republished", zap.Error(err))
 			}
 		}
+		cancel()
+		o.track(events, false)
 	}
 }
 
@@ -218,10 +263,11 @@ type pendingDoc struct {
 	Outbox []bson.Raw `bson:"outbox"`
 }
 
-// sweep republishes the pending events older than minAge, those of one
-// document in version order, many documents per pipelined publish, and
-// refreshes the pending gauges.
-func (o *Outbox) sweep(ctx context.Context, minAge time.Duration) error {
+// sweep republishes the pending events older than minAge (and, with
+// skipRelaying, not in this process's relay), those of one document in
+// version order, many documents per pipelined publish, and refreshes the
+// pending gauges.
+func (o *Outbox) sweep(ctx context.Context, minAge time.Duration, skipRelaying bool) error {
 	cur, err := o.cfg.Collection.Find(ctx, bson.D{{Key: Field + ".0", Value: bson.D{{Key: "$exists", Value: true}}}},
 		options.Find().SetProjection(bson.D{{Key: Field, Value: 1}}))
 	if err != nil {
@@ -270,7 +316,7 @@ func (o *Outbox) sweep(ctx context.Context, minAge time.Duration) error {
 			if oldest.IsZero() || ev.Time.Before(oldest) {
 				oldest = ev.Time
 			}
-			if time.Since(ev.Time) >= minAge {
+			if time.Since(ev.Time) >= minAge && !(skipRelaying && o.relaying(ev.ID)) {
 				due = append(due, stored{ev, raw})
 			}
 		}

@@ -476,3 +476,53 @@ func crashChild() {
 	fmt.Printf("WRITTEN %s\n", ev.ID)
 	select {}
 }
+
+// gatedPublisher holds every publish until the gate opens and counts the
+// events it was given, per id.
+type gatedPublisher struct {
+	next Publisher
+	gate chan struct{}
+	mu   sync.Mutex
+	seen map[string]int
+}
+
+func (p *gatedPublisher) Publish(ctx context.Context, events ...eventbus.Event) error {
+	p.mu.Lock()
+	for _, ev := range events {
+		p.seen[ev.ID]++
+	}
+	p.mu.Unlock()
+	select {
+	case <-p.gate:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return p.next.Publish(ctx, events...)
+}
+
+// The sweep leaves alone what this process's relay is publishing, however
+// long the broker takes to confirm: a slow relay causes no duplicates.
+func TestSweepSkipsWhatTheRelayHolds(t *testing.T) {
+	e := newEnv(t)
+	gated := &gatedPublisher{next: e.pub, gate: make(chan struct{}), seen: map[string]int{}}
+	ob := New(Config{Collection: e.coll, Publisher: gated, SweepInterval: 20 * time.Millisecond, MinAge: time.Millisecond, Metrics: e.metrics})
+	runOutbox(t, ob)
+	ev := event(t, "score.changed", "S", 1)
+	write(t, e.coll, "S", ev)
+	ob.Notify("S", ev)
+	time.Sleep(300 * time.Millisecond) // about 15 sweeps while the relay waits
+	close(gated.gate)
+	e.received(t, 10*time.Second, func(g []eventbus.Event) bool { return len(g) >= 1 })
+	deadline := time.Now().Add(5 * time.Second)
+	for pendingCount(t, e.coll) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the event is still pending after its publish")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	gated.mu.Lock()
+	defer gated.mu.Unlock()
+	if gated.seen[ev.ID] != 1 {
+		t.Errorf("event handed to the publisher %d times, want once", gated.seen[ev.ID])
+	}
+}

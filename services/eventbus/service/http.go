@@ -82,6 +82,10 @@ func NewRouter(log *zap.Logger, m *HTTPMetrics, ready func(ctx context.Context) 
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
+	// gin would answer "//x/" with a redirect to "//x", which a browser reads
+	// as another host; unknown paths get the 404 problem instead.
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
 	r.ContextWithFallback = true
 	r.Use(func(c *gin.Context) {
 		id := c.GetHeader(RequestIDHeader)

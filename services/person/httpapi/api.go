@@ -129,6 +129,16 @@ func (a *API) fail(c *gin.Context, err error) {
 		service.WriteProblem(c, http.StatusNotFound, "item not found")
 	case errors.Is(err, person.ErrExists):
 		service.WriteProblem(c, http.StatusConflict, "a person with this cpf already exists")
+	case errors.Is(err, person.ErrOutcomeUnknown):
+		service.Log(c.Request.Context(), a.log).Warn("write outcome unknown", zap.Error(err))
+		c.Header("Write-Outcome", "unknown")
+		service.WriteProblem(c, http.StatusServiceUnavailable,
+			"storage did not confirm the write and it may have been applied; read the person (GET /person/{cpf}) before retrying")
+	case c.Request.Context().Err() != nil:
+		// The client went away while waiting for its turn: nothing was
+		// written and nobody reads the answer.
+		service.Log(c.Request.Context(), a.log).Debug("client went away", zap.Error(err))
+		service.WriteProblem(c, http.StatusServiceUnavailable, "request cancelled, nothing was written")
 	default:
 		service.Log(c.Request.Context(), a.log).Warn("request failed", zap.Error(err))
 		c.Header("Retry-After", "1")

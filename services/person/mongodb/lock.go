@@ -32,6 +32,11 @@ type cpfLock struct {
 
 // lock waits for cpf's turn or for ctx to end; call unlock to release it.
 func (l *cpfLocks) lock(ctx context.Context, cpf person.CPF) (held *cpfLock, unlock func(), err error) {
+	// A free turn and an ended ctx may both be ready; the ended ctx wins, so
+	// a request that gave up never starts its (detached) store work.
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
 	l.mu.Lock()
 	if l.locks == nil {
 		l.locks = map[person.CPF]*cpfLock{}
@@ -54,6 +59,11 @@ func (l *cpfLocks) lock(ctx context.Context, cpf person.CPF) (held *cpfLock, unl
 	}
 	select {
 	case e.turn <- struct{}{}:
+		if err := ctx.Err(); err != nil {
+			<-e.turn
+			release()
+			return nil, nil, err
+		}
 		return e, func() { <-e.turn; release() }, nil
 	case <-ctx.Done():
 		release()

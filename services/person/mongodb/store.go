@@ -19,6 +19,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
 )
 
 // Source is the CloudEvents source of every event person publishes.
@@ -32,11 +34,40 @@ const Collection = "persons"
 // (changes made through one Store never race: they take turns per cpf).
 const maxCASAttempts = 200
 
+// writeTimeout bounds a change's store work once its turn on the cpf is taken:
+// the work then runs to the end even if the request that asked for it has
+// given up, so the request's deadline only ever cuts the wait for the turn,
+// where nothing has been written yet.
+const writeTimeout = 5 * time.Second
+
+// resolveTimeout bounds the read that settles the outcome of a write whose
+// command failed after it was sent.
+const resolveTimeout = 2 * time.Second
+
 // Store reads and changes persons.
 type Store struct {
 	coll   *mongo.Collection
 	outbox *outbox.Outbox
 	locks  cpfLocks
+	// fault, set by tests only, makes a write command fail before it is sent
+	// (sent false) or lose its answer after it was applied (sent true).
+	fault func(sent bool) error
+}
+
+// write runs one write command of a change, with the test fault if any.
+func (s *Store) write(op func() error) error {
+	if s.fault != nil {
+		if err := s.fault(false); err != nil {
+			return err
+		}
+	}
+	if err := op(); err != nil {
+		return err
+	}
+	if s.fault != nil {
+		return s.fault(true)
+	}
+	return nil
 }
 
 // New returns a store on db; ob relays the events the store writes.
@@ -104,6 +135,8 @@ func (s *Store) Create(ctx context.Context, p person.NewPerson) (int64, error) {
 		return 0, unavailable(err)
 	}
 	defer unlock()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	defer cancel()
 	held.live = 0
 	now := time.Now().UTC()
 	ev, err := newEvent(ctx, person.PersonCreated, p.CPF, 1, person.PersonData{CPF: p.CPF, Details: p.Details})
@@ -115,16 +148,19 @@ func (s *Store) Create(ctx context.Context, p person.NewPerson) (int64, error) {
 		{Key: "date_of_birth", Value: p.DateOfBirth}, {Key: "items", Value: bson.D{}}, {Key: "version", Value: int64(1)},
 		{Key: "deleted", Value: false}, {Key: "score_version", Value: int64(0)},
 		{Key: "created_at", Value: now}, {Key: "updated_at", Value: now},
-		{Key: outbox.Field, Value: []eventbus.Event{ev}},
+		{Key: lastEventField, Value: ev.ID}, {Key: outbox.Field, Value: []eventbus.Event{ev}},
 	}
-	_, err = s.coll.InsertOne(ctx, d)
+	err = s.write(func() error { _, err := s.coll.InsertOne(ctx, d); return err })
+	if err != nil && !mongo.IsDuplicateKeyError(err) {
+		err = s.resolve(p.CPF, 1, ev.ID, err)
+	}
 	if err == nil {
 		s.outbox.Notify(p.CPF, ev)
 		held.live = 1
 		return 1, nil
 	}
 	if !mongo.IsDuplicateKeyError(err) {
-		return 0, unavailable(err)
+		return 0, err
 	}
 	return s.changeLocked(ctx, held, p.CPF, recreate, func(cur doc, next int64) (bson.D, string, any, error) {
 		if !cur.Deleted {
@@ -206,6 +242,8 @@ func (s *Store) change(ctx context.Context, cpf person.CPF, mode changeMode, bui
 		return 0, unavailable(err)
 	}
 	defer unlock()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	defer cancel()
 	return s.changeLocked(ctx, held, cpf, mode, build)
 }
 
@@ -245,13 +283,22 @@ func (s *Store) changeLocked(ctx context.Context, held *cpfLock, cpf person.CPF,
 		if err != nil {
 			return 0, err
 		}
-		update = setFields(update, bson.E{Key: "version", Value: next}, bson.E{Key: "updated_at", Value: time.Now().UTC()})
+		update = setFields(update, bson.E{Key: "version", Value: next}, bson.E{Key: "updated_at", Value: time.Now().UTC()},
+			bson.E{Key: lastEventField, Value: ev.ID})
 		filter = append(filter, bson.E{Key: "version", Value: cur.Version})
-		res, err := s.coll.UpdateOne(ctx, filter, outbox.With(update, ev))
+		var matched bool
+		err = s.write(func() error {
+			res, err := s.coll.UpdateOne(ctx, filter, outbox.With(update, ev))
+			matched = err == nil && res.MatchedCount == 1
+			return err
+		})
 		if err != nil {
-			return 0, unavailable(err)
+			if err := s.resolve(cpf, next, ev.ID, err); err != nil {
+				return 0, err
+			}
+			matched = true
 		}
-		if res.MatchedCount == 1 {
+		if matched {
 			s.outbox.Notify(cpf, ev)
 			if typ != person.PersonDeleted {
 				held.live = next
@@ -260,6 +307,53 @@ func (s *Store) changeLocked(ctx context.Context, held *cpfLock, cpf person.CPF,
 		}
 	}
 	return 0, fmt.Errorf("%w: too much contention on cpf %s", person.ErrUnavailable, cpf)
+}
+
+// lastEventField holds the id of the event of a person's latest change,
+// written by the same update, so a write whose answer was lost can be looked up.
+const lastEventField = "last_event"
+
+// resolve settles a write to version next, carrying event evID, whose command
+// failed after it may have reached the store (a timeout, a dropped
+// connection): it reads the person back and returns nil if the write was
+// applied, ErrUnavailable if it certainly was not, and ErrOutcomeUnknown if
+// that cannot be told. Versions only grow and each is written once, so the
+// person's version and last event decide it.
+func (s *Store) resolve(cpf person.CPF, next int64, evID string, cause error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
+	defer cancel()
+	var d struct {
+		Version   int64  `bson:"version"`
+		LastEvent string `bson:"last_event"`
+	}
+	opts := options.FindOne().SetProjection(bson.D{{Key: "version", Value: 1}, {Key: lastEventField, Value: 1}})
+	err := s.coll.FindOne(ctx, bson.D{{Key: "_id", Value: cpf}}, opts).Decode(&d)
+	switch {
+	case errors.Is(err, mongo.ErrNoDocuments):
+		return unavailable(cause)
+	case err != nil && notSent(cause):
+		return unavailable(cause)
+	case err != nil:
+		return fmt.Errorf("%w: %v (read back: %v)", person.ErrOutcomeUnknown, cause, err)
+	case d.LastEvent == evID:
+		return nil
+	case d.Version <= next:
+		// Our version is free or taken by another change.
+		return unavailable(cause)
+	default:
+		// Later changes hide whether ours was among them.
+		return fmt.Errorf("%w: %v", person.ErrOutcomeUnknown, cause)
+	}
+}
+
+// notSent reports whether a failed command certainly never reached the store:
+// no server could be selected, no connection was free, or the driver says so.
+func notSent(err error) bool {
+	var selection topology.ServerSelectionError
+	var pool topology.WaitQueueTimeoutError
+	var labeled mongo.LabeledError
+	return errors.As(err, &selection) || errors.As(err, &pool) ||
+		(errors.As(err, &labeled) && labeled.HasErrorLabel(driver.NoWritesPerformed))
 }
 
 // casBackoff waits before a retry of a lost compare-and-swap: nothing before

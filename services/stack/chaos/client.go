@@ -78,6 +78,10 @@ func (c *Client) outcome(method, path string, a answer) Outcome {
 	case a.status >= 200 && a.status < 300:
 		c.Ledger.note(strconv.Itoa(a.status), Accepted, a.latency, "")
 		return Accepted
+	case a.status == http.StatusServiceUnavailable && a.header.Get("Write-Outcome") == "unknown" && isProblem(a):
+		// person could not confirm whether the write was applied.
+		c.Ledger.note("503-unknown", Unknown, a.latency, "")
+		return Unknown
 	default:
 		serverErr := ""
 		if a.status >= 500 && a.status != http.StatusServiceUnavailable {
