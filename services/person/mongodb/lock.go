@@ -13,14 +13,20 @@ import (
 // contention, give up). The compare-and-swap still guards against other
 // replicas; this only removes the needless conflicts inside one replica.
 //
-// While requests queue for a person, each hands the next the version it left
-// the person at, so a queued change can try its compare-and-swap at once
-// instead of reading the document first. Once nobody waits the entry (and
-// what it knew) is dropped: memory is bounded by the requests in flight.
+// Each change hands the next the version it left the person at, so the next
+// change can try its compare-and-swap at once instead of reading the document
+// first (if another replica changed the person meanwhile, the swap misses and
+// the change reads). Once nobody waits, the entry is dropped and the version
+// kept in a bounded map of recently changed persons.
 type cpfLocks struct {
 	mu    sync.Mutex
 	locks map[person.CPF]*cpfLock
+	known map[person.CPF]int64 // live versions of recently changed persons
 }
+
+// maxKnown bounds the remembered versions (about 40 bytes each); the map is
+// emptied when full, which only costs a read per person afterwards.
+const maxKnown = 100_000
 
 type cpfLock struct {
 	turn    chan struct{} // holds a token while the lock is taken
@@ -43,7 +49,7 @@ func (l *cpfLocks) lock(ctx context.Context, cpf person.CPF) (held *cpfLock, unl
 	}
 	e := l.locks[cpf]
 	if e == nil {
-		e = &cpfLock{turn: make(chan struct{}, 1)}
+		e = &cpfLock{turn: make(chan struct{}, 1), live: l.known[cpf]}
 		l.locks[cpf] = e
 	}
 	e.waiters++
@@ -54,6 +60,14 @@ func (l *cpfLocks) lock(ctx context.Context, cpf person.CPF) (held *cpfLock, unl
 		e.waiters--
 		if e.waiters == 0 {
 			delete(l.locks, cpf)
+			if l.known == nil || len(l.known) >= maxKnown {
+				l.known = map[person.CPF]int64{}
+			}
+			if e.live > 0 {
+				l.known[cpf] = e.live
+			} else {
+				delete(l.known, cpf)
+			}
 		}
 		l.mu.Unlock()
 	}

@@ -96,6 +96,7 @@ func (s *Store) StartRebuild(ctx context.Context) (score.Rebuild, error) {
 				if err := s.db.Collection(name).Drop(ctx); err != nil {
 					return score.Rebuild{}, fmt.Errorf("%w: drop %s: %v", ErrUnavailable, name, err)
 				}
+				s.cache.reset()
 			}
 		}
 		id := uuid.Must(uuid.NewV7()).String()
@@ -340,11 +341,12 @@ func (s *Store) republishScore(ctx context.Context, name string, cpf int64) erro
 		if err != nil {
 			return err
 		}
-		ok, err := s.write(ctx, coll, st, true, rev, []eventbus.Event{ev})
+		raw, ok, err := s.write(ctx, coll, st, true, rev, []eventbus.Event{ev})
 		if err != nil {
 			return err
 		}
 		if ok {
+			s.cache.put(name, cpf, raw)
 			s.notify(name, cpf, []eventbus.Event{ev})
 			return nil
 		}

@@ -72,6 +72,8 @@ type Store struct {
 	relays  map[string]context.CancelFunc
 	obs     map[string]*outbox.Outbox
 	relayWG sync.WaitGroup
+
+	cache docCache
 }
 
 // New returns a store on cfg.DB.
@@ -112,13 +114,18 @@ func (s *Store) load(ctx context.Context, coll *mongo.Collection, cpf int64) (st
 	if err != nil {
 		return st, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
+	fill(&st)
+	return st, true, nil
+}
+
+// fill gives a decoded document the maps Apply writes to.
+func fill(st *stored) {
 	if st.Items == nil {
 		st.Items = map[string]score.Item{}
 	}
 	if st.Removed == nil {
 		st.Removed = map[string]int64{}
 	}
-	return st, true, nil
 }
 
 // collection returns the active collection, reading the meta document the
@@ -198,10 +205,13 @@ func nextRev(rev int64) int64 {
 // documents a snapshot reached.
 func (s *Store) applyTo(ctx context.Context, name string, cpf int64, ev eventbus.Event, primary bool) error {
 	coll := s.db.Collection(name)
-	for range maxCASAttempts {
-		st, found, err := s.load(ctx, coll, cpf)
-		if err != nil {
-			return err
+	for attempt := range maxCASAttempts {
+		st, found := s.cache.get(name, cpf)
+		if !found || attempt > 0 {
+			var err error
+			if st, found, err = s.load(ctx, coll, cpf); err != nil {
+				return err
+			}
 		}
 		d := st.Document
 		before, wasLive, rev := d.Score, d.Live(), d.Rev
@@ -225,11 +235,17 @@ func (s *Store) applyTo(ctx context.Context, name string, cpf int64, ev eventbus
 			}
 			events = append(events, out)
 		}
-		ok, err := s.write(ctx, coll, stored{Document: d, FromSnapshot: st.FromSnapshot || mark}, found, rev, events)
+		next := stored{Document: d, FromSnapshot: st.FromSnapshot || mark}
+		raw, ok, err := s.write(ctx, coll, next, found, rev, events)
 		if err != nil {
+			s.cache.drop(name, cpf)
 			return err
 		}
+		if !ok {
+			s.cache.drop(name, cpf)
+		}
 		if ok {
+			s.cache.put(name, cpf, raw)
 			if primary {
 				s.notify(name, cpf, events)
 			}
@@ -262,14 +278,15 @@ func (s *Store) notify(name string, cpf int64, events []eventbus.Event) {
 }
 
 // write stores st if nobody changed it since revision rev; false means retry.
-func (s *Store) write(ctx context.Context, coll *mongo.Collection, st stored, found bool, rev int64, events []eventbus.Event) (bool, error) {
+// It returns st as written (without the outbox).
+func (s *Store) write(ctx context.Context, coll *mongo.Collection, st stored, found bool, rev int64, events []eventbus.Event) (bson.Raw, bool, error) {
 	raw, err := bson.Marshal(st)
 	if err != nil {
-		return false, err
+		return nil, false, err
 	}
 	var fields bson.D
 	if err := bson.Unmarshal(raw, &fields); err != nil {
-		return false, err
+		return nil, false, err
 	}
 	if !found {
 		if events == nil {
@@ -277,12 +294,12 @@ func (s *Store) write(ctx context.Context, coll *mongo.Collection, st stored, fo
 		}
 		_, err := coll.InsertOne(ctx, append(fields, bson.E{Key: outbox.Field, Value: events}))
 		if mongo.IsDuplicateKeyError(err) {
-			return false, nil
+			return nil, false, nil
 		}
 		if err != nil {
-			return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+			return nil, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
-		return true, nil
+		return raw, true, nil
 	}
 	set := make(bson.D, 0, len(fields))
 	for _, f := range fields {
@@ -296,9 +313,9 @@ func (s *Store) write(ctx context.Context, coll *mongo.Collection, st stored, fo
 	}
 	res, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: st.CPF}, {Key: "rev", Value: rev}}, update)
 	if err != nil {
-		return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	return res.MatchedCount == 1, nil
+	return raw, res.MatchedCount == 1, nil
 }
 
 // WaitForVersion returns the document once it has applied every version up to
@@ -313,7 +330,11 @@ func (s *Store) WaitForVersion(ctx context.Context, cpf, min int64) (score.Docum
 		var st stored
 		var found bool
 		if err == nil {
-			st, found, err = s.load(ctx, coll, cpf)
+			// What this process wrote last is in the store: if it is
+			// recent enough, no read is needed.
+			if st, found = s.cache.get(coll.Name(), cpf); !found || st.Version < min {
+				st, found, err = s.load(ctx, coll, cpf)
+			}
 		}
 		if err != nil {
 			w.Close()
