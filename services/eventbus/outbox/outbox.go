@@ -49,6 +49,10 @@ type Config struct {
 	RelayWorkers int
 	// SweepBatch is how many events the sweep publishes per round (default 512).
 	SweepBatch int
+	// ClearDelay is how long published events wait for the next write of
+	// their document to clear them (see ClearWith) before the relay clears
+	// them with a write of its own (default 0: at once).
+	ClearDelay time.Duration
 	Logger     *zap.Logger
 	Metrics    *eventbus.Metrics // default eventbus.DefaultMetrics()
 }
@@ -62,7 +66,16 @@ type Outbox struct {
 	wg    sync.WaitGroup
 
 	mu       sync.Mutex
-	inflight map[string]struct{} // ids of events handed to the relay and not yet done
+	inflight map[string]struct{}    // ids of events handed to the relay and not yet cleared
+	held     map[string]*heldEvents // published events waiting to be cleared, by document
+}
+
+// heldEvents are a document's published events waiting for ClearWith or
+// their deadline.
+type heldEvents struct {
+	id     any
+	events []eventbus.Event
+	due    time.Time
 }
 
 type note struct {
@@ -92,7 +105,7 @@ func New(cfg Config) *Outbox {
 		cfg.Metrics = eventbus.DefaultMetrics()
 	}
 	o := &Outbox{cfg: cfg, log: cfg.Logger.With(zap.String("outbox", cfg.Collection.Name())), seed: maphash.MakeSeed(),
-		inflight: map[string]struct{}{}}
+		inflight: map[string]struct{}{}, held: map[string]*heldEvents{}}
 	for range cfg.RelayWorkers {
 		o.notes = append(o.notes, make(chan note, max(8192/cfg.RelayWorkers, 256)))
 	}
@@ -119,7 +132,7 @@ func (o *Outbox) Notify(id any, events ...eventbus.Event) {
 	if len(events) == 0 {
 		return
 	}
-	i := maphash.String(o.seed, fmt.Sprint(id)) % uint64(len(o.notes))
+	i := maphash.String(o.seed, docKey(id)) % uint64(len(o.notes))
 	o.track(events, true)
 	select {
 	case o.notes[i] <- note{id: id, events: events}:
@@ -138,6 +151,72 @@ func (o *Outbox) track(events []eventbus.Event, relaying bool) {
 		} else {
 			delete(o.inflight, ev.ID)
 		}
+	}
+}
+
+func docKey(id any) string { return fmt.Sprint(id) }
+
+// ClearWith lets a write the caller is about to make to document id also
+// clear the events of id that the relay has published, sparing the relay a
+// write of its own. It returns update with a $pullAll added (update must not
+// touch the outbox otherwise: With's $push in the same update would
+// conflict) and a func to call with whether the update matched; if it did not,
+// the relay clears them as before.
+func (o *Outbox) ClearWith(id any, update bson.D) (bson.D, func(matched bool)) {
+	o.mu.Lock()
+	h := o.held[docKey(id)]
+	delete(o.held, docKey(id))
+	o.mu.Unlock()
+	if h == nil {
+		return update, func(bool) {}
+	}
+	elems := make([]any, len(h.events))
+	for i, ev := range h.events {
+		elems[i] = ev
+	}
+	update = append(slices.Clone(update), bson.E{Key: "$pullAll", Value: bson.D{{Key: Field, Value: elems}}})
+	return update, func(matched bool) {
+		if matched {
+			o.track(h.events, false)
+			return
+		}
+		o.hold(h.id, h.events, time.Now())
+	}
+}
+
+// hold keeps published events of a document for ClearWith until due.
+func (o *Outbox) hold(id any, events []eventbus.Event, due time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	k := docKey(id)
+	if h := o.held[k]; h != nil {
+		h.events = append(h.events, events...)
+		if due.Before(h.due) {
+			h.due = due
+		}
+		return
+	}
+	o.held[k] = &heldEvents{id: id, events: events, due: due}
+}
+
+// clearDue clears, with writes of the relay's own, the held events whose
+// deadline passed (all of them with all set).
+func (o *Outbox) clearDue(ctx context.Context, all bool) {
+	now := time.Now()
+	var due []*heldEvents
+	o.mu.Lock()
+	for k, h := range o.held {
+		if all || !h.due.After(now) {
+			due = append(due, h)
+			delete(o.held, k)
+		}
+	}
+	o.mu.Unlock()
+	for _, h := range due {
+		if err := o.removeEvents(ctx, h.id, h.events); err != nil {
+			o.log.Warn("could not clear published events; they will be republished", zap.Error(err))
+		}
+		o.track(h.events, false)
 	}
 }
 
@@ -160,8 +239,16 @@ func (o *Outbox) Run(ctx context.Context, flushTimeout time.Duration) error {
 	}
 	next := time.NewTimer(0)
 	defer next.Stop()
+	var clearTick <-chan time.Time
+	if o.cfg.ClearDelay > 0 {
+		t := time.NewTicker(max(o.cfg.ClearDelay/4, 10*time.Millisecond))
+		defer t.Stop()
+		clearTick = t.C
+	}
 	for {
 		select {
+		case <-clearTick:
+			o.clearDue(ctx, false)
 		case <-next.C:
 			start := time.Now()
 			if err := o.sweep(ctx, o.cfg.MinAge, true); err != nil && ctx.Err() == nil {
@@ -175,6 +262,7 @@ func (o *Outbox) Run(ctx context.Context, flushTimeout time.Duration) error {
 			o.wg.Wait()
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
 			defer cancel()
+			o.clearDue(fctx, true)
 			// The relay has stopped: what it held is pending like the rest.
 			if err := o.sweep(fctx, 0, false); err != nil {
 				o.log.Warn("outbox flush at shutdown incomplete; the next start republishes", zap.Error(err))
@@ -222,6 +310,13 @@ func (o *Outbox) relay(ctx context.Context, notes chan note) {
 		if err := o.cfg.Publisher.Publish(ctx, events...); err != nil {
 			o.log.Warn("relay publish failed; the sweep will retry", zap.Error(err), zap.Int("events", len(events)))
 			o.track(events, false)
+			continue
+		}
+		if o.cfg.ClearDelay > 0 {
+			due := time.Now().Add(o.cfg.ClearDelay)
+			for _, id := range docs {
+				o.hold(id, byDoc[id], due)
+			}
 			continue
 		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

@@ -526,3 +526,108 @@ func TestSweepSkipsWhatTheRelayHolds(t *testing.T) {
 		t.Errorf("event handed to the publisher %d times, want once", gated.seen[ev.ID])
 	}
 }
+
+// countingPublisher counts the events it publishes, per id.
+type countingPublisher struct {
+	next Publisher
+	mu   sync.Mutex
+	seen map[string]int
+}
+
+func (p *countingPublisher) Publish(ctx context.Context, events ...eventbus.Event) error {
+	p.mu.Lock()
+	for _, ev := range events {
+		p.seen[ev.ID]++
+	}
+	p.mu.Unlock()
+	return p.next.Publish(ctx, events...)
+}
+
+// waitHeld waits until the relay has published the document's events and
+// holds them for ClearWith.
+func waitHeld(t *testing.T, ob *Outbox, id any) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ob.mu.Lock()
+		h := ob.held[docKey(id)]
+		ob.mu.Unlock()
+		if h != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the relay holds no published events of %v", id)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// With ClearDelay, the next write of a document clears its published events
+// (ClearWith); a write that does not match leaves them to the relay, which
+// also clears whatever no write came for. Nothing is published twice.
+func TestClearWithTheNextWrite(t *testing.T) {
+	e := newEnv(t)
+	pub := &countingPublisher{next: e.pub, seen: map[string]int{}}
+	ob := New(Config{Collection: e.coll, Publisher: pub, SweepInterval: 20 * time.Millisecond, MinAge: time.Hour,
+		ClearDelay: 300 * time.Millisecond, Metrics: e.metrics})
+	runOutbox(t, ob)
+	c := context.Background()
+	outboxOf := func(id string) int {
+		var d pendingDoc
+		if err := e.coll.FindOne(c, bson.D{{Key: "_id", Value: id}}).Decode(&d); err != nil {
+			t.Fatal(err)
+		}
+		return len(d.Outbox)
+	}
+
+	// A: the next write clears the event.
+	a := event(t, "score.changed", "A", 1)
+	write(t, e.coll, "A", a)
+	ob.Notify("A", a)
+	waitHeld(t, ob, "A")
+	update, cleared := ob.ClearWith("A", bson.D{{Key: "$set", Value: bson.D{{Key: "score", Value: 5}}}})
+	res, err := e.coll.UpdateOne(c, bson.D{{Key: "_id", Value: "A"}}, update)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleared(res.MatchedCount == 1)
+	if n := outboxOf("A"); n != 0 {
+		t.Errorf("A's outbox holds %d events after the write that clears it", n)
+	}
+	if again, _ := ob.ClearWith("A", bson.D{}); len(again) != 0 {
+		t.Errorf("with nothing held, ClearWith changed the update: %v", again)
+	}
+
+	// B: the write does not match; the relay clears the event itself.
+	b := event(t, "score.changed", "B", 1)
+	write(t, e.coll, "B", b)
+	ob.Notify("B", b)
+	waitHeld(t, ob, "B")
+	update, cleared = ob.ClearWith("B", bson.D{{Key: "$set", Value: bson.D{{Key: "score", Value: 5}}}})
+	res, err = e.coll.UpdateOne(c, bson.D{{Key: "_id", Value: "B"}, {Key: "version", Value: 99}}, update)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleared(res.MatchedCount == 1)
+
+	// C: no write comes; the relay clears it after ClearDelay.
+	cc := event(t, "score.changed", "C", 1)
+	write(t, e.coll, "C", cc)
+	ob.Notify("C", cc)
+
+	deadline := time.Now().Add(5 * time.Second)
+	for outboxOf("B")+outboxOf("C") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("outboxes of B and C still hold %d and %d events", outboxOf("B"), outboxOf("C"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.received(t, 10*time.Second, func(g []eventbus.Event) bool { return len(g) >= 3 })
+	pub.mu.Lock()
+	defer pub.mu.Unlock()
+	for _, ev := range []eventbus.Event{a, b, cc} {
+		if pub.seen[ev.ID] != 1 {
+			t.Errorf("event of %s published %d times, want once", ev.Subject, pub.seen[ev.ID])
+		}
+	}
+}

@@ -393,7 +393,12 @@ func (s *Store) SetScore(ctx context.Context, cpf person.CPF, value, version int
 		{Key: "score", Value: person.Score{Value: value, Version: version, UpdatedAt: at}},
 		{Key: "score_version", Value: version},
 	}}}
-	if _, err := s.coll.UpdateOne(ctx, filter, update); err != nil {
+	// The write also clears the person's published events, which spares
+	// the outbox relay a write of its own.
+	update, cleared := s.outbox.ClearWith(cpf, update)
+	res, err := s.coll.UpdateOne(ctx, filter, update)
+	cleared(err == nil && res.MatchedCount == 1)
+	if err != nil {
 		return unavailable(err)
 	}
 	return nil

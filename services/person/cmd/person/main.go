@@ -87,7 +87,10 @@ func run(ctx context.Context, cfg config, log *zap.Logger, reg prometheus.Regist
 	defer conn.Close()
 	pub := eventbus.NewPublisher(conn, eventbus.PublisherConfig{Exchange: cfg.Exchange, Logger: log})
 	defer pub.Close()
-	ob := outbox.New(outbox.Config{Collection: mongodb.PersonsCollection(db), Publisher: pub, Logger: log})
+	// Published events wait up to ClearDelay for the score.changed their
+	// write causes: storing that score clears them in the same write.
+	ob := outbox.New(outbox.Config{Collection: mongodb.PersonsCollection(db), Publisher: pub, Logger: log,
+		ClearDelay: time.Second})
 	store := mongodb.New(db, ob)
 	consumer := eventbus.NewConsumer(conn, eventbus.ConsumerConfig{Service: cfg.ConsumerName, Exchange: cfg.Exchange,
 		Workers: cfg.Workers, ShutdownTimeout: cfg.ShutdownTimeout / 2, Logger: log})
