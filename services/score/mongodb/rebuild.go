@@ -113,6 +113,14 @@ func (s *Store) StartRebuild(ctx context.Context) (score.Rebuild, error) {
 			continue
 		}
 		s.log.Info("rebuild started", zap.String("rebuild_id", id), zap.String("from", m.Active), zap.String("target", target))
+		s.remember(next, time.Now())
+		// Every replica routes events by a meta document at most metaMaxAge
+		// old: after this wait all of them apply events to the rebuild's
+		// collection too, so none written after a snapshot is missed there.
+		select {
+		case <-time.After(2 * metaMaxAge):
+		case <-ctx.Done():
+		}
 		ev, err := eventbus.NewEvent(ctx, Source, score.SnapshotRequested, id, 1, score.SnapshotRequest{RebuildID: id})
 		if err == nil {
 			err = s.cfg.Publisher.Publish(ctx, ev)

@@ -74,6 +74,43 @@ type Store struct {
 	relayWG sync.WaitGroup
 
 	cache docCache
+
+	routeMeta metaDoc   // the meta document Apply routes events by
+	routeAt   time.Time // when the read of routeMeta started
+}
+
+// metaMaxAge is how old the meta document Apply routes an event by may be
+// (counted from the start of its read). StartRebuild waits twice as long after
+// starting a rebuild before it asks person for snapshots, so every event
+// written after a snapshot is routed by a meta document that knows the rebuild.
+const metaMaxAge = 250 * time.Millisecond
+
+// routingMeta returns the meta document to route an event by: the last one
+// read, if young enough, else a fresh read.
+func (s *Store) routingMeta(ctx context.Context) (metaDoc, error) {
+	s.mu.Lock()
+	m, at := s.routeMeta, s.routeAt
+	s.mu.Unlock()
+	if !at.IsZero() && time.Since(at) < metaMaxAge {
+		return m, nil
+	}
+	start := time.Now()
+	m, err := s.readMeta(ctx)
+	if err != nil {
+		return m, err
+	}
+	s.remember(m, start)
+	s.observe(m)
+	return m, nil
+}
+
+// remember keeps m, read starting at start, for routingMeta.
+func (s *Store) remember(m metaDoc, start time.Time) {
+	s.mu.Lock()
+	if start.After(s.routeAt) {
+		s.routeMeta, s.routeAt = m, start
+	}
+	s.mu.Unlock()
 }
 
 // New returns a store on cfg.DB.
@@ -172,18 +209,18 @@ func CPF(subject string) (int64, error) {
 
 // Apply applies one event exactly once to its cpf's document: in the active
 // collection and, while a rebuild runs, in the rebuild's collection too. The
-// meta document is read for every event, so an event is never applied only to
-// the old collection once a rebuild has started (see rebuild.go).
+// meta document it routes by is at most metaMaxAge old, so an event is never
+// applied only to the old collection once a rebuild has asked for snapshots
+// (see rebuild.go).
 func (s *Store) Apply(ctx context.Context, ev eventbus.Event) error {
 	cpf, err := CPF(ev.Subject)
 	if err != nil {
 		return err
 	}
-	m, err := s.readMeta(ctx)
+	m, err := s.routingMeta(ctx)
 	if err != nil {
 		return err
 	}
-	s.observe(m)
 	if err := s.applyTo(ctx, m.Active, cpf, ev, true); err != nil {
 		return err
 	}
@@ -323,18 +360,25 @@ func (s *Store) write(ctx context.Context, coll *mongo.Collection, st stored, fo
 // the hub between reads: a read happens only when the document may have moved.
 func (s *Store) WaitForVersion(ctx context.Context, cpf, min int64) (score.Document, bool, error) {
 	var last stored
-	seen := false
+	seen, first := false, true
 	for {
 		w := s.hub.Watch(cpf)
 		coll, err := s.collection(ctx)
 		var st stored
 		var found bool
 		if err == nil {
-			// What this process wrote last is in the store: if it is
-			// recent enough, no read is needed.
-			if st, found = s.cache.get(coll.Name(), cpf); !found || st.Version < min {
+			// What this process wrote last is in the store. If it is recent
+			// enough no read is needed. If not, the first time we wait
+			// without reading: this process, or the hub's watcher for other
+			// replicas' writes, wakes us when the document moves; then we
+			// read unless the cache has caught up.
+			var cached bool
+			if st, cached = s.cache.get(coll.Name(), cpf); cached && (st.Version >= min || first) {
+				found = true
+			} else {
 				st, found, err = s.load(ctx, coll, cpf)
 			}
+			first = false
 		}
 		if err != nil {
 			w.Close()
@@ -420,7 +464,9 @@ func (s *Store) Run(ctx context.Context) error {
 	tick := time.NewTicker(s.cfg.MetaInterval)
 	defer tick.Stop()
 	for {
+		start := time.Now()
 		if m, err := s.readMeta(ctx); err == nil {
+			s.remember(m, start)
 			s.observe(m)
 			if m.Rebuild.Running() {
 				if err := s.advance(ctx, m); err != nil && ctx.Err() == nil {
