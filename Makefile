@@ -51,7 +51,7 @@ clean:
 
 # Load and replication-lag benchmark (docs/BENCHMARKS.md); not part of make test.
 bench-system: build
-	$(GO) run ./services/loadgen/cmd/loadgen -suite -profile -bin $(BIN) -out docs/bench
+	$(GO) run ./services/loadgen/cmd/loadgen -suite -profile -bin $(BIN) -step 20s -out docs/bench
 
 # Reliability suite (docs/RELIABILITY.md): crashes, outages, bad input.
 chaos:
