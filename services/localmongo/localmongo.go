@@ -71,8 +71,12 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Logger:   newSlogLogger(log),
 	}
 	if cfg.PostgreSQLURL != "" {
+		pgURL, err := withCustomPlans(cfg.PostgreSQLURL)
+		if err != nil {
+			return nil, fmt.Errorf("localmongo: PostgreSQL URL: %w", err)
+		}
 		fcfg.Handler = "postgresql"
-		fcfg.PostgreSQLURL = cfg.PostgreSQLURL
+		fcfg.PostgreSQLURL = pgURL
 	} else {
 		if cfg.Dir == "" {
 			return nil, errors.New("localmongo: Dir is required for the SQLite backend")
@@ -111,6 +115,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		defer close(s.ferretDone)
 		_ = f.Run(fctx) // always nil; closes the backend when fctx ends
 	}()
+	if cfg.PostgreSQLURL != "" {
+		// Ends with FerretDB (fctx); Close waits only for FerretDB.
+		go indexIDs(fctx, fcfg.PostgreSQLURL, log)
+	}
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
