@@ -300,35 +300,25 @@ func (o *Outbox) relay(ctx context.Context, notes chan note) {
 			}
 		}
 		var events []eventbus.Event
-		byDoc := map[any][]eventbus.Event{}
-		var docs []any
 		for _, n := range batch {
 			events = append(events, n.events...)
-			if _, seen := byDoc[n.id]; !seen {
-				docs = append(docs, n.id)
-			}
-			byDoc[n.id] = append(byDoc[n.id], n.events...)
 		}
 		if err := o.cfg.Publisher.Publish(ctx, events...); err != nil {
 			o.log.Warn("relay publish failed; the sweep will retry", zap.Error(err), zap.Int("events", len(events)))
 			o.track(events, false)
 			continue
 		}
-		if o.cfg.ClearDelay > 0 {
-			due := time.Now().Add(o.cfg.ClearDelay)
-			for _, id := range docs {
-				o.hold(id, byDoc[id], due)
-			}
-			continue
+		// Published: hold them for the document's next write (ClearWith),
+		// or clear them now, one removal per document.
+		due := time.Now().Add(o.cfg.ClearDelay)
+		for _, n := range batch {
+			o.hold(n.id, n.events, due)
 		}
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		for _, id := range docs {
-			if err := o.removeEvents(rctx, id, byDoc[id]); err != nil {
-				o.log.Warn("could not clear published events; they will be republished", zap.Error(err))
-			}
+		if o.cfg.ClearDelay == 0 {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			o.clearDue(rctx, false)
+			cancel()
 		}
-		cancel()
-		o.track(events, false)
 	}
 }
 
