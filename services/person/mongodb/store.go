@@ -130,13 +130,11 @@ func newEvent(ctx context.Context, typ string, cpf person.CPF, version int64, da
 // Create stores a new person; a cpf that was deleted before is created again
 // with its version history continuing, so versions never repeat.
 func (s *Store) Create(ctx context.Context, p person.NewPerson) (int64, error) {
-	held, unlock, err := s.locks.lock(ctx, p.CPF)
+	held, ctx, done, err := s.turn(ctx, p.CPF)
 	if err != nil {
-		return 0, unavailable(err)
+		return 0, err
 	}
-	defer unlock()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
-	defer cancel()
+	defer done()
 	held.live = 0
 	now := time.Now().UTC()
 	ev, err := newEvent(ctx, person.PersonCreated, p.CPF, 1, person.PersonData{CPF: p.CPF, Details: p.Details})
@@ -237,14 +235,23 @@ const (
 // the update and its event for version cur+1, and writes both with a
 // compare-and-swap on the version, retrying when a concurrent change won.
 func (s *Store) change(ctx context.Context, cpf person.CPF, mode changeMode, build buildFunc) (int64, error) {
+	held, ctx, done, err := s.turn(ctx, cpf)
+	if err != nil {
+		return 0, err
+	}
+	defer done()
+	return s.changeLocked(ctx, held, cpf, mode, build)
+}
+
+// turn waits for cpf's turn (bounded by ctx) and returns the context for the
+// store work after it (bounded by writeTimeout, not by ctx); call done after.
+func (s *Store) turn(ctx context.Context, cpf person.CPF) (*cpfLock, context.Context, func(), error) {
 	held, unlock, err := s.locks.lock(ctx, cpf)
 	if err != nil {
-		return 0, unavailable(err)
+		return nil, nil, nil, unavailable(err)
 	}
-	defer unlock()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
-	defer cancel()
-	return s.changeLocked(ctx, held, cpf, mode, build)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	return held, wctx, func() { cancel(); unlock() }, nil
 }
 
 // changeLocked is change for a caller holding cpf's lock.
@@ -320,6 +327,9 @@ const lastEventField = "last_event"
 // that cannot be told. Versions only grow and each is written once, so the
 // person's version and last event decide it.
 func (s *Store) resolve(cpf person.CPF, next int64, evID string, cause error) error {
+	if notSent(cause) {
+		return unavailable(cause)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
 	defer cancel()
 	var d struct {
@@ -330,8 +340,6 @@ func (s *Store) resolve(cpf person.CPF, next int64, evID string, cause error) er
 	err := s.coll.FindOne(ctx, bson.D{{Key: "_id", Value: cpf}}, opts).Decode(&d)
 	switch {
 	case errors.Is(err, mongo.ErrNoDocuments):
-		return unavailable(cause)
-	case err != nil && notSent(cause):
 		return unavailable(cause)
 	case err != nil:
 		return fmt.Errorf("%w: %v (read back: %v)", person.ErrOutcomeUnknown, cause, err)
