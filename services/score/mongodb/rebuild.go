@@ -349,12 +349,11 @@ func (s *Store) republishScore(ctx context.Context, name string, cpf int64) erro
 		if err != nil {
 			return err
 		}
-		raw, ok, err := s.write(ctx, coll, st, true, rev, []eventbus.Event{ev})
+		ok, err := s.write(ctx, coll, st, true, rev, []eventbus.Event{ev})
 		if err != nil {
 			return err
 		}
 		if ok {
-			s.cache.put(name, cpf, raw)
 			s.notify(name, cpf, []eventbus.Event{ev})
 			return nil
 		}

@@ -272,17 +272,11 @@ func (s *Store) applyTo(ctx context.Context, name string, cpf int64, ev eventbus
 			}
 			events = append(events, out)
 		}
-		next := stored{Document: d, FromSnapshot: st.FromSnapshot || mark}
-		raw, ok, err := s.write(ctx, coll, next, found, rev, events)
+		ok, err := s.write(ctx, coll, stored{Document: d, FromSnapshot: st.FromSnapshot || mark}, found, rev, events)
 		if err != nil {
-			s.cache.drop(name, cpf)
 			return err
 		}
-		if !ok {
-			s.cache.drop(name, cpf)
-		}
 		if ok {
-			s.cache.put(name, cpf, raw)
 			if primary {
 				s.notify(name, cpf, events)
 			}
@@ -315,15 +309,25 @@ func (s *Store) notify(name string, cpf int64, events []eventbus.Event) {
 }
 
 // write stores st if nobody changed it since revision rev; false means retry.
-// It returns st as written (without the outbox).
-func (s *Store) write(ctx context.Context, coll *mongo.Collection, st stored, found bool, rev int64, events []eventbus.Event) (bson.Raw, bool, error) {
+// The cache follows: it gets st when written, loses the cpf otherwise.
+func (s *Store) write(ctx context.Context, coll *mongo.Collection, st stored, found bool, rev int64, events []eventbus.Event) (bool, error) {
 	raw, err := bson.Marshal(st)
 	if err != nil {
-		return nil, false, err
+		return false, err
 	}
+	ok, err := s.writeRaw(ctx, coll, st.CPF, raw, found, rev, events)
+	if ok {
+		s.cache.put(coll.Name(), st.CPF, raw)
+	} else {
+		s.cache.drop(coll.Name(), st.CPF)
+	}
+	return ok, err
+}
+
+func (s *Store) writeRaw(ctx context.Context, coll *mongo.Collection, cpf int64, raw bson.Raw, found bool, rev int64, events []eventbus.Event) (bool, error) {
 	var fields bson.D
 	if err := bson.Unmarshal(raw, &fields); err != nil {
-		return nil, false, err
+		return false, err
 	}
 	if !found {
 		if events == nil {
@@ -331,12 +335,12 @@ func (s *Store) write(ctx context.Context, coll *mongo.Collection, st stored, fo
 		}
 		_, err := coll.InsertOne(ctx, append(fields, bson.E{Key: outbox.Field, Value: events}))
 		if mongo.IsDuplicateKeyError(err) {
-			return nil, false, nil
+			return false, nil
 		}
 		if err != nil {
-			return nil, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+			return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
-		return raw, true, nil
+		return true, nil
 	}
 	set := make(bson.D, 0, len(fields))
 	for _, f := range fields {
@@ -348,11 +352,11 @@ func (s *Store) write(ctx context.Context, coll *mongo.Collection, st stored, fo
 	if len(events) > 0 {
 		update = outbox.With(update, events...)
 	}
-	res, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: st.CPF}, {Key: "rev", Value: rev}}, update)
+	res, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: cpf}, {Key: "rev", Value: rev}}, update)
 	if err != nil {
-		return nil, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	return raw, res.MatchedCount == 1, nil
+	return res.MatchedCount == 1, nil
 }
 
 // WaitForVersion returns the document once it has applied every version up to
