@@ -117,7 +117,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}()
 	if cfg.PostgreSQLURL != "" {
 		// Ends with FerretDB (fctx); Close waits only for FerretDB.
-		go indexIDs(fctx, fcfg.PostgreSQLURL, log)
+		go maintainTables(fctx, fcfg.PostgreSQLURL, log)
 	}
 
 	ln, err := net.Listen("tcp", cfg.Addr)

@@ -6,6 +6,8 @@
 //	LOCALMONGO_ADDR            listen address (default 127.0.0.1:27017)
 //	LOCALMONGO_DIR             SQLite data directory (default .data/mongo)
 //	LOCALMONGO_POSTGRESQL_URL  use this PostgreSQL database instead of SQLite
+//	LOCALMONGO_PPROF_ADDR      serve net/http/pprof here (off by default), to
+//	                           profile the store under load
 //	LOG_LEVEL                  debug, info (default), warn, error; FerretDB's
 //	                           own logs are shown only at debug
 package main
@@ -13,6 +15,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -52,6 +56,12 @@ func run() error {
 		Dir:           envOr("LOCALMONGO_DIR", ".data/mongo"),
 		PostgreSQLURL: os.Getenv("LOCALMONGO_POSTGRESQL_URL"),
 		Logger:        log,
+	}
+
+	if addr := os.Getenv("LOCALMONGO_PPROF_ADDR"); addr != "" {
+		go func() {
+			log.Warn("pprof stopped", zap.Error(http.ListenAndServe(addr, nil)))
+		}()
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

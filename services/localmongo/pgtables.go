@@ -31,24 +31,40 @@ func withCustomPlans(pgURL string) (string, error) {
 	return u.String(), nil
 }
 
-// indexInterval is how often new FerretDB tables are looked for.
-const indexInterval = time.Second
+// Every FerretDB update writes a new row version, and no update is HOT (the
+// indexes are on expressions of the one _jsonb column). When the server runs
+// without autovacuum (as the local PostgreSQL here does), dead versions pile
+// up: the GIN index returns every version of a document for the heap to
+// recheck, and table scans read them all, so a busy store keeps slowing down.
+// localmongo therefore vacuums its busy tables itself, with thresholds like
+// autovacuum's.
+const (
+	vacuumBase  = 1000 // dead row versions before a table is vacuumed...
+	vacuumScale = 0.2  // ...plus this share of its live rows
+)
 
-// indexIDs gives every FerretDB table in the database a GIN index on its _id
-// until ctx ends: at once, then every indexInterval for tables created since.
-func indexIDs(ctx context.Context, pgURL string, log *zap.Logger) {
+// maintainInterval is how often tables are looked at.
+const maintainInterval = time.Second
+
+// maintainTables gives every FerretDB table in the database a GIN index on
+// its _id and vacuums tables with many dead rows, until ctx ends: at once,
+// then every maintainInterval.
+func maintainTables(ctx context.Context, pgURL string, log *zap.Logger) {
 	pool, err := pgxpool.New(ctx, pgURL)
 	if err != nil {
-		log.Warn("cannot index _id for FerretDB's pushdown", zap.Error(err))
+		log.Warn("cannot maintain FerretDB's tables", zap.Error(err))
 		return
 	}
 	defer pool.Close()
 	done := map[string]bool{}
-	t := time.NewTicker(indexInterval)
+	t := time.NewTicker(maintainInterval)
 	defer t.Stop()
 	for {
 		if err := indexNewTables(ctx, pool, done); err != nil && ctx.Err() == nil {
 			log.Warn("indexing _id for FerretDB's pushdown failed; will retry", zap.Error(err))
+		}
+		if err := vacuumBusyTables(ctx, pool); err != nil && ctx.Err() == nil {
+			log.Warn("vacuuming FerretDB's tables failed; will retry", zap.Error(err))
 		}
 		select {
 		case <-t.C:
@@ -90,6 +106,30 @@ func indexNewTables(ctx context.Context, pool *pgxpool.Pool, done map[string]boo
 			return err
 		}
 		done[tb.schema+"."+tb.name] = true
+	}
+	return nil
+}
+
+// vacuumBusyTables vacuums (and analyzes) the tables of the database whose
+// dead row versions passed the threshold.
+func vacuumBusyTables(ctx context.Context, pool *pgxpool.Pool) error {
+	rows, err := pool.Query(ctx, `SELECT schemaname, relname FROM pg_stat_user_tables
+		WHERE n_dead_tup > $1 + $2 * n_live_tup`, vacuumBase, vacuumScale)
+	if err != nil {
+		return err
+	}
+	tables, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (string, error) {
+		var schema, name string
+		err := r.Scan(&schema, &name)
+		return pgx.Identifier{schema, name}.Sanitize(), err
+	})
+	if err != nil {
+		return err
+	}
+	for _, tb := range tables {
+		if _, err := pool.Exec(ctx, "VACUUM (ANALYZE) "+tb); err != nil {
+			return err
+		}
 	}
 	return nil
 }
