@@ -1,8 +1,11 @@
 // Package outbox makes a MongoDB state change and the events describing it one
 // atomic write, without multi-document transactions: the events are appended to
 // an array field of the very document that changes. A relay publishes them right
-// after the write and removes them once the broker confirmed them; a periodic
-// sweep republishes whatever a crash or a broker outage left behind. With
+// after the write and removes them once the broker confirmed them; a sweep
+// republishes whatever a crash or a broker outage left behind: at start, every
+// SweepInterval while something suggests events were left (a failed publish
+// or removal, events another replica may be relaying), and every
+// IdleSweepInterval otherwise, since a sweep reads every document. With
 // Config.ClearDelay the removal waits a little for the document's next write
 // (ClearWith), which then clears the events at no extra cost.
 //
@@ -18,6 +21,7 @@ import (
 	"hash/maphash"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/personscore/eventbus"
@@ -39,9 +43,14 @@ type Publisher interface {
 type Config struct {
 	Collection *mongo.Collection
 	Publisher  Publisher
-	// SweepInterval is how often pending events are looked for (default 2s);
-	// a slow sweep stretches it, so sweeping never takes over the store.
+	// SweepInterval is how often pending events are looked for while some
+	// may have been left behind (default 2s); a slow sweep stretches it, so
+	// sweeping never takes over the store.
 	SweepInterval time.Duration
+	// IdleSweepInterval is how often they are looked for when nothing
+	// suggests any were left (default 1m): a safety net for a replica that
+	// crashed and never came back.
+	IdleSweepInterval time.Duration
 	// MinAge keeps the sweep off fresh events (default 3s): another replica's
 	// relay may be publishing them. This process's own relay work is skipped
 	// whatever its age.
@@ -67,6 +76,11 @@ type Outbox struct {
 	seed  maphash.Seed
 	wg    sync.WaitGroup
 
+	// suspect is set when events may have been left behind: after
+	// a failed publish or removal, when the relay had no room, and when a
+	// sweep saw events it left for another replica's relay.
+	suspect atomic.Bool
+
 	mu       sync.Mutex
 	inflight map[string]struct{}    // ids of events handed to the relay and not yet cleared
 	held     map[string]*heldEvents // published events waiting to be cleared, by document
@@ -90,6 +104,9 @@ type note struct {
 func New(cfg Config) *Outbox {
 	if cfg.SweepInterval <= 0 {
 		cfg.SweepInterval = 2 * time.Second
+	}
+	if cfg.IdleSweepInterval <= 0 {
+		cfg.IdleSweepInterval = time.Minute
 	}
 	if cfg.MinAge <= 0 {
 		cfg.MinAge = 3 * time.Second
@@ -140,6 +157,7 @@ func (o *Outbox) Notify(id any, events ...eventbus.Event) {
 	case o.notes[i] <- note{id: id, events: events}:
 	default:
 		o.track(events, false)
+		o.suspect.Store(true)
 	}
 }
 
@@ -217,6 +235,7 @@ func (o *Outbox) clearDue(ctx context.Context, all bool) {
 	for _, h := range due {
 		if err := o.removeEvents(ctx, h.id, h.events); err != nil {
 			o.log.Warn("could not clear published events; they will be republished", zap.Error(err))
+			o.suspect.Store(true)
 		}
 		o.track(h.events, false)
 	}
@@ -239,8 +258,21 @@ func (o *Outbox) Run(ctx context.Context, flushTimeout time.Duration) error {
 			o.relay(ctx, notes)
 		}()
 	}
-	next := time.NewTimer(0)
-	defer next.Stop()
+	tick := time.NewTicker(o.cfg.SweepInterval)
+	defer tick.Stop()
+	var last time.Time      // when the last sweep started
+	var pause time.Duration // how long after it the next may start
+	sweepNow := func() {
+		last = time.Now()
+		if err := o.sweep(ctx, o.cfg.MinAge, true); err != nil && ctx.Err() == nil {
+			o.log.Warn("outbox sweep failed", zap.Error(err))
+		}
+		// A sweep reads every document; when that is slow (a big
+		// collection, a loaded store) wait longer, so sweeping takes at
+		// most a fifth of the store's time.
+		pause = 4 * time.Since(last)
+	}
+	sweepNow() // at once: a crash may have left events behind
 	var clearTick <-chan time.Time
 	if o.cfg.ClearDelay > 0 {
 		t := time.NewTicker(max(o.cfg.ClearDelay/4, 10*time.Millisecond))
@@ -251,15 +283,12 @@ func (o *Outbox) Run(ctx context.Context, flushTimeout time.Duration) error {
 		select {
 		case <-clearTick:
 			o.clearDue(ctx, false)
-		case <-next.C:
-			start := time.Now()
-			if err := o.sweep(ctx, o.cfg.MinAge, true); err != nil && ctx.Err() == nil {
-				o.log.Warn("outbox sweep failed", zap.Error(err))
+		case <-tick.C:
+			since := time.Since(last)
+			if since < pause || (!o.suspect.Load() && since < o.cfg.IdleSweepInterval) {
+				continue
 			}
-			// A sweep reads every document with pending events; when that is
-			// slow (a big backlog, a loaded store) wait longer, so sweeping
-			// takes at most a fifth of the store's time.
-			next.Reset(max(o.cfg.SweepInterval, 4*time.Since(start)))
+			sweepNow()
 		case <-ctx.Done():
 			o.wg.Wait()
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
@@ -306,6 +335,7 @@ func (o *Outbox) relay(ctx context.Context, notes chan note) {
 		if err := o.cfg.Publisher.Publish(ctx, events...); err != nil {
 			o.log.Warn("relay publish failed; the sweep will retry", zap.Error(err), zap.Int("events", len(events)))
 			o.track(events, false)
+			o.suspect.Store(true)
 			continue
 		}
 		// Published: hold them for the document's next write (ClearWith),
@@ -353,8 +383,17 @@ type pendingDoc struct {
 // sweep republishes the pending events older than minAge (and, with
 // skipRelaying, not in this process's relay), those of one document in
 // version order, many documents per pipelined publish, and refreshes the
-// pending gauges.
-func (o *Outbox) sweep(ctx context.Context, minAge time.Duration, skipRelaying bool) error {
+// pending gauges. It clears suspect, and sets it again if it failed or left
+// events for another replica's relay.
+func (o *Outbox) sweep(ctx context.Context, minAge time.Duration, skipRelaying bool) (err error) {
+	// Cleared first, so that a failure during the sweep keeps it set.
+	o.suspect.Store(false)
+	leftYoung := false
+	defer func() {
+		if err != nil || leftYoung {
+			o.suspect.Store(true)
+		}
+	}()
 	cur, err := o.cfg.Collection.Find(ctx, bson.D{{Key: Field + ".0", Value: bson.D{{Key: "$exists", Value: true}}}},
 		options.Find().SetProjection(bson.D{{Key: Field, Value: 1}}))
 	if err != nil {
@@ -403,7 +442,11 @@ func (o *Outbox) sweep(ctx context.Context, minAge time.Duration, skipRelaying b
 			if oldest.IsZero() || ev.Time.Before(oldest) {
 				oldest = ev.Time
 			}
-			if time.Since(ev.Time) >= minAge && !(skipRelaying && o.relaying(ev.ID)) {
+			switch {
+			case skipRelaying && o.relaying(ev.ID):
+			case time.Since(ev.Time) < minAge:
+				leftYoung = true
+			default:
 				due = append(due, stored{ev, raw})
 			}
 		}

@@ -529,6 +529,45 @@ func TestSweepSkipsWhatTheRelayHolds(t *testing.T) {
 	}
 }
 
+// A sweep reads every document, so it runs every SweepInterval only while
+// events may have been left behind (here: a failed relay publish), and
+// otherwise every IdleSweepInterval.
+func TestSweepRunsOftenOnlyWhenSomethingFailed(t *testing.T) {
+	e := newEnv(t)
+	flaky := &flakyPublisher{next: e.pub}
+	ob := New(Config{Collection: e.coll, Publisher: flaky, SweepInterval: 20 * time.Millisecond,
+		IdleSweepInterval: time.Hour, MinAge: time.Millisecond, Metrics: e.metrics})
+	runOutbox(t, ob)
+	time.Sleep(100 * time.Millisecond) // the start-up sweep found nothing
+
+	// Written without telling the relay, as another replica that crashed
+	// would leave it: nothing failed here, so no sweep comes for it.
+	orphan := event(t, "score.changed", "O", 1)
+	write(t, e.coll, "O", orphan)
+	time.Sleep(500 * time.Millisecond) // 25 sweep intervals
+	if n := pendingCount(t, e.coll); n != 1 {
+		t.Fatalf("%d events pending, want the orphan still there (no sweep while nothing failed)", n)
+	}
+
+	// A relay publish fails: sweeps resume and publish both.
+	flaky.down.Store(true)
+	failed := event(t, "score.changed", "F", 1)
+	write(t, e.coll, "F", failed)
+	ob.Notify("F", failed)
+	for flaky.calls.Load() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	flaky.down.Store(false)
+	got := e.received(t, 10*time.Second, func(g []eventbus.Event) bool { return len(g) >= 2 })
+	ids := map[string]bool{}
+	for _, ev := range got {
+		ids[ev.ID] = true
+	}
+	if !ids[orphan.ID] || !ids[failed.ID] {
+		t.Fatalf("received %v, want the orphan %s and the failed %s", ids, orphan.ID, failed.ID)
+	}
+}
+
 // waitHeld waits until the relay has published the document's events and
 // holds them for ClearWith.
 func waitHeld(t *testing.T, ob *Outbox, id any) {

@@ -300,7 +300,14 @@ func TestPoisonAndHostileMessages(t *testing.T) {
 // cpf ends exact. CHAOS_BACKLOG sets the number of events (default 1000 to
 // keep CI short; docs/RELIABILITY.md also reports a run with 100000).
 func TestBacklogDrain(t *testing.T) {
-	n := envInt("CHAOS_BACKLOG", 1000)
+	// The 100k. FerretDB's SQLite backend is about 4.5 times slower
+	// (docs/BENCHMARKS.md), too slow for that within the suite's time.
+	def := 100_000
+	if storeBackend() == "sqlite" {
+		def = 1000
+		t.Log("store sqlite: 1000 events by default (CHAOS_BACKLOG sets another number)")
+	}
+	n := envInt("CHAOS_BACKLOG", def)
 	h := newHarness(t, setup{})
 	baseline, _ := chaos.PeakRSS(h.s.PID(stack.Score))
 	if err := h.s.Kill(stack.Score, syscall.SIGTERM, 15*time.Second); err != nil {
@@ -357,7 +364,7 @@ func TestBacklogDrain(t *testing.T) {
 				time.Since(lastLog).Round(time.Second), maxRSS>>20)
 			lastLog, lastDepth = time.Now(), depth
 		}
-		if time.Since(start) > envDuration("CHAOS_BACKLOG_TIMEOUT", 10*time.Minute) {
+		if time.Since(start) > envDuration("CHAOS_BACKLOG_TIMEOUT", 15*time.Minute) {
 			t.Fatalf("score.queue still holds %d events after %s", depth, time.Since(start))
 		}
 		time.Sleep(500 * time.Millisecond)
