@@ -219,8 +219,15 @@ func (o *Outbox) hold(id any, events []eventbus.Event, due time.Time) {
 	o.held[k] = &heldEvents{id: id, events: events, due: due}
 }
 
+// removeTimeout bounds each removal of published events.
+const removeTimeout = 5 * time.Second
+
 // clearDue clears, with writes of the relay's own, the held events whose
-// deadline passed (all of them with all set).
+// deadline passed (all of them with all set). Each removal gets its own
+// removeTimeout: they queue behind the store's other writes, so a deadline
+// shared by a whole batch ran out midway on a busy store and failed the rest
+// of the batch unattempted. After a failed removal the rest are left to the
+// sweep, so a store that stopped answering holds the relay up only once.
 func (o *Outbox) clearDue(ctx context.Context, all bool) {
 	now := time.Now()
 	var due []*heldEvents
@@ -232,10 +239,18 @@ func (o *Outbox) clearDue(ctx context.Context, all bool) {
 		}
 	}
 	o.mu.Unlock()
-	for _, h := range due {
-		if err := o.removeEvents(ctx, h.id, h.events); err != nil {
-			o.log.Warn("could not clear published events; they will be republished", zap.Error(err))
+	for i, h := range due {
+		rctx, cancel := context.WithTimeout(ctx, removeTimeout)
+		err := o.removeEvents(rctx, h.id, h.events)
+		cancel()
+		if err != nil {
+			o.log.Warn("could not clear published events; they will be republished", zap.Error(err),
+				zap.Int("documents", len(due)-i))
 			o.suspect.Store(true)
+			for _, h := range due[i:] {
+				o.track(h.events, false)
+			}
+			return
 		}
 		o.track(h.events, false)
 	}
@@ -345,9 +360,7 @@ func (o *Outbox) relay(ctx context.Context, notes chan note) {
 			o.hold(n.id, n.events, due)
 		}
 		if o.cfg.ClearDelay == 0 {
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			o.clearDue(rctx, false)
-			cancel()
+			o.clearDue(context.WithoutCancel(ctx), false)
 		}
 	}
 }
