@@ -360,7 +360,13 @@ func (o *Outbox) relay(ctx context.Context, notes chan note) {
 			o.hold(n.id, n.events, due)
 		}
 		if o.cfg.ClearDelay == 0 {
-			o.clearDue(context.WithoutCancel(ctx), false)
+			// Removals go on when ctx ends (a shutdown), for removeTimeout
+			// more at most, so a slow store cannot hold the shutdown up.
+			rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+			stop := context.AfterFunc(ctx, func() { time.AfterFunc(removeTimeout, cancel) })
+			o.clearDue(rctx, false)
+			stop()
+			cancel()
 		}
 	}
 }

@@ -418,27 +418,32 @@ func (s *Store) stale(last stored, found bool) (score.Document, bool, error) {
 	return last.Document, true, nil
 }
 
-// versions reads the version of each cpf in the active collection, for the hub.
+// versions reads the version of each cpf in the active collection, for the
+// hub: one _id lookup each, which every store serves from its _id index.
+// (FerretDB v1 does not push an _id $in down: on a big collection one probe
+// read every document, took longer than the hub's deadline, and the next
+// started at once.) Cpfs not reached before ctx ends wait for the next probe.
 func (s *Store) versions(ctx context.Context, cpfs []int64) (map[int64]int64, error) {
 	coll, err := s.collection(ctx)
 	if err != nil {
 		return nil, err
 	}
-	cur, err := coll.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: cpfs}}}},
-		options.Find().SetProjection(bson.D{{Key: "version", Value: 1}}))
-	if err != nil {
-		return nil, err
-	}
-	var rows []struct {
-		CPF     int64 `bson:"_id"`
-		Version int64 `bson:"version"`
-	}
-	if err := cur.All(ctx, &rows); err != nil {
-		return nil, err
-	}
-	out := make(map[int64]int64, len(rows))
-	for _, r := range rows {
-		out[r.CPF] = r.Version
+	out := make(map[int64]int64, len(cpfs))
+	for _, cpf := range cpfs {
+		var row struct {
+			Version int64 `bson:"version"`
+		}
+		err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: cpf}},
+			options.FindOne().SetProjection(bson.D{{Key: "version", Value: 1}})).Decode(&row)
+		switch {
+		case errors.Is(err, mongo.ErrNoDocuments):
+		case err != nil && len(out) > 0:
+			return out, nil
+		case err != nil:
+			return nil, err
+		default:
+			out[cpf] = row.Version
+		}
 	}
 	return out, nil
 }
