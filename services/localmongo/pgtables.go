@@ -82,30 +82,22 @@ func indexNewTables(ctx context.Context, pool *pgxpool.Pool, done map[string]boo
 	if err != nil {
 		return err
 	}
-	type table struct{ schema, name string }
-	var tables []table
-	for rows.Next() {
-		var tb table
-		if err := rows.Scan(&tb.schema, &tb.name); err != nil {
-			rows.Close()
-			return err
-		}
-		if !done[tb.schema+"."+tb.name] {
-			tables = append(tables, tb)
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	tables, err := pgx.CollectRows(rows, pgx.RowToStructByPos[struct{ Schema, Name string }])
+	if err != nil {
 		return err
 	}
 	for _, tb := range tables {
-		idx := pgx.Identifier{tb.name + "_id_gin"}.Sanitize()
-		on := pgx.Identifier{tb.schema, tb.name}.Sanitize()
+		key := tb.Schema + "." + tb.Name
+		if done[key] {
+			continue
+		}
+		idx := pgx.Identifier{tb.Name + "_id_gin"}.Sanitize()
+		on := pgx.Identifier{tb.Schema, tb.Name}.Sanitize()
 		// CONCURRENTLY: FerretDB keeps writing while a big table is indexed.
 		if _, err := pool.Exec(ctx, `CREATE INDEX CONCURRENTLY IF NOT EXISTS `+idx+` ON `+on+` USING gin ((_jsonb->'_id'))`); err != nil {
 			return err
 		}
-		done[tb.schema+"."+tb.name] = true
+		done[key] = true
 	}
 	return nil
 }

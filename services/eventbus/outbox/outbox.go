@@ -227,7 +227,8 @@ const removeTimeout = 5 * time.Second
 // removeTimeout: they queue behind the store's other writes, so a deadline
 // shared by a whole batch ran out midway on a busy store and failed the rest
 // of the batch unattempted. After a failed removal the rest are left to the
-// sweep, so a store that stopped answering holds the relay up only once.
+// sweep, so a store that stopped answering holds the relay up only once. Once
+// ctx ends the rest are held again, for Run's clearing at shutdown.
 func (o *Outbox) clearDue(ctx context.Context, all bool) {
 	now := time.Now()
 	var due []*heldEvents
@@ -240,7 +241,13 @@ func (o *Outbox) clearDue(ctx context.Context, all bool) {
 	}
 	o.mu.Unlock()
 	for i, h := range due {
-		rctx, cancel := context.WithTimeout(ctx, removeTimeout)
+		if ctx.Err() != nil {
+			for _, h := range due[i:] {
+				o.hold(h.id, h.events, now)
+			}
+			return
+		}
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), removeTimeout)
 		err := o.removeEvents(rctx, h.id, h.events)
 		cancel()
 		if err != nil {
@@ -323,8 +330,9 @@ func (o *Outbox) Run(ctx context.Context, flushTimeout time.Duration) error {
 func (o *Outbox) Flush(ctx context.Context) error { return o.sweep(ctx, 0, false) }
 
 // relay publishes notified events in batches: one pipelined publish for many
-// documents, then one removal per document. Removals outlive ctx briefly, so
-// events published during shutdown are not published again at the next start.
+// documents, then one removal per document. What it has published but not
+// cleared when ctx ends stays held, and Run clears it at shutdown, so it is
+// not published again at the next start.
 func (o *Outbox) relay(ctx context.Context, notes chan note) {
 	for {
 		var batch []note
@@ -360,13 +368,7 @@ func (o *Outbox) relay(ctx context.Context, notes chan note) {
 			o.hold(n.id, n.events, due)
 		}
 		if o.cfg.ClearDelay == 0 {
-			// Removals go on when ctx ends (a shutdown), for removeTimeout
-			// more at most, so a slow store cannot hold the shutdown up.
-			rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-			stop := context.AfterFunc(ctx, func() { time.AfterFunc(removeTimeout, cancel) })
-			o.clearDue(rctx, false)
-			stop()
-			cancel()
+			o.clearDue(ctx, false)
 		}
 	}
 }

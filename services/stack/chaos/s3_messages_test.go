@@ -297,8 +297,7 @@ func TestPoisonAndHostileMessages(t *testing.T) {
 
 // Scenario 7: a backlog of person events is queued while score is down, then
 // score starts: it drains with bounded memory (peak RSS reported) and every
-// cpf ends exact. CHAOS_BACKLOG sets the number of events (default 1000 to
-// keep CI short; docs/RELIABILITY.md also reports a run with 100000).
+// cpf ends exact. CHAOS_BACKLOG sets the number of events (default below).
 func TestBacklogDrain(t *testing.T) {
 	// The 100k. FerretDB's SQLite backend is about 4.5 times slower
 	// (docs/BENCHMARKS.md), too slow for that within the suite's time.
