@@ -37,6 +37,9 @@ func FuzzHandler(f *testing.F) {
 		if strings.Contains(path, "//") || strings.HasSuffix(path, "/") {
 			return // empty segments: gin redirects to the cleaned path, nothing of person's is reached
 		}
+		if strings.Contains(cpf+id, "/") {
+			return // gin routes the unescaped path, whose segments are not the document's
+		}
 		r := s.do(t, rt.method, path, string(body))
 		if r.Code >= 500 {
 			t.Fatalf("%s %s %q: %d %s", rt.method, path, body, r.Code, r.body)
