@@ -105,6 +105,7 @@ func (s *Store) StartRebuild(ctx context.Context) (score.Rebuild, error) {
 			StartedAt: time.Now().UTC().Truncate(time.Millisecond)}
 		next := m
 		next.Previous, next.Rebuild = "", &r
+		casStart := time.Now()
 		ok, err := s.casMeta(ctx, m, next)
 		if err != nil {
 			return score.Rebuild{}, err
@@ -113,12 +114,12 @@ func (s *Store) StartRebuild(ctx context.Context) (score.Rebuild, error) {
 			continue
 		}
 		s.log.Info("rebuild started", zap.String("rebuild_id", id), zap.String("from", m.Active), zap.String("target", target))
-		s.remember(next, time.Now())
+		s.remember(next, casStart)
 		// Every replica routes events by a meta document at most metaMaxAge
 		// old: after this wait all of them apply events to the rebuild's
 		// collection too, so none written after a snapshot is missed there.
 		select {
-		case <-time.After(2 * metaMaxAge):
+		case <-time.After(switchAfter):
 		case <-ctx.Done():
 		}
 		ev, err := eventbus.NewEvent(ctx, Source, score.SnapshotRequested, id, 1, score.SnapshotRequest{RebuildID: id})
@@ -257,10 +258,12 @@ func (s *Store) advance(ctx context.Context, m metaDoc) error {
 	done.State, done.FinishedAt = score.RebuildDone, &now
 	next := m
 	next.Active, next.Previous, next.Rebuild = r.Target, m.Active, &done
+	casStart := time.Now()
 	ok, err := s.casMeta(ctx, m, next)
 	if err != nil || !ok {
 		return err
 	}
+	s.remember(next, casStart)
 	s.log.Info("rebuild done, read model switched", zap.String("rebuild_id", r.ID), zap.String("from", m.Active),
 		zap.String("to", r.Target), zap.Int64("snapshots", n), zap.Int("documents", len(rebuilt)))
 	s.observe(next)
