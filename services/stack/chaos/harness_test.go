@@ -67,7 +67,9 @@ func TestMain(m *testing.M) {
 				ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 				defer cancel()
 				if clusterErr = cluster.StartAll(ctx); clusterErr == nil {
-					clusterTries, clusterErr = cluster.Cluster(ctx)
+					clusterTries, clusterErr = cluster.Cluster(ctx, func(format string, args ...any) {
+						fmt.Fprintf(os.Stderr, "private RabbitMQ cluster: "+format+"\n", args...)
+					})
 				}
 			}
 		}()

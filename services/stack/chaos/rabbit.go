@@ -331,9 +331,9 @@ const ClusterTries = 5
 // checks it); the others join one at a time, since concurrent joins contend
 // for the seed's mnesia schema. A join that fails (on a busy machine mnesia has
 // crashed start_app right after join_cluster with a badmatch) is tried again
-// from a fully reset node, up to ClusterTries times. Tries tells how many
-// tries each joined node took.
-func (f *Fleet) Cluster(ctx context.Context) (tries map[string]int, err error) {
+// from a fully reset node, up to ClusterTries times; logf is told why each
+// failed try failed. Tries tells how many tries each joined node took.
+func (f *Fleet) Cluster(ctx context.Context, logf func(format string, args ...any)) (tries map[string]int, err error) {
 	seed := f.Nodes[0]
 	tries = map[string]int{}
 	for i, n := range f.Nodes[1:] {
@@ -349,6 +349,7 @@ func (f *Fleet) Cluster(ctx context.Context) (tries map[string]int, err error) {
 					break
 				}
 			}
+			logf("joining %s to %s, try %d of %d failed: %v", n.Name, seed.Name, try, ClusterTries, last)
 			if ctx.Err() != nil {
 				break
 			}

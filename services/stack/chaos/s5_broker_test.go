@@ -121,7 +121,7 @@ func TestClusterFailover(t *testing.T) {
 	// The cluster formed while other scenarios ran; an earlier run of this
 	// test killed and restarted one of its nodes. Check that it holds (or
 	// rejoin who left) before relying on it.
-	rejoined, err := cluster.Cluster(t.Context())
+	rejoined, err := cluster.Cluster(t.Context(), t.Logf)
 	if err != nil {
 		t.Fatalf("the private RabbitMQ cluster does not hold (rejoin tries per node %v): %v", rejoined, err)
 	}
