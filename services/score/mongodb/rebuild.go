@@ -47,8 +47,9 @@ func (s *Store) readMeta(ctx context.Context) (metaDoc, error) {
 	return m, nil
 }
 
-// casMeta replaces old by next if nobody changed it meanwhile.
-func (s *Store) casMeta(ctx context.Context, old, next metaDoc) (bool, error) {
+// casMeta replaces old by next if nobody changed it meanwhile; next gets its
+// id and revision.
+func (s *Store) casMeta(ctx context.Context, old metaDoc, next *metaDoc) (bool, error) {
 	next.ID, next.Rev = metaID, old.Rev+1
 	if old.Rev == 0 {
 		_, err := s.meta.InsertOne(ctx, next)
@@ -106,7 +107,7 @@ func (s *Store) StartRebuild(ctx context.Context) (score.Rebuild, error) {
 		next := m
 		next.Previous, next.Rebuild = "", &r
 		casStart := time.Now()
-		ok, err := s.casMeta(ctx, m, next)
+		ok, err := s.casMeta(ctx, m, &next)
 		if err != nil {
 			return score.Rebuild{}, err
 		}
@@ -182,7 +183,7 @@ func (s *Store) updateRebuild(ctx context.Context, id string, change func(r *sco
 		}
 		next := m
 		next.Rebuild = &r
-		ok, err := s.casMeta(ctx, m, next)
+		ok, err := s.casMeta(ctx, m, &next)
 		if err != nil || ok {
 			return err
 		}
@@ -259,7 +260,7 @@ func (s *Store) advance(ctx context.Context, m metaDoc) error {
 	next := m
 	next.Active, next.Previous, next.Rebuild = r.Target, m.Active, &done
 	casStart := time.Now()
-	ok, err := s.casMeta(ctx, m, next)
+	ok, err := s.casMeta(ctx, m, &next)
 	if err != nil || !ok {
 		return err
 	}

@@ -68,6 +68,7 @@ type Store struct {
 
 	mu      sync.Mutex
 	active  string          // collection serving the read model, as last seen
+	seenRev int64           // revision of the meta document active comes from
 	runCtx  context.Context // set while Run runs
 	relays  map[string]context.CancelFunc
 	obs     map[string]*outbox.Outbox
@@ -561,10 +562,17 @@ func (s *Store) Run(ctx context.Context) error {
 }
 
 // observe takes note of the meta document: when the active collection
-// changed, the relay follows it and every waiting reader reads again.
+// changed, the relay follows it and every waiting reader reads again. A meta
+// document older than one observed before (reads by Run and Apply overlap)
+// changes nothing.
 func (s *Store) observe(m metaDoc) {
 	s.mu.Lock()
 	old := s.active
+	if m.Rev < s.seenRev {
+		s.mu.Unlock()
+		return
+	}
+	s.seenRev = m.Rev
 	if old == m.Active {
 		s.mu.Unlock()
 		return
