@@ -34,7 +34,8 @@
 //     it at its next event or meta read (at most MetaInterval later), moves
 //     its score.changed relay to the new collection and wakes its waiting
 //     readers. The switching replica then publishes score.changed for every
-//     cpf whose score the rebuild corrected, so person's copy heals too.
+//     cpf of the new collection, so person's copy heals too (the replaced
+//     collection cannot tell which scores person holds wrongly).
 //
 // An event applied by a meta document read before the switch lands in the
 // replaced collection as if it were active (its score.changed carries that
@@ -45,7 +46,7 @@
 // fresh meta document (a duplicate changes nothing) and republishes the cpf's
 // score from the new collection, newer than anything the old one published.
 // Writes that the second read shows came before the switch are covered by the
-// switching replica's corrections, which read both collections after it.
+// scores the switching replica publishes, which it reads after the switch.
 //
 // The replaced collection stays, frozen, until the next rebuild starts (for
 // inspection); a rebuild that does not switch within RebuildTimeout fails and

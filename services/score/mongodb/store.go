@@ -224,7 +224,7 @@ func CPF(subject string) (int64, error) {
 // read before it: the event then reaches the new collection without the
 // score.changed and the wake-up that only the active collection gives, and
 // the replaced one may publish a score.changed from its own, possibly wrong,
-// score after the switching replica published its corrections. So when a
+// score after the switching replica published the rebuilt scores. So when a
 // switch could have happened since the routing read (a rebuild was running,
 // or the apply took longer than a rebuild needs at least to start and
 // switch), Apply reads the meta document again once its writes are done. If
@@ -232,8 +232,8 @@ func CPF(subject string) (int64, error) {
 // duplicate changes nothing) and, when the active collection changed,
 // republishes the cpf's score from it: that score.changed is newer than any
 // the replaced collection got from this event. If the routing did not change,
-// the writes came before any switch, and the switching replica's corrections,
-// made after it, cover them.
+// the writes came before any switch, and the scores the switching replica
+// publishes after it cover them.
 func (s *Store) Apply(ctx context.Context, ev eventbus.Event) error {
 	cpf, err := CPF(ev.Subject)
 	if err != nil {
