@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -78,17 +77,19 @@ func run() error {
 		Workers: cfg.Workers, ShutdownTimeout: cfg.ShutdownTimeout, Logger: log})
 	personevents.Register(consumer, store)
 
-	ready := func(ctx context.Context) error {
+	// Reads need only the store; while the broker is unreachable they are
+	// served, marked stale (see httpapi.StaleHeader).
+	ready := func(ctx context.Context) (map[string]any, error) {
 		if err := store.Ping(ctx); err != nil {
-			return fmt.Errorf("mongodb: %w", err)
+			return nil, fmt.Errorf("mongodb: %w", err)
 		}
 		if !pub.Ready() || !consumer.Ready() {
-			return errors.New("rabbitmq: not connected")
+			return map[string]any{"broker": "unreachable", "reads": "served, marked stale: " + httpapi.StaleDisconnected}, nil
 		}
-		return nil
+		return map[string]any{"broker": "connected", "reads": "served"}, nil
 	}
 	router := service.NewRouter(log, service.NewHTTPMetrics(prometheus.DefaultRegisterer), ready)
-	httpapi.Register(router, store, log, extra.MinVersionWait)
+	httpapi.Register(router, httpapi.Config{Store: store, Logger: log, MaxWait: extra.MinVersionWait, Receiving: consumer.Ready})
 	srv := &http.Server{Addr: cfg.HTTPAddr, Handler: router, ReadHeaderTimeout: 5 * time.Second}
 
 	var adminSrv *http.Server
