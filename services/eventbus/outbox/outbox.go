@@ -408,6 +408,16 @@ func (o *Outbox) relay(ctx context.Context, notes chan note) {
 				break more
 			}
 		}
+		if !o.brokerReady() {
+			// The broker is unreachable: the events stay in the backlog,
+			// for the sweep once it is back, without a publish attempt or a
+			// catch-up read per batch.
+			for _, n := range batch {
+				o.track(n.events, false)
+			}
+			o.suspect.Store(true)
+			continue
+		}
 		batch = o.catchUp(ctx, batch)
 		var events []eventbus.Event
 		for _, n := range batch {
