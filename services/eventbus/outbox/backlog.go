@@ -24,8 +24,17 @@ type backlog struct {
 	// (removed once they reach the front).
 	perSecond map[int64]int
 	seconds   []int64
-	changed   func(n int) // called with the new size after every change, under mu
+	changed   func(n int, oldest time.Time) // called after every change, under mu
+	// confirmed remembers the ids confirmed in the last one to two
+	// confirmedFor, so that a sweep that read them before they were
+	// published does not count (and hand out) them again.
+	confirmed, confirmedBefore map[string]bool
+	rotated                    time.Time
 }
+
+// confirmedFor is how long confirmed ids are remembered: longer than a
+// sweep's read of the collection usually takes.
+const confirmedFor = 30 * time.Second
 
 type trackedEvent struct {
 	doc     string
@@ -34,17 +43,19 @@ type trackedEvent struct {
 	seq     uint64
 }
 
-func newBacklog(changed func(n int)) *backlog {
-	return &backlog{events: map[string]trackedEvent{}, docs: map[string]map[string]int64{}, perSecond: map[int64]int{}, changed: changed}
+func newBacklog(changed func(n int, oldest time.Time)) *backlog {
+	return &backlog{events: map[string]trackedEvent{}, docs: map[string]map[string]int64{}, perSecond: map[int64]int{},
+		changed: changed, confirmed: map[string]bool{}, confirmedBefore: map[string]bool{}, rotated: time.Now()}
 }
 
-// add tracks the events of document doc (those already tracked stay as they are).
+// add tracks the events of document doc (those already tracked, or
+// confirmed lately, stay as they are).
 func (b *backlog) add(doc string, events ...eventbus.Event) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.seq++
 	for _, ev := range events {
-		if _, ok := b.events[ev.ID]; ok {
+		if _, ok := b.events[ev.ID]; ok || b.confirmed[ev.ID] || b.confirmedBefore[ev.ID] {
 			continue
 		}
 		sec := ev.Time.Unix()
@@ -59,17 +70,21 @@ func (b *backlog) add(doc string, events ...eventbus.Event) {
 		}
 		b.perSecond[sec]++
 	}
-	b.changed(len(b.events))
+	b.changed(len(b.events), b.oldestLocked())
 }
 
-// done stops tracking events: the broker confirmed them, or they are gone.
+// done stops tracking events: the broker confirmed them.
 func (b *backlog) done(ids ...string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if time.Since(b.rotated) > confirmedFor {
+		b.confirmedBefore, b.confirmed, b.rotated = b.confirmed, map[string]bool{}, time.Now()
+	}
 	for _, id := range ids {
 		b.removeLocked(id)
+		b.confirmed[id] = true
 	}
-	b.changed(len(b.events))
+	b.changed(len(b.events), b.oldestLocked())
 }
 
 func (b *backlog) removeLocked(id string) {
@@ -87,19 +102,31 @@ func (b *backlog) removeLocked(id string) {
 	b.perSecond[t.second]--
 }
 
+// tracked reports whether event id is tracked (not yet confirmed).
+func (b *backlog) tracked(id string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	_, ok := b.events[id]
+	return ok
+}
+
 // size returns how many events are tracked and the time of the oldest (zero
 // when none), to the second.
 func (b *backlog) size() (int, time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return len(b.events), b.oldestLocked()
+}
+
+func (b *backlog) oldestLocked() time.Time {
 	for len(b.seconds) > 0 && b.perSecond[b.seconds[0]] <= 0 {
 		delete(b.perSecond, b.seconds[0])
 		b.seconds = b.seconds[1:]
 	}
 	if len(b.seconds) == 0 {
-		return len(b.events), time.Time{}
+		return time.Time{}
 	}
-	return len(b.events), time.Unix(b.seconds[0], 0)
+	return time.Unix(b.seconds[0], 0)
 }
 
 // olderThan reports whether document doc has tracked events of a version
@@ -132,5 +159,5 @@ func (b *backlog) reconcile(mark uint64, found map[string]bool) {
 			b.removeLocked(id)
 		}
 	}
-	b.changed(len(b.events))
+	b.changed(len(b.events), b.oldestLocked())
 }

@@ -113,8 +113,13 @@ type note struct {
 	id     any
 	events []eventbus.Event
 	raw    []any // the events as stored, when read from the document, for an exact removal
-	// notified are the relay's events a catch-up note replaces (see catchUp).
+	// notified are the relay's events a catch-up note replaces (see catchUp),
+	// fresh how many of them were written, not found by a sweep.
 	notified []eventbus.Event
+	fresh    int
+	// swept: a sweep found these events left behind and handed them to the
+	// relay, which publishes a document's events in order.
+	swept bool
 }
 
 // New creates the outbox of a collection; call Run to start relaying.
@@ -143,7 +148,15 @@ func New(cfg Config) *Outbox {
 	o := &Outbox{cfg: cfg, log: cfg.Logger.With(zap.String("outbox", cfg.Collection.Name())), seed: maphash.MakeSeed(),
 		inflight: map[string]struct{}{}, held: map[string]*heldEvents{}}
 	pending := cfg.Metrics.OutboxPending.WithLabelValues(cfg.Collection.Name())
-	o.backlog = newBacklog(func(n int) { pending.Set(float64(n)) })
+	age := cfg.Metrics.OutboxOldest.WithLabelValues(cfg.Collection.Name())
+	o.backlog = newBacklog(func(n int, oldest time.Time) {
+		pending.Set(float64(n))
+		if oldest.IsZero() {
+			age.Set(0)
+		} else {
+			age.Set(max(time.Since(oldest).Seconds(), 0))
+		}
+	})
 	o.drained = cfg.Metrics.OutboxDrained.WithLabelValues(cfg.Collection.Name())
 	for range cfg.RelayWorkers {
 		o.notes = append(o.notes, make(chan note, max(8192/cfg.RelayWorkers, 256)))
@@ -212,7 +225,8 @@ func (o *Outbox) brokerReady() bool {
 	return !ok || r.Ready()
 }
 
-// refreshOldest sets the oldest-pending gauge from the backlog.
+// refreshOldest sets the oldest-pending gauge from the backlog (which sets it
+// on every change too; this keeps the age growing between changes).
 func (o *Outbox) refreshOldest() {
 	_, oldest := o.backlog.size()
 	age := 0.0
@@ -418,11 +432,8 @@ func (o *Outbox) relay(ctx context.Context, notes chan note) {
 			o.suspect.Store(true)
 			continue
 		}
-		batch = o.catchUp(ctx, batch)
-		var events []eventbus.Event
-		for _, n := range batch {
-			events = append(events, n.events...)
-		}
+		batch = o.catchUp(ctx, o.unpublished(batch))
+		events := inDocumentOrder(batch)
 		if err := o.cfg.Publisher.Publish(ctx, events...); err != nil {
 			o.log.Warn("relay publish failed; the sweep will retry", zap.Error(err), zap.Int("events", len(events)))
 			for _, n := range batch {
@@ -442,19 +453,72 @@ func (o *Outbox) relay(ctx context.Context, notes chan note) {
 				o.hold(n.id, n.events, due)
 				continue
 			}
-			o.drained.Add(float64(max(len(n.events)-len(n.notified), 0)))
+			if n.swept {
+				o.drained.Add(float64(len(n.events)))
+			} else {
+				o.drained.Add(float64(max(len(n.events)-n.fresh, 0)))
+			}
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), removeTimeout)
 			if err := o.remove(rctx, n.id, n.raw...); err != nil {
 				o.log.Warn("could not clear published events; they will be republished", zap.Error(err))
 				o.suspect.Store(true)
 			}
 			cancel()
+			o.track(n.events, false)
 			o.track(n.notified, false)
 		}
 		if o.cfg.ClearDelay == 0 {
 			o.clearDue(ctx, false)
 		}
 	}
+}
+
+// unpublished drops from the sweep's notes the events this process has
+// published since the sweep read them (a catch-up did), so they are not
+// published twice.
+func (o *Outbox) unpublished(batch []note) []note {
+	out := batch[:0]
+	for _, n := range batch {
+		if !n.swept {
+			out = append(out, n)
+			continue
+		}
+		kept := note{id: n.id, raw: []any{}, swept: true}
+		for i, ev := range n.events {
+			if o.backlog.tracked(ev.ID) {
+				kept.events = append(kept.events, ev)
+				kept.raw = append(kept.raw, n.raw[i])
+			} else {
+				o.track([]eventbus.Event{ev}, false)
+			}
+		}
+		if len(kept.events) > 0 {
+			out = append(out, kept)
+		}
+	}
+	return out
+}
+
+// inDocumentOrder lists a batch's events for one publish: document by
+// document, each document's events in version order (a document's notes may
+// have arrived out of order: a write's before the sweep's older events).
+func inDocumentOrder(batch []note) []eventbus.Event {
+	var keys []string
+	byDoc := map[string][]eventbus.Event{}
+	for _, n := range batch {
+		k := docKey(n.id)
+		if _, ok := byDoc[k]; !ok {
+			keys = append(keys, k)
+		}
+		byDoc[k] = append(byDoc[k], n.events...)
+	}
+	var events []eventbus.Event
+	for _, k := range keys {
+		evs := byDoc[k]
+		slices.SortStableFunc(evs, func(a, b eventbus.Event) int { return cmp.Compare(a.Version, b.Version) })
+		events = append(events, evs...)
+	}
+	return events
 }
 
 // catchUp replaces the notes of each document that still has older events in
@@ -496,6 +560,9 @@ func (o *Outbox) catchUp(ctx context.Context, batch []note) []note {
 		for _, m := range batch {
 			if docKey(m.id) == k {
 				n.notified = append(n.notified, m.events...)
+				if !m.swept {
+					n.fresh += len(m.events)
+				}
 			}
 		}
 		replaced[k] = n
@@ -595,16 +662,18 @@ type pendingDoc struct {
 	Outbox []bson.Raw `bson:"outbox"`
 }
 
-// sweep republishes the pending events older than minAge (and, with
-// skipRelaying, not in this process's relay), those of one document in
-// version order, many documents per pipelined publish, and adds what it finds
-// due to the backlog count. While the broker is unreachable (or once a
+// sweep republishes the pending events older than minAge, those of one
+// document in version order, and adds what it finds due to the backlog count.
+// With relaying (the relay runs) it skips the events the relay holds and hands
+// the due ones to the relay worker of their document, which publishes every
+// event of a document in order and none twice; otherwise (a flush) it
+// publishes them itself, many documents per pipelined publish. While the broker is unreachable (or once a
 // publish failed) it only counts: every event not in the relay joins the
 // backlog, young ones too, since nobody can be publishing them. After a
 // complete read it drops from the backlog what it did not find. It clears
 // suspect, and sets it again if it failed, only counted or left events for
 // another replica's relay.
-func (o *Outbox) sweep(ctx context.Context, minAge time.Duration, skipRelaying bool) (err error) {
+func (o *Outbox) sweep(ctx context.Context, minAge time.Duration, relaying bool) (err error) {
 	// Cleared first, so that a failure during the sweep keeps it set.
 	o.suspect.Store(false)
 	leftYoung := false
@@ -666,7 +735,7 @@ func (o *Outbox) sweep(ctx context.Context, minAge time.Duration, skipRelaying b
 			}
 			found[ev.ID] = true
 			switch {
-			case skipRelaying && o.relaying(ev.ID):
+			case relaying && o.relaying(ev.ID):
 			case publishing && time.Since(ev.Time) < minAge:
 				leftYoung = true
 			default:
@@ -683,6 +752,25 @@ func (o *Outbox) sweep(ctx context.Context, minAge time.Duration, skipRelaying b
 			n.raw = append(n.raw, d.raw)
 		}
 		o.backlog.add(docKey(doc.ID), n.events...)
+		if relaying {
+			// Published since the read (a catch-up): nothing to hand out
+			// (unpublished filters the rest when the relay gets to them).
+			if !slices.ContainsFunc(n.events, func(ev eventbus.Event) bool { return o.backlog.tracked(ev.ID) }) {
+				continue
+			}
+			if publishing = o.brokerReady(); !publishing {
+				continue // the rest only counts
+			}
+			n.swept = true
+			o.track(n.events, true)
+			select {
+			case o.notes[maphash.String(o.seed, docKey(doc.ID))%uint64(len(o.notes))] <- n:
+			case <-ctx.Done():
+				o.track(n.events, false)
+				return ctx.Err()
+			}
+			continue
+		}
 		batch = append(batch, n)
 		events = append(events, n.events...)
 		if len(events) >= o.cfg.SweepBatch {

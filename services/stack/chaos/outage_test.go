@@ -3,6 +3,7 @@
 package chaos_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -268,4 +269,88 @@ func (h *harness) probeRefusal(cpf int64) string {
 		h.t.Errorf("a refused write moved cpf %d from version %v to %v", cpf, v0, v1)
 	}
 	return fmt.Sprintf("503 application/problem+json, Retry-After %s: %q", resp.Header.Get("Retry-After"), p["detail"])
+}
+
+// Scenario 12: every node of a three-node RabbitMQ cluster is stopped
+// (stop_app on all three at once) during a stream of writes, then all are
+// started again. As with one node (scenario 1): writes go on being accepted
+// into person's outbox backlog, person and score stay ready, score marks its
+// reads stale; once the cluster is back the backlog drains by itself and
+// every accepted write reaches score exactly once.
+func TestClusterAllDown(t *testing.T) {
+	<-clusterReady
+	if clusterErr != nil {
+		t.Fatalf("starting a private RabbitMQ cluster: %v", clusterErr)
+	}
+	seed := cluster.Nodes[0]
+	vhost := "chaos-" + chaos.NewID()[:8]
+	if err := seed.AddVhost(t.Context(), vhost); err != nil {
+		t.Fatal(err)
+	}
+	var urls []string
+	for _, n := range cluster.Nodes {
+		urls = append(urls, n.URL(vhost))
+	}
+	list := strings.Join(urls, ",")
+	h := newHarness(t, setup{amqpURL: seed.URL(vhost), serviceAMQP: func(string) map[string]string {
+		return map[string]string{stack.Person: list, stack.Score: list}
+	}})
+	w := &chaos.Workload{Client: h.client, CPFs: cpfs(1_200_001, 24), Writers: 6, DeleteOneIn: 8}
+	stop := w.Start(t.Context())
+	h.sleep(4 * time.Second)
+	before := h.client.Ledger.Counts()
+	t0 := time.Now()
+	allNodes(t, func(ctx context.Context, n *chaos.Node) error { return n.StopApp(ctx) })
+	stopped := time.Now()
+	h.waitReadyz(stack.Person, time.Minute, "the broker unreachable", brokerUnreachable)
+	h.waitReadyz(stack.Score, time.Minute, "the broker unreachable", brokerUnreachable)
+	watch := h.watchReady(stack.Person, stack.Score)
+	h.staleRead(firstCreated(h.client.Ledger), time.Minute)
+	h.sleep(envDuration("CHAOS_BROKER_OUTAGE", 8*time.Second))
+	during := h.client.Ledger.Counts()
+	_, m, err := h.readyz(stack.Person)
+	if err != nil {
+		t.Fatal(err)
+	}
+	atEnd := backlog(m)
+	ready := watch.done(t)
+	t1 := time.Now()
+	allNodes(t, func(ctx context.Context, n *chaos.Node) error { return n.StartApp(ctx) })
+	started := time.Now()
+	drain := h.drained(started, 5*time.Minute)
+	h.sleep(4 * time.Second)
+	stop()
+	accepted := during.Accepted - before.Accepted
+	if accepted == 0 {
+		t.Errorf("no write was accepted while every node was down")
+	}
+	if refused := during.Status["503"] - before.Status["503"]; refused > 0 {
+		t.Errorf("%d writes refused with 503 while the cluster was down, far under the backlog bound", refused)
+	}
+	r := chaos.Result{Scenario: 12, Test: t.Name(), Recovery: drain,
+		Note: fmt.Sprintf("stop_app of all 3 nodes (took %s), cluster down %s, start_app of all 3 took %s; %d writes accepted into the outbox backlog meanwhile, %d refused with 503; backlog %d at start_app; %s; drained %s after start_app (recovery)",
+			stopped.Sub(t0).Round(100*time.Millisecond), started.Sub(t0).Round(100*time.Millisecond), started.Sub(t1).Round(100*time.Millisecond),
+			accepted, during.Status["503"]-before.Status["503"], atEnd, ready, drain.Round(10*time.Millisecond))}
+	v := h.verify(&r, 3*time.Minute, 0)
+	h.finish(&r, v.Applied)
+}
+
+// allNodes runs op on every node of the cluster at once (a node of a stopped
+// cluster waits for its peers when it starts) and fails the test on an error.
+func allNodes(t *testing.T, op func(context.Context, *chaos.Node) error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	errs := make([]error, len(cluster.Nodes))
+	var wg sync.WaitGroup
+	for i, n := range cluster.Nodes {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = op(ctx, n) }()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("node %s: %v", cluster.Nodes[i].Name, err)
+		}
+	}
 }
