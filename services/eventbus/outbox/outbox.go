@@ -10,11 +10,12 @@
 // (ClearWith), which then clears the events at no extra cost.
 //
 // While the broker is unreachable the events stay in their documents (the
-// backlog) and the sweep does not read the collection; once it is back the
-// sweep drains them, and the relay publishes a document's older backlog
-// before its new events, so each aggregate's events go out in version order.
-// Backlog reports the backlog's size and age from memory, for a service to
-// bound it (see Backlog).
+// backlog), and neither the relay nor the sweep touches the store for them.
+// Once it is back the sweep hands each document's backlog to the relay
+// worker that publishes that document's new events too, and a new event of a
+// document with older backlog brings them along, so each aggregate's events
+// go out in version order. Backlog reports the backlog's size and age from
+// memory, for a service to bound it.
 //
 // Delivery is at least once: an event may be published twice (two replicas
 // sweeping, a crash between confirm and removal), never lost.
@@ -664,15 +665,15 @@ type pendingDoc struct {
 
 // sweep republishes the pending events older than minAge, those of one
 // document in version order, and adds what it finds due to the backlog count.
-// With relaying (the relay runs) it skips the events the relay holds and hands
-// the due ones to the relay worker of their document, which publishes every
-// event of a document in order and none twice; otherwise (a flush) it
-// publishes them itself, many documents per pipelined publish. While the broker is unreachable (or once a
-// publish failed) it only counts: every event not in the relay joins the
-// backlog, young ones too, since nobody can be publishing them. After a
-// complete read it drops from the backlog what it did not find. It clears
-// suspect, and sets it again if it failed, only counted or left events for
-// another replica's relay.
+// With relaying (the relay runs) it skips the events the relay holds and
+// hands the due ones to the relay worker of their document, which publishes
+// a document's events in order and, in this process, once; otherwise (a
+// flush) it publishes them itself, many documents per pipelined publish.
+// While the broker is unreachable (or once a publish failed) it only counts:
+// every event not in the relay joins the backlog, young ones too, since
+// nobody can be publishing them. After a complete read it drops from the
+// backlog what it did not find. It clears suspect, and sets it again if it
+// failed, only counted or left events for another replica's relay.
 func (o *Outbox) sweep(ctx context.Context, minAge time.Duration, relaying bool) (err error) {
 	// Cleared first, so that a failure during the sweep keeps it set.
 	o.suspect.Store(false)
