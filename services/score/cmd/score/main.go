@@ -4,10 +4,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/personscore/eventbus"
@@ -77,16 +79,23 @@ func run() error {
 		Workers: cfg.Workers, ShutdownTimeout: cfg.ShutdownTimeout, Logger: log})
 	personevents.Register(consumer, store)
 
-	// Reads need only the store; while the broker is unreachable they are
-	// served, marked stale (see httpapi.StaleHeader).
+	// Once score has consumed from its queue, reads need only the store:
+	// while the broker is unreachable they are served, marked stale (see
+	// httpapi.StaleHeader). Before that, score is not ready: its queue may
+	// not even exist yet, so person's events would find no route to it.
+	var attached atomic.Bool
 	ready := func(ctx context.Context) (map[string]any, error) {
 		if err := store.Ping(ctx); err != nil {
 			return nil, fmt.Errorf("mongodb: %w", err)
 		}
-		if !pub.Ready() || !consumer.Ready() {
-			return map[string]any{"broker": "unreachable", "reads": "served, marked stale: " + httpapi.StaleDisconnected}, nil
+		if pub.Ready() && consumer.Ready() {
+			attached.Store(true)
+			return map[string]any{"broker": "connected", "reads": "served"}, nil
 		}
-		return map[string]any{"broker": "connected", "reads": "served"}, nil
+		if !attached.Load() {
+			return nil, errors.New("rabbitmq: not consuming from its queue yet since start")
+		}
+		return map[string]any{"broker": "unreachable", "reads": "served, marked stale: " + httpapi.StaleDisconnected}, nil
 	}
 	router := service.NewRouter(log, service.NewHTTPMetrics(prometheus.DefaultRegisterer), ready)
 	httpapi.Register(router, httpapi.Config{Store: store, Logger: log, MaxWait: extra.MinVersionWait, Receiving: consumer.Ready})
