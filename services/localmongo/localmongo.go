@@ -1,7 +1,8 @@
 // Package localmongo runs an embedded MongoDB-wire server for local runs and
-// tests: FerretDB v1 (SQLite or PostgreSQL backend) behind a small gate that
-// serializes write commands, so that single-document updates are atomic as on
-// a real MongoDB.
+// tests. By default it is its own engine: documents in memory, a journal file
+// in Dir, every write to a document atomic (engine.go). With a PostgreSQL URL
+// it is FerretDB v1 on PostgreSQL behind a small gate that serializes write
+// commands, so that single-document updates are atomic as on a real MongoDB.
 package localmongo
 
 import (
@@ -10,8 +11,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -26,9 +25,10 @@ import (
 type Config struct {
 	// Addr is the public listen address, e.g. "127.0.0.1:27017" or "127.0.0.1:0".
 	Addr string
-	// Dir is the SQLite data directory, created if missing. Ignored with PostgreSQLURL.
+	// Dir is the data directory (the engine's journal), created if missing.
+	// Ignored with PostgreSQLURL.
 	Dir string
-	// PostgreSQLURL, if set, selects the PostgreSQL backend instead of SQLite,
+	// PostgreSQLURL, if set, selects FerretDB on PostgreSQL instead of the engine,
 	// e.g. "postgres://root@127.0.0.1:5432/test". The database must exist;
 	// each MongoDB database becomes a schema in it.
 	PostgreSQLURL string
@@ -42,6 +42,7 @@ type Server struct {
 	uri  string
 	log  *zap.Logger
 	gate *gate
+	wire *wireServer // the engine's server (no PostgreSQLURL)
 
 	stopFerret context.CancelFunc
 	ferretDone chan struct{}
@@ -63,6 +64,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Addr == "" {
 		return nil, errors.New("localmongo: Addr is required")
 	}
+	if cfg.PostgreSQLURL == "" {
+		return startEngine(ctx, cfg, log)
+	}
 
 	fcfg := &ferretdb.Config{
 		// Only a TCP listener on loopback: no Unix socket, no TLS. The embedded
@@ -70,34 +74,12 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Listener: ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
 		Logger:   newSlogLogger(log),
 	}
-	if cfg.PostgreSQLURL != "" {
-		pgURL, err := withCustomPlans(cfg.PostgreSQLURL)
-		if err != nil {
-			return nil, fmt.Errorf("localmongo: PostgreSQL URL: %w", err)
-		}
-		fcfg.Handler = "postgresql"
-		fcfg.PostgreSQLURL = pgURL
-	} else {
-		if cfg.Dir == "" {
-			return nil, errors.New("localmongo: Dir is required for the SQLite backend")
-		}
-		dir, err := filepath.Abs(cfg.Dir)
-		if err != nil {
-			return nil, fmt.Errorf("localmongo: data dir: %w", err)
-		}
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return nil, fmt.Errorf("localmongo: data dir: %w", err)
-		}
-		fcfg.Handler = "sqlite"
-		// FerretDB wants a "file:" URI of a directory ending with "/". It already
-		// uses WAL; synchronous=NORMAL skips the fsync per commit (data survives a
-		// process crash, not a power cut), which is right for a dev/test store.
-		fcfg.SQLiteURL = (&url.URL{
-			Scheme:   "file",
-			Path:     filepath.ToSlash(dir) + "/",
-			RawQuery: "_pragma=synchronous(normal)",
-		}).String()
+	pgURL, err := withCustomPlans(cfg.PostgreSQLURL)
+	if err != nil {
+		return nil, fmt.Errorf("localmongo: PostgreSQL URL: %w", err)
 	}
+	fcfg.Handler = "postgresql"
+	fcfg.PostgreSQLURL = pgURL
 
 	f, err := ferretdb.New(fcfg)
 	if err != nil {
@@ -115,10 +97,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		defer close(s.ferretDone)
 		_ = f.Run(fctx) // always nil; closes the backend when fctx ends
 	}()
-	if cfg.PostgreSQLURL != "" {
-		// Ends with FerretDB (fctx); Close waits only for FerretDB.
-		go maintainTables(fctx, fcfg.PostgreSQLURL, log)
-	}
+	// Ends with FerretDB (fctx); Close waits only for FerretDB.
+	go maintainTables(fctx, fcfg.PostgreSQLURL, log)
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -143,18 +123,48 @@ func (s *Server) URI() string { return s.uri }
 
 // Close stops the gate and FerretDB and closes the backend. It is idempotent.
 func (s *Server) Close() error {
+	var err error
 	s.closeOnce.Do(func() {
+		if s.wire != nil {
+			s.wire.close()
+			err = s.wire.eng.close()
+			return
+		}
 		if s.gate != nil {
 			s.gate.close()
 		}
 		s.stopFerretAndWait()
 	})
-	return nil
+	return err
 }
 
 func (s *Server) stopFerretAndWait() {
 	s.stopFerret()
 	<-s.ferretDone
+}
+
+// startEngine starts the engine's wire server on cfg.Addr with its journal in cfg.Dir.
+func startEngine(ctx context.Context, cfg Config, log *zap.Logger) (*Server, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("localmongo: Dir is required")
+	}
+	eng, err := openEngine(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("localmongo: open %s: %w", cfg.Dir, err)
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		_ = eng.close()
+		return nil, fmt.Errorf("localmongo: listen on %s: %w", cfg.Addr, err)
+	}
+	s := &Server{log: log, wire: newWireServer(ln, eng, log), uri: uriFor(ln.Addr().(*net.TCPAddr))}
+	s.wire.wg.Add(1)
+	go s.wire.serve()
+	if err := s.ping(ctx); err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("localmongo: not ready: %w", err)
+	}
+	return s, nil
 }
 
 // ping checks the whole path (gate and FerretDB) with a real driver round trip.

@@ -55,6 +55,10 @@ type options struct {
 	grow          int
 	profile       bool
 
+	bench     bool
+	backends  string
+	workloads string
+
 	out      string
 	quiet    bool
 	progress io.Writer
@@ -92,6 +96,9 @@ func run() error {
 	flag.IntVar(&o.persons, "persons", 100, "cap on the persons created (deleted ones are created again); -suite creates them all first")
 	flag.IntVar(&o.grow, "grow", 500, "with -suite: then grow to this many persons and measure saturation again (0: skip)")
 	flag.BoolVar(&o.profile, "profile", false, "CPU-profile person, score and localmongo during a saturation run (alone, or at the end of -suite)")
+	flag.BoolVar(&o.bench, "bench", false, "run issue 14's workloads (-workloads) on fresh systems (-backends): full rate with -concurrency clients, then half that rate with every write's lag")
+	flag.StringVar(&o.backends, "backends", "sqlite,postgresql", "with -bench: store backends")
+	flag.StringVar(&o.workloads, "workloads", "spread,hot", "with -bench: spread (200 persons × 3 items) and hot (1 person × 600 items)")
 	flag.StringVar(&o.out, "out", "", "folder for the JSON results and PNG plots (default: none)")
 	flag.BoolVar(&o.quiet, "quiet", false, "no progress line")
 	flag.Uint64Var(&o.seed, "seed", 0, "random seed (0: random)")
@@ -117,6 +124,8 @@ func run() error {
 	defer stop()
 
 	switch {
+	case o.bench:
+		return runBench(ctx, o)
 	case o.suite:
 		return runSuite(ctx, o)
 	case o.profile:
