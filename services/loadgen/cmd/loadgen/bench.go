@@ -86,8 +86,11 @@ func benchOne(ctx context.Context, o options, bin, backend, name string, persons
 	if _, err := loadgen.Quiesce(ctx, []string{client.PersonURL, client.ScoreURL}, 2*time.Second, 3*time.Minute); err != nil {
 		logf("quiesce: %v", err)
 	}
-	cfg.Name += " half rate"
-	cfg.Rate = e.Full.Throughput / 2
+	cfg.Rate = o.lagRate
+	if cfg.Rate <= 0 {
+		cfg.Rate = e.Full.Throughput / 2
+	}
+	cfg.Name += fmt.Sprintf(" at %.0f per s", cfg.Rate)
 	cfg.CPFBase = base + 100_000
 	if e.Half, err = loadgen.RunWorkload(ctx, cfg, client); err != nil {
 		return e, err

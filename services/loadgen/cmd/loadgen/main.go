@@ -56,6 +56,8 @@ type options struct {
 	profile       bool
 
 	bench     bool
+	keep      bool
+	lagRate   float64
 	backends  string
 	workloads string
 
@@ -97,6 +99,8 @@ func run() error {
 	flag.IntVar(&o.grow, "grow", 500, "with -suite: then grow to this many persons and measure saturation again (0: skip)")
 	flag.BoolVar(&o.profile, "profile", false, "CPU-profile person, score and localmongo during a saturation run (alone, or at the end of -suite)")
 	flag.BoolVar(&o.bench, "bench", false, "run issue 14's workloads (-workloads) on fresh systems (-backends): full rate with -concurrency clients, then half that rate with every write's lag")
+	flag.BoolVar(&o.keep, "keep", false, "keep each started system's folder (store data, stack.log)")
+	flag.Float64Var(&o.lagRate, "lag-rate", 200, "with -bench: rate of the lag run (default 200/s, half of issue 14's 400 writes/s; 0: half the rate the full run reached)")
 	flag.StringVar(&o.backends, "backends", "sqlite,postgresql", "with -bench: store backends")
 	flag.StringVar(&o.workloads, "workloads", "spread,hot", "with -bench: spread (200 persons × 3 items) and hot (1 person × 600 items)")
 	flag.StringVar(&o.out, "out", "", "folder for the JSON results and PNG plots (default: none)")
@@ -246,7 +250,11 @@ func startSystem(ctx context.Context, o options, binDir, backend string, pprof b
 	if err != nil {
 		return nil, err
 	}
-	sys.cleanup = append(sys.cleanup, func() { os.RemoveAll(dir) })
+	if o.keep {
+		logf("keeping %s", dir)
+	} else {
+		sys.cleanup = append(sys.cleanup, func() { os.RemoveAll(dir) })
+	}
 	logf("stack output: %s", filepath.Join(dir, "stack.log"))
 	logFile, err := os.Create(filepath.Join(dir, "stack.log"))
 	if err != nil {
