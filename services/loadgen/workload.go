@@ -9,9 +9,14 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 // WorkloadConfig is one of the fixed workloads of issue 14: Persons persons
@@ -30,6 +35,9 @@ type WorkloadConfig struct {
 	CPFBase int64
 	// Items preloads each person with this many items before the run (not measured).
 	Items int
+	// StoreURI, if set, is the embedded store's: its command counts are read
+	// after the setup and once score caught up (StoreCommandsPerWrite).
+	StoreURI string
 }
 
 // WorkloadResult is what one workload run measured.
@@ -53,6 +61,9 @@ type WorkloadResult struct {
 	Mismatches   []string `json:"mismatches,omitempty"`
 	ErrorSamples []string `json:"error_samples,omitempty"`
 	Timeline     []Second `json:"timeline"`
+	// StoreCommandsPerWrite: store commands per 2xx write, by database
+	// (from the store's `top`, engine only), from the first write until score caught up.
+	StoreCommandsPerWrite map[string]float64 `json:"store_commands_per_write,omitempty"`
 }
 
 // seedItems are the original's payloads: income 1000 → 20, asset 100000 → 5000, debt 1000 → −50.
@@ -106,7 +117,18 @@ func RunWorkload(ctx context.Context, cfg WorkloadConfig, c *Client) (*WorkloadR
 		}
 	}
 
+	// Score catches up with the setup before anything is measured.
+	if _, mism := catchUp(ctx, c, persons, cfg.Clients); len(mism) > 0 {
+		return nil, fmt.Errorf("after the setup: %s", mism[0])
+	}
 	res := &WorkloadResult{Name: cfg.Name, Persons: cfg.Persons, Clients: cfg.Clients, TargetRate: cfg.Rate}
+	var topBefore map[string]int64
+	if cfg.StoreURI != "" {
+		var err error
+		if topBefore, err = StoreTop(ctx, cfg.StoreURI); err != nil {
+			return nil, fmt.Errorf("store top: %w", err)
+		}
+	}
 	var (
 		mu      sync.Mutex
 		samples []Sample
@@ -187,6 +209,14 @@ func RunWorkload(ctx context.Context, cfg WorkloadConfig, c *Client) (*WorkloadR
 	wg.Wait()
 	catchUp, mism := catchUp(ctx, c, persons, cfg.Clients)
 	probes.Wait()
+	if topBefore != nil {
+		// Outboxes are cleared once the broker confirmed, and score.changed
+		// reaches person: wait for that too.
+		time.Sleep(2 * time.Second)
+		if after, err := StoreTop(ctx, cfg.StoreURI); err == nil {
+			res.StoreCommandsPerWrite = PerWrite(topBefore, after, cfg.Writes)
+		}
+	}
 
 	mu.Lock()
 	defer mu.Unlock()
@@ -359,4 +389,52 @@ func (c *Client) itemCount(ctx context.Context, cpf int64) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// StoreTop reads the store's per-namespace command counts (the `top` command):
+// per database, and per "<namespace> <kind>".
+func StoreTop(ctx context.Context, uri string) (map[string]int64, error) {
+	c, err := mongo.Connect(options.Client().ApplyURI(uri))
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = c.Disconnect(context.WithoutCancel(ctx)) }()
+	var out struct {
+		Totals bson.Raw `bson:"totals"`
+	}
+	if err := c.Database("admin").RunCommand(ctx, bson.D{{Key: "top", Value: 1}}).Decode(&out); err != nil {
+		return nil, err
+	}
+	elems, err := out.Totals.Elements()
+	if err != nil {
+		return nil, err
+	}
+	sums := map[string]int64{}
+	for _, e := range elems {
+		doc, ok := e.Value().DocumentOK()
+		if !ok {
+			continue
+		}
+		n, _ := doc.Lookup("total", "count").AsInt64OK()
+		db, _, _ := strings.Cut(e.Key(), ".")
+		sums[db] += n
+		for _, kind := range []string{"queries", "getmore", "insert", "update", "remove", "commands"} {
+			if k, _ := doc.Lookup(kind, "count").AsInt64OK(); k > 0 {
+				sums[e.Key()+" "+kind] = k
+			}
+		}
+	}
+	return sums, nil
+}
+
+// PerWrite is (after − before) / writes, per database.
+func PerWrite(before, after map[string]int64, writes int) map[string]float64 {
+	out := map[string]float64{}
+	if writes <= 0 {
+		return out
+	}
+	for db, n := range after {
+		out[db] = float64(n-before[db]) / float64(writes)
+	}
+	return out
 }

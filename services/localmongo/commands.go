@@ -31,6 +31,13 @@ func (s *wireServer) run(cmd bson.D, connID int32) (reply bson.D) {
 	doc := func(k string) bson.D { v, _ := lookup(cmd, k); x, _ := v.(bson.D); return x }
 	num := func(k string) int64 { v, _ := lookup(cmd, k); x, _ := asInt(v); return x }
 	ok := bson.E{Key: "ok", Value: 1.0}
+	if collName != "" {
+		s.top.count(ns, name)
+	} else if strings.EqualFold(name, "getMore") {
+		c, _ := lookup(cmd, "collection")
+		cn, _ := c.(string)
+		s.top.count(db+"."+cn, name)
+	}
 
 	switch strings.ToLower(name) {
 	case "hello", "ismaster":
@@ -45,6 +52,8 @@ func (s *wireServer) run(cmd bson.D, connID int32) (reply bson.D) {
 	case "buildinfo":
 		return bson.D{{Key: "version", Value: "7.0.0"}, {Key: "versionArray", Value: bson.A{int32(7), int32(0), int32(0), int32(0)}},
 			{Key: "gitVersion", Value: "localmongo"}, {Key: "maxBsonObjectSize", Value: int32(16 << 20)}, ok}
+	case "top":
+		return s.top.reply()
 	case "getparameter", "getcmdlineopts", "serverstatus", "hostinfo", "connectionstatus", "whatsmyuri", "getlog":
 		return bson.D{ok}
 	case "listdatabases":

@@ -28,7 +28,14 @@ import (
 type engine struct {
 	mu  sync.RWMutex
 	dbs map[string]map[string]*collection
-	j   *journal
+	j   journal
+}
+
+// journal keeps the engine's operations: a file, or a PostgreSQL table.
+type journal interface {
+	// append stores one record before the change it describes is answered.
+	append(rec bson.D) error
+	close() error
 }
 
 type collection struct {
@@ -84,6 +91,7 @@ func idKey(v any) string {
 	return "b" + string(rune(t)) + string(raw)
 }
 
+// openEngine loads the engine from its journal file in dir and rewrites it as a snapshot.
 func openEngine(dir string) (*engine, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, err
@@ -99,6 +107,24 @@ func openEngine(dir string) (*engine, error) {
 	}
 	e.j = j
 	return e, nil
+}
+
+// snapshot calls write with records that rebuild the engine's state.
+func (e *engine) snapshot(write func(rec bson.D) error) error {
+	var werr error
+	for _, db := range e.dbNames() {
+		for _, name := range e.collNames(db) {
+			c := e.coll(db, name, false)
+			werr = errors.Join(werr, write(bson.D{{Key: "o", Value: "cc"}, {Key: "d", Value: db}, {Key: "c", Value: name}}))
+			for _, ix := range c.indexes {
+				werr = errors.Join(werr, write(bson.D{{Key: "o", Value: "ci"}, {Key: "d", Value: db}, {Key: "c", Value: name}, {Key: "spec", Value: ix.spec}}))
+			}
+			for _, en := range c.candidates(nil) {
+				werr = errors.Join(werr, write(bson.D{{Key: "o", Value: "i"}, {Key: "d", Value: db}, {Key: "c", Value: name}, {Key: "doc", Value: en.doc}}))
+			}
+		}
+	}
+	return werr
 }
 
 func (e *engine) close() error {
@@ -349,14 +375,14 @@ func (c *collection) addIndex(ns string, spec bson.D) error {
 
 // --- journal ---
 
-type journal struct {
+// fileJournal is a file of BSON records, written (not fsynced) per record.
+type fileJournal struct {
 	mu sync.Mutex
 	f  *os.File
 	w  *bufio.Writer
 }
 
-// append writes one record before the change it describes is answered.
-func (j *journal) append(rec bson.D) error {
+func (j *fileJournal) append(rec bson.D) error {
 	raw, err := bson.Marshal(rec)
 	if err != nil {
 		return err
@@ -372,7 +398,7 @@ func (j *journal) append(rec bson.D) error {
 	return j.w.Flush()
 }
 
-func (j *journal) close() error {
+func (j *fileJournal) close() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.f == nil {
@@ -409,14 +435,18 @@ func (e *engine) replay(path string) error {
 		if _, err := io.ReadFull(r, raw[4:]); err != nil {
 			return nil // torn record
 		}
-		var rec bson.D
-		if err := bson.Unmarshal(raw, &rec); err != nil {
-			return fmt.Errorf("localmongo: journal %s: %w", path, err)
-		}
-		if err := e.apply(rec); err != nil {
+		if err := e.applyRaw(raw); err != nil {
 			return fmt.Errorf("localmongo: journal %s: %w", path, err)
 		}
 	}
+}
+
+func (e *engine) applyRaw(raw []byte) error {
+	var rec bson.D
+	if err := bson.Unmarshal(raw, &rec); err != nil {
+		return err
+	}
+	return e.apply(rec)
 }
 
 // apply replays one journal record.
@@ -470,34 +500,21 @@ func (e *engine) apply(rec bson.D) error {
 
 // writeSnapshot rewrites the journal at path as the current state (collections,
 // indexes, documents), atomically, and opens it for appending.
-func writeSnapshot(path string, e *engine) (*journal, error) {
+func writeSnapshot(path string, e *engine) (*fileJournal, error) {
 	tmp := path + ".tmp"
 	f, err := os.Create(tmp)
 	if err != nil {
 		return nil, err
 	}
 	w := bufio.NewWriterSize(f, 1<<20)
-	write := func(rec bson.D) error {
+	werr := e.snapshot(func(rec bson.D) error {
 		raw, err := bson.Marshal(rec)
 		if err != nil {
 			return err
 		}
 		_, err = w.Write(raw)
 		return err
-	}
-	var werr error
-	for _, db := range e.dbNames() {
-		for _, name := range e.collNames(db) {
-			c := e.coll(db, name, false)
-			werr = errors.Join(werr, write(bson.D{{Key: "o", Value: "cc"}, {Key: "d", Value: db}, {Key: "c", Value: name}}))
-			for _, ix := range c.indexes {
-				werr = errors.Join(werr, write(bson.D{{Key: "o", Value: "ci"}, {Key: "d", Value: db}, {Key: "c", Value: name}, {Key: "spec", Value: ix.spec}}))
-			}
-			for _, en := range c.candidates(nil) {
-				werr = errors.Join(werr, write(bson.D{{Key: "o", Value: "i"}, {Key: "d", Value: db}, {Key: "c", Value: name}, {Key: "doc", Value: en.doc}}))
-			}
-		}
-	}
+	})
 	if err := errors.Join(werr, w.Flush(), f.Sync(), f.Close()); err != nil {
 		os.Remove(tmp)
 		return nil, err
@@ -509,5 +526,5 @@ func writeSnapshot(path string, e *engine) (*journal, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &journal{f: af, w: bufio.NewWriterSize(af, 64<<10)}, nil
+	return &fileJournal{f: af, w: bufio.NewWriterSize(af, 64<<10)}, nil
 }

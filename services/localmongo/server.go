@@ -25,6 +25,7 @@ type wireServer struct {
 	connID  atomic.Int32
 	reqID   atomic.Int32
 	cursors cursors
+	top     topStats
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}

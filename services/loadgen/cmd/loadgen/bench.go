@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -23,6 +24,16 @@ var workloads = map[string]struct{ persons, writes int }{
 type BenchResult struct {
 	Machine Machine       `json:"machine"`
 	Runs    []*BenchEntry `json:"runs"`
+	Items   []*ItemsEntry `json:"items_ratio,omitempty"`
+}
+
+// ItemsEntry compares writes to a person with few items and one with many,
+// on one system, measured alternately: a write should cost the same.
+type ItemsEntry struct {
+	Backend string                    `json:"backend"`
+	Runs    []*loadgen.WorkloadResult `json:"runs"`
+	// Ratio is the writes/s of the small person over the big one's (1: same cost).
+	Ratio float64 `json:"ratio"`
 }
 
 // BenchEntry is one workload on one backend: full rate, then half of it.
@@ -47,6 +58,9 @@ func runBench(ctx context.Context, o options) error {
 	res.Machine.LoadAvg = append(res.Machine.LoadAvg, loadAvg("start"))
 	for _, backend := range strings.Split(o.backends, ",") {
 		for _, name := range strings.Split(o.workloads, ",") {
+			if name == "" {
+				continue
+			}
 			wl, ok := workloads[name]
 			if !ok {
 				return fmt.Errorf("unknown workload %q (spread, hot)", name)
@@ -56,6 +70,18 @@ func runBench(ctx context.Context, o options) error {
 				res.Runs = append(res.Runs, e)
 			}
 			res.Machine.LoadAvg = append(res.Machine.LoadAvg, loadAvg("after "+backend+" "+name))
+			_ = writeJSON(o.out, "bench.json", res)
+			if err != nil {
+				return err
+			}
+		}
+	}
+	if o.itemsRatio {
+		for _, backend := range strings.Split(o.backends, ",") {
+			e, err := itemsRatio(ctx, o, bin, backend)
+			if e != nil {
+				res.Items = append(res.Items, e)
+			}
 			_ = writeJSON(o.out, "bench.json", res)
 			if err != nil {
 				return err
@@ -79,6 +105,9 @@ func benchOne(ctx context.Context, o options, bin, backend, name string, persons
 	e := &BenchEntry{Backend: backend, Workload: name}
 	base := cpfBase()
 	cfg := loadgen.WorkloadConfig{Name: name + " " + backend, Persons: persons, Writes: writes, Clients: o.concurrency, CPFBase: base}
+	if backend != "postgresql" { // FerretDB has no `top`
+		cfg.StoreURI = sys.MongoURI()
+	}
 	if e.Full, err = loadgen.RunWorkload(ctx, cfg, client); err != nil {
 		return e, err
 	}
@@ -86,6 +115,7 @@ func benchOne(ctx context.Context, o options, bin, backend, name string, persons
 	if _, err := loadgen.Quiesce(ctx, []string{client.PersonURL, client.ScoreURL}, 2*time.Second, 3*time.Minute); err != nil {
 		logf("quiesce: %v", err)
 	}
+	cfg.StoreURI = ""
 	cfg.Rate = o.lagRate
 	if cfg.Rate <= 0 {
 		cfg.Rate = e.Full.Throughput / 2
@@ -138,5 +168,62 @@ func benchTable(r *BenchResult) string {
 		fmt.Fprintf(&b, "| %s | %s | %.1f | %.1f / %.1f | %.0f ms | %v | %s\n", e.Backend, e.Workload, f.Throughput,
 			f.Latency.P50MS, f.Latency.P99MS, f.CatchUpMS, f.Exact, half)
 	}
+	for _, it := range r.Items {
+		fmt.Fprintf(&b, "\n%s: writes/s to a person with 5 items ÷ to one with 5,000 (300 writes each, 4 clients, twice, alternating): **%.2f**", it.Backend, it.Ratio)
+		for _, run := range it.Runs {
+			fmt.Fprintf(&b, "; %s %.0f/s", run.Name, run.Throughput)
+		}
+		b.WriteString("\n")
+	}
+	for _, e := range r.Runs {
+		if e.Full != nil && e.Full.StoreCommandsPerWrite != nil {
+			fmt.Fprintf(&b, "\n%s %s: store commands per write: person %.2f, score %.2f (", e.Backend, e.Workload,
+				e.Full.StoreCommandsPerWrite["person"], e.Full.StoreCommandsPerWrite["score"])
+			var parts []string
+			for k, v := range e.Full.StoreCommandsPerWrite {
+				if strings.Contains(k, " ") && v >= 0.01 {
+					parts = append(parts, fmt.Sprintf("%s %.2f", k, v))
+				}
+			}
+			sort.Strings(parts)
+			b.WriteString(strings.Join(parts, ", ") + ")\n")
+		}
+	}
 	return b.String()
+}
+
+// itemsRatio preloads one person with 5 items and one with 5,000, then writes
+// 300 items to each from 4 clients, twice, alternating.
+func itemsRatio(ctx context.Context, o options, bin, backend string) (*ItemsEntry, error) {
+	sys, err := startSystem(ctx, o, bin, backend, false)
+	if err != nil {
+		return nil, err
+	}
+	defer sys.close()
+	client := loadgen.NewClient(sys.URL(stack.Person), sys.URL(stack.Score), 64)
+	e := &ItemsEntry{Backend: backend}
+	base := cpfBase()
+	var small, big float64
+	for round := range 2 {
+		for _, items := range []int{5, 5000} {
+			cfg := loadgen.WorkloadConfig{Name: fmt.Sprintf("person with %d items %s", items, backend), Persons: 1, Writes: 300,
+				Clients: 4, Items: items, CPFBase: base + int64(round*10+len(e.Runs))}
+			r, err := loadgen.RunWorkload(ctx, cfg, client)
+			if err != nil {
+				return e, err
+			}
+			printWorkload(r)
+			e.Runs = append(e.Runs, r)
+			if items == 5 {
+				small += r.Throughput
+			} else {
+				big += r.Throughput
+			}
+		}
+	}
+	if big > 0 {
+		e.Ratio = small / big
+	}
+	logf("items ratio on %s: a person with 5 items takes %.2f× the writes/s of one with 5,000", backend, e.Ratio)
+	return e, nil
 }

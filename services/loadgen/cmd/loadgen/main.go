@@ -55,11 +55,12 @@ type options struct {
 	grow          int
 	profile       bool
 
-	bench     bool
-	keep      bool
-	lagRate   float64
-	backends  string
-	workloads string
+	bench      bool
+	keep       bool
+	itemsRatio bool
+	lagRate    float64
+	backends   string
+	workloads  string
 
 	out      string
 	quiet    bool
@@ -99,6 +100,7 @@ func run() error {
 	flag.IntVar(&o.grow, "grow", 500, "with -suite: then grow to this many persons and measure saturation again (0: skip)")
 	flag.BoolVar(&o.profile, "profile", false, "CPU-profile person, score and localmongo during a saturation run (alone, or at the end of -suite)")
 	flag.BoolVar(&o.bench, "bench", false, "run issue 14's workloads (-workloads) on fresh systems (-backends): full rate with -concurrency clients, then half that rate with every write's lag")
+	flag.BoolVar(&o.itemsRatio, "items-ratio", true, "with -bench: also compare writes to a person with 5 items and one with 5,000")
 	flag.BoolVar(&o.keep, "keep", false, "keep each started system's folder (store data, stack.log)")
 	flag.Float64Var(&o.lagRate, "lag-rate", 200, "with -bench: rate of the lag run (default 200/s, half of issue 14's 400 writes/s; 0: half the rate the full run reached)")
 	flag.StringVar(&o.backends, "backends", "sqlite,postgresql", "with -bench: store backends")
