@@ -31,6 +31,13 @@ func (s *wireServer) run(cmd bson.D, connID int32) (reply bson.D) {
 	doc := func(k string) bson.D { v, _ := lookup(cmd, k); x, _ := v.(bson.D); return x }
 	num := func(k string) int64 { v, _ := lookup(cmd, k); x, _ := asInt(v); return x }
 	ok := bson.E{Key: "ok", Value: 1.0}
+	if isWriteCommand(name) {
+		defer func() {
+			if err := s.eng.j.flush(); err != nil {
+				reply = errDoc(err)
+			}
+		}()
+	}
 	if collName != "" {
 		s.top.count(ns, name)
 	} else if strings.EqualFold(name, "getMore") {
@@ -163,6 +170,16 @@ func (s *wireServer) run(cmd bson.D, connID int32) (reply bson.D) {
 		return s.findAndModify(db, collName, cmd)
 	}
 	return cmdError(59, "CommandNotFound", fmt.Sprintf("no such command: '%s'", name))
+}
+
+// isWriteCommand reports whether a command changes data (and so is
+// answered only once its journal records are stored).
+func isWriteCommand(name string) bool {
+	switch strings.ToLower(name) {
+	case "insert", "update", "delete", "findandmodify", "create", "drop", "dropdatabase", "createindexes", "dropindexes", "deleteindexes":
+		return true
+	}
+	return false
 }
 
 // query runs a find and encodes its documents.

@@ -33,8 +33,12 @@ type engine struct {
 
 // journal keeps the engine's operations: a file, or a PostgreSQL table.
 type journal interface {
-	// append stores one record before the change it describes is answered.
+	// append records one change, in the order the changes are applied; it
+	// fails if the change cannot be journaled (nothing is applied then).
 	append(rec bson.D) error
+	// flush returns once every record appended so far is stored; a write
+	// command is answered after it.
+	flush() error
 	close() error
 }
 
@@ -397,6 +401,9 @@ func (j *fileJournal) append(rec bson.D) error {
 	}
 	return j.w.Flush()
 }
+
+// flush has nothing to wait for: append writes at once.
+func (j *fileJournal) flush() error { return nil }
 
 func (j *fileJournal) close() error {
 	j.mu.Lock()

@@ -11,13 +11,25 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
-// pgJournal keeps the engine's journal in a PostgreSQL table. Each record is
-// its own insert, committed without waiting for PostgreSQL's WAL flush
-// (synchronous_commit off): an answered write survives a crash of localmongo,
-// not one of PostgreSQL's machine, like the file journal.
+// pgJournal keeps the engine's journal in a PostgreSQL table. Records are
+// queued in the order of the changes (under the collection's lock) and one
+// writer inserts whatever queued in one statement (group commit); a write
+// command is answered once its records are in (flush). Commits do not wait
+// for PostgreSQL's WAL flush (synchronous_commit off): an answered write
+// survives a crash of localmongo, not one of PostgreSQL's machine, like the
+// file journal. After a failed insert every later write fails: the records
+// already applied in memory may be lost at the next start.
 type pgJournal struct {
-	mu   sync.Mutex
 	conn *pgx.Conn
+	done chan struct{}
+
+	mu       sync.Mutex
+	cond     *sync.Cond
+	queue    [][]byte
+	enqueued uint64 // records queued so far
+	written  uint64 // records inserted so far
+	err      error  // sticky: the journal failed
+	closed   bool
 }
 
 const journalTable = "localmongo_journal"
@@ -39,7 +51,10 @@ func openPGEngine(ctx context.Context, pgURL string) (*engine, error) {
 		_ = conn.Close(context.WithoutCancel(ctx))
 		return nil, err
 	}
-	e.j = &pgJournal{conn: conn}
+	j := &pgJournal{conn: conn, done: make(chan struct{})}
+	j.cond = sync.NewCond(&j.mu)
+	go j.run()
+	e.j = j
 	return e, nil
 }
 
@@ -83,8 +98,8 @@ func loadPG(ctx context.Context, conn *pgx.Conn, e *engine) error {
 	})
 }
 
-// appendTimeout bounds one record's insert.
-const appendTimeout = 10 * time.Second
+// insertTimeout bounds one group insert.
+const insertTimeout = 10 * time.Second
 
 func (j *pgJournal) append(rec bson.D) error {
 	raw, err := bson.Marshal(rec)
@@ -93,22 +108,65 @@ func (j *pgJournal) append(rec bson.D) error {
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.conn == nil {
+	switch {
+	case j.err != nil:
+		return j.err
+	case j.closed:
 		return errors.New("localmongo: store closed")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), appendTimeout)
-	defer cancel()
-	_, err = j.conn.Exec(ctx, `INSERT INTO `+journalTable+` (rec) VALUES ($1)`, raw)
-	return err
+	j.queue = append(j.queue, raw)
+	j.enqueued++
+	j.cond.Broadcast()
+	return nil
+}
+
+// flush waits until every record queued so far is inserted.
+func (j *pgJournal) flush() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	target := j.enqueued
+	for j.written < target && j.err == nil {
+		j.cond.Wait()
+	}
+	return j.err
+}
+
+// run inserts the queued records, a batch per statement, in order.
+func (j *pgJournal) run() {
+	defer close(j.done)
+	for {
+		j.mu.Lock()
+		for len(j.queue) == 0 && !j.closed {
+			j.cond.Wait()
+		}
+		batch := j.queue
+		j.queue = nil
+		j.mu.Unlock()
+		if len(batch) == 0 {
+			return // closed and nothing left
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), insertTimeout)
+		_, err := j.conn.Exec(ctx, `INSERT INTO `+journalTable+` (rec) SELECT r FROM unnest($1::bytea[]) WITH ORDINALITY AS u(r, i) ORDER BY i`, batch)
+		cancel()
+		j.mu.Lock()
+		if err != nil && j.err == nil {
+			j.err = fmt.Errorf("localmongo: journal insert failed: %w", err)
+		}
+		j.written += uint64(len(batch))
+		j.cond.Broadcast()
+		j.mu.Unlock()
+	}
 }
 
 func (j *pgJournal) close() error {
 	j.mu.Lock()
-	defer j.mu.Unlock()
-	if j.conn == nil {
+	if j.closed {
+		j.mu.Unlock()
 		return nil
 	}
-	err := j.conn.Close(context.Background())
-	j.conn = nil
-	return err
+	j.closed = true
+	j.cond.Broadcast()
+	j.mu.Unlock()
+	<-j.done
+	return j.conn.Close(context.Background())
 }
