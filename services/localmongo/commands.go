@@ -362,7 +362,17 @@ func (s *wireServer) upsertLocked(c *collection, db, collName string, filter, u 
 func (s *wireServer) update(db, collName string, cmd bson.D) bson.D {
 	v, _ := lookup(cmd, "updates")
 	ups, _ := v.(bson.A)
-	c := s.eng.coll(db, collName, true)
+	// As in MongoDB, only an upsert creates a missing collection.
+	upserts := false
+	for _, x := range ups {
+		st, _ := x.(bson.D)
+		u, _ := lookup(st, "upsert")
+		upserts = upserts || truthy(u)
+	}
+	c := s.eng.coll(db, collName, upserts)
+	if c == nil {
+		return bson.D{{Key: "n", Value: int32(0)}, {Key: "nModified", Value: int32(0)}, {Key: "ok", Value: 1.0}}
+	}
 	var n, modified int32
 	var errs, upserted bson.A
 	c.mu.Lock()
@@ -479,7 +489,10 @@ func (s *wireServer) findAndModify(db, collName string, cmd bson.D) bson.D {
 	if !remove && !isDoc {
 		return errDoc(errUnsupported("findAndModify without a document update"))
 	}
-	c := s.eng.coll(db, collName, true)
+	c := s.eng.coll(db, collName, upsert && !remove)
+	if c == nil {
+		return bson.D{{Key: "lastErrorObject", Value: bson.D{{Key: "n", Value: int32(0)}}}, {Key: "value", Value: nil}, {Key: "ok", Value: 1.0}}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	docs, err := c.find(q, sortSpec, 0, 1)

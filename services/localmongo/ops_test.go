@@ -316,3 +316,25 @@ func TestTopCountsCommands(t *testing.T) {
 		t.Fatalf("top for topdb.things = %v, want 1 insert, 3 updates, 1 query", raw.Lookup("totals", "topdb.things"))
 	}
 }
+
+func TestUpdateDoesNotCreateACollection(t *testing.T) {
+	s := mongotest.Start(t)
+	ctx := testCtx(t)
+	db := connect(t, s).Database("nocreate")
+	if _, err := db.Collection("gone").UpdateOne(ctx, bson.D{{Key: "_id", Value: 1}}, bson.D{{Key: "$set", Value: bson.D{{Key: "a", Value: 1}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Collection("gone2").FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: 1}}, bson.D{{Key: "$set", Value: bson.D{{Key: "a", Value: 1}}}}).Err(); !errors.Is(err, mongo.ErrNoDocuments) {
+		t.Fatalf("findAndModify on a missing collection: %v", err)
+	}
+	names, err := db.ListCollectionNames(ctx, bson.D{})
+	if err != nil || len(names) != 0 {
+		t.Fatalf("collections %v (%v), want none", names, err)
+	}
+	if _, err := db.Collection("made").UpdateOne(ctx, bson.D{{Key: "_id", Value: 1}}, bson.D{{Key: "$set", Value: bson.D{{Key: "a", Value: 1}}}}, options.UpdateOne().SetUpsert(true)); err != nil {
+		t.Fatal(err)
+	}
+	if names, _ := db.ListCollectionNames(ctx, bson.D{}); len(names) != 1 || names[0] != "made" {
+		t.Fatalf("after an upsert: collections %v, want [made]", names)
+	}
+}

@@ -34,6 +34,10 @@ const fromSnapshot = "from_snapshot"
 
 const maxCASAttempts = 200
 
+// clearDelay is how long published score.changed events wait in a document
+// for its next write to clear them.
+const clearDelay = time.Second
+
 // retireAfter is how long the relay of a replaced collection keeps running.
 const retireAfter = 3 * time.Second
 
@@ -365,19 +369,31 @@ func (s *Store) writeChange(ctx context.Context, coll *mongo.Collection, prev, n
 	var unset bson.D
 	set, unset = diffMap(set, unset, "items", prev.Items, next.Items)
 	set, unset = diffMap(set, unset, "removed", prev.Removed, next.Removed)
+	// A new score.changed supersedes every older one of the cpf (person keeps
+	// the latest by version), so it replaces the outbox: the write also
+	// clears what the relay published, sparing it a write of its own.
+	replaced := func(bool) {}
+	if len(events) > 0 {
+		set = append(set, bson.E{Key: outbox.Field, Value: events})
+		s.mu.Lock()
+		ob := s.obs[coll.Name()]
+		s.mu.Unlock()
+		if ob != nil {
+			replaced = ob.Replaced(next.CPF)
+		}
+	}
 	update := bson.D{{Key: "$set", Value: set}}
 	if len(unset) > 0 {
 		update = append(update, bson.E{Key: "$unset", Value: unset})
 	}
-	if len(events) > 0 {
-		update = outbox.With(update, events...)
-	}
 	res, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: next.CPF}, {Key: "rev", Value: rev}}, update)
 	if err != nil {
+		replaced(false)
 		s.cache.drop(coll.Name(), next.CPF)
 		return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	ok := res.MatchedCount == 1
+	replaced(ok)
 	s.cached(coll.Name(), next, ok)
 	return ok, nil
 }
@@ -618,8 +634,10 @@ func (s *Store) startRelay(name string) {
 	}
 	ob, ok := s.obs[name]
 	if !ok {
+		// Published score.changed wait up to clearDelay for the cpf's next
+		// write, which replaces them (writeChange).
 		ob = outbox.New(outbox.Config{Collection: s.db.Collection(name), Publisher: s.cfg.Publisher, Logger: s.log,
-			SweepInterval: s.cfg.OutboxSweep})
+			SweepInterval: s.cfg.OutboxSweep, ClearDelay: clearDelay})
 		s.obs[name] = ob
 	}
 	ctx, cancel := context.WithCancel(s.runCtx)
