@@ -25,6 +25,10 @@ type BenchResult struct {
 	Machine Machine       `json:"machine"`
 	Runs    []*BenchEntry `json:"runs"`
 	Items   []*ItemsEntry `json:"items_ratio,omitempty"`
+	// Profile: CPU profiles of a closed-loop run (mixed writes, file journal).
+	Profile map[string]ProfileInfo `json:"profile,omitempty"`
+	// Store: the embedded store's own sequential rates.
+	Store []loadgen.StoreResult `json:"store,omitempty"`
 }
 
 // ItemsEntry compares writes to a person with few items and one with many,
@@ -56,6 +60,12 @@ func runBench(ctx context.Context, o options) error {
 	defer cleanup()
 	res := &BenchResult{Machine: machine(ctx, o.pgURL)}
 	res.Machine.LoadAvg = append(res.Machine.LoadAvg, loadAvg("start"))
+	if o.storeDuration > 0 {
+		if res.Store, err = storeBench(ctx, o); err != nil {
+			return err
+		}
+		res.Machine.LoadAvg = append(res.Machine.LoadAvg, loadAvg("after store"))
+	}
 	for _, backend := range strings.Split(o.backends, ",") {
 		for _, name := range strings.Split(o.workloads, ",") {
 			if name == "" {
@@ -87,6 +97,15 @@ func runBench(ctx context.Context, o options) error {
 				return err
 			}
 		}
+	}
+	if o.profile && ctx.Err() == nil {
+		p, err := profileRun(ctx, o)
+		if err != nil {
+			logf("profile: %v", err)
+		}
+		res.Profile = p
+		res.Machine.LoadAvg = append(res.Machine.LoadAvg, loadAvg("after profile"))
+		_ = writeJSON(o.out, "bench.json", res)
 	}
 	fmt.Print(benchTable(res))
 	if o.out != "" {
