@@ -61,10 +61,16 @@ type WorkloadResult struct {
 	Mismatches   []string `json:"mismatches,omitempty"`
 	ErrorSamples []string `json:"error_samples,omitempty"`
 	Timeline     []Second `json:"timeline"`
+	// TimelineStepS is the length of a Timeline bucket in seconds.
+	TimelineStepS float64 `json:"timeline_step_s"`
 	// StoreCommandsPerWrite: store commands per 2xx write, by database
 	// (from the store's `top`, engine only), from the first write until score caught up.
 	StoreCommandsPerWrite map[string]float64 `json:"store_commands_per_write,omitempty"`
 }
+
+// timelineStep is the bucket of a workload's timeline: a run of 600 writes
+// at full rate lasts well under a second.
+const timelineStep = 100 * time.Millisecond
 
 // seedItems are the original's payloads: income 1000 → 20, asset 100000 → 5000, debt 1000 → −50.
 var seedItems = []struct {
@@ -241,7 +247,8 @@ func RunWorkload(ctx context.Context, cfg WorkloadConfig, c *Client) (*WorkloadR
 	res.Mismatches = append(mism, checkPersons(ctx, c, persons)...)
 	res.Exact = len(res.Mismatches) == 0 && res.Errors == 0
 	res.ErrorSamples = errs
-	res.Timeline = Timeline(samples, elapsed)
+	res.Timeline = TimelineStep(samples, elapsed, timelineStep)
+	res.TimelineStepS = timelineStep.Seconds()
 	return res, nil
 }
 

@@ -147,7 +147,7 @@ func benchOne(ctx context.Context, o options, bin, backend, name string, persons
 	printWorkload(e.Half)
 	if o.out != "" {
 		for _, r := range []*loadgen.WorkloadResult{e.Full, e.Half} {
-			rr := &loadgen.RunResult{Name: r.Name, TargetRate: r.TargetRate, Timeline: r.Timeline, Errors: r.Errors}
+			rr := &loadgen.RunResult{Name: r.Name, TargetRate: r.TargetRate, Timeline: r.Timeline, TimelineStepS: r.TimelineStepS, Errors: r.Errors}
 			file := filepath.Join(o.out, strings.ReplaceAll(r.Name, " ", "-")+".png")
 			if err := loadgen.PlotTimeline(rr, file); err != nil {
 				logf("plot: %v", err)
@@ -188,7 +188,7 @@ func benchTable(r *BenchResult) string {
 			f.Latency.P50MS, f.Latency.P99MS, f.CatchUpMS, f.Exact, half)
 	}
 	for _, it := range r.Items {
-		fmt.Fprintf(&b, "\n%s: writes/s to a person with 5 items ÷ to one with 5,000 (300 writes each, 4 clients, twice, alternating): **%.2f**", it.Backend, it.Ratio)
+		fmt.Fprintf(&b, "\n%s: writes/s to a person with 5 items ÷ to one with 5,000 (2,000 writes each, 16 clients, twice, alternating): **%.2f**", it.Backend, it.Ratio)
 		for _, run := range it.Runs {
 			fmt.Fprintf(&b, "; %s %.0f/s", run.Name, run.Throughput)
 		}
@@ -212,7 +212,7 @@ func benchTable(r *BenchResult) string {
 }
 
 // itemsRatio preloads one person with 5 items and one with 5,000, then writes
-// 300 items to each from 4 clients, twice, alternating.
+// 2,000 items to each from -concurrency clients, twice, alternating.
 func itemsRatio(ctx context.Context, o options, bin, backend string) (*ItemsEntry, error) {
 	sys, err := startSystem(ctx, o, bin, backend, false)
 	if err != nil {
@@ -225,8 +225,8 @@ func itemsRatio(ctx context.Context, o options, bin, backend string) (*ItemsEntr
 	var small, big float64
 	for round := range 2 {
 		for _, items := range []int{5, 5000} {
-			cfg := loadgen.WorkloadConfig{Name: fmt.Sprintf("person with %d items %s", items, backend), Persons: 1, Writes: 300,
-				Clients: 4, Items: items, CPFBase: base + int64(round*10+len(e.Runs))}
+			cfg := loadgen.WorkloadConfig{Name: fmt.Sprintf("person with %d items %s", items, backend), Persons: 1, Writes: 2000,
+				Clients: o.concurrency, Items: items, CPFBase: base + int64(round*10+len(e.Runs))}
 			r, err := loadgen.RunWorkload(ctx, cfg, client)
 			if err != nil {
 				return e, err
