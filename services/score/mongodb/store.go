@@ -75,6 +75,7 @@ type Store struct {
 
 	mu      sync.Mutex
 	active  string          // collection serving the read model, as last seen
+	seenRev int64           // revision of the meta document active comes from
 	runCtx  context.Context // set while Run runs
 	relays  map[string]context.CancelFunc
 	obs     map[string]*outbox.Outbox
@@ -92,23 +93,29 @@ type Store struct {
 // written after a snapshot is routed by a meta document that knows the rebuild.
 const metaMaxAge = 250 * time.Millisecond
 
-// routingMeta returns the meta document to route an event by: the last one
-// read, if young enough, else a fresh read.
-func (s *Store) routingMeta(ctx context.Context) (metaDoc, error) {
+// routingMeta returns the meta document to route an event by and when its
+// read started: the last one read, if young enough, else a fresh read.
+func (s *Store) routingMeta(ctx context.Context) (metaDoc, time.Time, error) {
 	s.mu.Lock()
 	m, at := s.routeMeta, s.routeAt
 	s.mu.Unlock()
 	if !at.IsZero() && time.Since(at) < metaMaxAge {
-		return m, nil
+		return m, at, nil
 	}
+	return s.freshMeta(ctx)
+}
+
+// freshMeta reads the meta document, keeps it for routingMeta and follows a
+// switch it shows.
+func (s *Store) freshMeta(ctx context.Context) (metaDoc, time.Time, error) {
 	start := time.Now()
 	m, err := s.readMeta(ctx)
 	if err != nil {
-		return m, err
+		return m, start, err
 	}
 	s.remember(m, start)
 	s.observe(m)
-	return m, nil
+	return m, start, nil
 }
 
 // remember keeps m, read starting at start, for routingMeta.
@@ -219,22 +226,74 @@ func CPF(subject string) (int64, error) {
 // meta document it routes by is at most metaMaxAge old, so an event is never
 // applied only to the old collection once a rebuild has asked for snapshots
 // (see rebuild.go).
+//
+// A switch may happen while the event is being applied by a meta document
+// read before it: the event then reaches the new collection without the
+// score.changed and the wake-up that only the active collection gives, and
+// the replaced one may publish a score.changed from its own, possibly wrong,
+// score after the switching replica published the rebuilt scores. So when a
+// switch could have happened since the routing read (a rebuild was running,
+// or the apply took longer than a rebuild needs at least to start and
+// switch), Apply reads the meta document again once its writes are done. If
+// the routing changed, it applies the event again by the fresh one (a
+// duplicate changes nothing) and, when the active collection changed,
+// republishes the cpf's score from it: that score.changed is newer than any
+// the replaced collection got from this event. If the routing did not change,
+// the writes came before any switch, and the scores the switching replica
+// publishes after it cover them.
 func (s *Store) Apply(ctx context.Context, ev eventbus.Event) error {
 	cpf, err := CPF(ev.Subject)
 	if err != nil {
 		return err
 	}
-	m, err := s.routingMeta(ctx)
+	m, at, err := s.routingMeta(ctx)
 	if err != nil {
 		return err
 	}
-	if err := s.applyTo(ctx, m.Active, cpf, ev, true); err != nil {
-		return err
+	republish := false
+	for range maxCASAttempts {
+		if err := s.applyTo(ctx, m.Active, cpf, ev, true); err != nil {
+			return err
+		}
+		target := rebuildTarget(m)
+		if target != "" {
+			if err := s.applyTo(ctx, target, cpf, ev, false); err != nil {
+				return err
+			}
+		}
+		if republish {
+			if err := s.republishScore(ctx, m.Active, cpf); err != nil {
+				return err
+			}
+		}
+		if target == "" && time.Since(at) < switchAfter {
+			return nil
+		}
+		fresh, freshAt, err := s.freshMeta(ctx)
+		if err != nil {
+			return err
+		}
+		if fresh.Active == m.Active && rebuildTarget(fresh) == target {
+			return nil
+		}
+		republish = fresh.Active != m.Active
+		m, at = fresh, freshAt
 	}
+	return fmt.Errorf("%w: the read model kept switching while applying an event to cpf %d", ErrUnavailable, cpf)
+}
+
+// switchAfter is the least time from a meta document without a running
+// rebuild to a switch: StartRebuild waits that long before it even asks
+// person for snapshots.
+const switchAfter = 2 * metaMaxAge
+
+// rebuildTarget is the collection of m's running rebuild, if any, that Apply
+// writes to besides the active one.
+func rebuildTarget(m metaDoc) string {
 	if r := m.Rebuild; r.Running() && r.Target != m.Active {
-		return s.applyTo(ctx, r.Target, cpf, ev, false)
+		return r.Target
 	}
-	return nil
+	return ""
 }
 
 // nextRev is the revision after rev: it grows by at least one and follows the
@@ -602,10 +661,17 @@ func (s *Store) Run(ctx context.Context) error {
 }
 
 // observe takes note of the meta document: when the active collection
-// changed, the relay follows it and every waiting reader reads again.
+// changed, the relay follows it and every waiting reader reads again. A meta
+// document older than one observed before (reads by Run and Apply overlap)
+// changes nothing.
 func (s *Store) observe(m metaDoc) {
 	s.mu.Lock()
 	old := s.active
+	if m.Rev < s.seenRev {
+		s.mu.Unlock()
+		return
+	}
+	s.seenRev = m.Rev
 	if old == m.Active {
 		s.mu.Unlock()
 		return

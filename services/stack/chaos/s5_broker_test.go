@@ -5,6 +5,7 @@ package chaos_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -115,8 +116,20 @@ func findQueue(ctx context.Context, via *chaos.Node, vhost, queue string) (chaos
 func TestClusterFailover(t *testing.T) {
 	<-clusterReady
 	if clusterErr != nil {
-		t.Fatalf("starting a private RabbitMQ cluster: %v", clusterErr)
+		t.Fatalf("starting a private RabbitMQ cluster (tries per node %v): %v", clusterTries, clusterErr)
 	}
+	// The cluster formed while other scenarios ran; an earlier run of this
+	// test killed and restarted one of its nodes. Check that it holds (or
+	// rejoin who left) before relying on it.
+	rejoined, err := cluster.Cluster(t.Context(), t.Logf)
+	if err != nil {
+		t.Fatalf("the private RabbitMQ cluster does not hold (rejoin tries per node %v): %v", rejoined, err)
+	}
+	formation := fmt.Sprintf("cluster formed with join tries %s", triesText(clusterTries))
+	if len(rejoined) > 0 {
+		formation += fmt.Sprintf(", rejoined at this test's start with tries %s", triesText(rejoined))
+	}
+	t.Log(formation)
 	seed := cluster.Nodes[0]
 	vhost := "chaos-" + chaos.NewID()[:8]
 	if err := seed.AddVhost(t.Context(), vhost); err != nil {
@@ -140,13 +153,9 @@ func TestClusterFailover(t *testing.T) {
 	var notes []string
 
 	// (a) Stop the node the services are connected to.
-	conns, err := cluster.ConnectionNodes(t.Context(), seed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(conns["person"]) == 0 || len(conns["score"]) == 0 {
-		t.Fatalf("connections by node: %v; want person and score connected", conns)
-	}
+	conns := connectionsOnceThey(t, "person and score connected", func() *chaos.Node { return seed }, func(c map[string][]string) bool {
+		return len(c["person"]) > 0 && len(c["score"]) > 0
+	})
 	target := nodeNamed(t, conns["person"][0])
 	h.client.Ledger.ResetGap()
 	t0 := time.Now()
@@ -155,22 +164,17 @@ func TestClusterFailover(t *testing.T) {
 	}
 	h.sleep(6 * time.Second)
 	gapA := h.client.Ledger.MaxGap()
-	after, err := cluster.ConnectionNodes(t.Context(), anyRunning(target))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, svc := range []string{"person", "score"} {
-		if len(after[svc]) == 0 {
-			t.Errorf("%s has no connection to the surviving nodes after %s", svc, time.Since(t0).Round(time.Second))
-		}
-		for _, n := range after[svc] {
-			if n == target.Name {
-				t.Errorf("%s still connected to the stopped node %s", svc, n)
+	after := connectionsOnceThey(t, "person and score connected to the surviving nodes only", func() *chaos.Node { return anyRunning(target) }, func(c map[string][]string) bool {
+		for _, svc := range []string{"person", "score"} {
+			if len(c[svc]) == 0 || slices.Contains(c[svc], target.Name) {
+				return false
 			}
 		}
-	}
-	notes = append(notes, fmt.Sprintf("(a) stop_app %s (person on %v, score on %v): longest write gap %s; services then on %v / %v",
-		target.Name, conns["person"], conns["score"], gapA.Round(10*time.Millisecond), after["person"], after["score"]))
+		return true
+	})
+	movedWithin := time.Since(t0)
+	notes = append(notes, fmt.Sprintf("(a) stop_app %s (person on %v, score on %v): longest write gap %s; services seen on %v / %v %s after",
+		target.Name, conns["person"], conns["score"], gapA.Round(10*time.Millisecond), after["person"], after["score"], movedWithin.Round(time.Second)))
 	if err := target.StartApp(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +216,40 @@ func TestClusterFailover(t *testing.T) {
 	} else {
 		notes = append(notes, fmt.Sprintf("%s restarted and rejoined %s after the kill", leader.Name, time.Since(killed).Round(time.Second)))
 	}
+	notes = append(notes, formation)
 	r := chaos.Result{Scenario: 10, Test: t.Name(), Recovery: max(gapA, gapB), Note: strings.Join(notes, "; ") + "; recovery = longest time without an accepted write"}
 	v := h.verify(&r, 3*time.Minute, 0)
 	h.finish(&r, v.Applied)
+}
+
+// connectionsOnceThey polls the connections by node (asking the node via
+// returns) until ok holds, for up to two minutes: the services take longer
+// to reconnect on a busy machine.
+func connectionsOnceThey(t *testing.T, what string, via func() *chaos.Node, ok func(map[string][]string) bool) map[string][]string {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		conns, err := cluster.ConnectionNodes(t.Context(), via())
+		if err == nil && ok(conns) {
+			return conns
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 2m: %s; connections by node %v (%v)", what, conns, err)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// triesText lists join tries by node in node order.
+func triesText(tries map[string]int) string {
+	if len(tries) == 0 {
+		return "none (every node a member already)"
+	}
+	var parts []string
+	for _, n := range cluster.Nodes {
+		if k, ok := tries[n.Name]; ok {
+			parts = append(parts, fmt.Sprintf("%s: %d", n.Name, k))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
