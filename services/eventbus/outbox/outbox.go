@@ -265,6 +265,15 @@ func (o *Outbox) ClearWith(id any, update bson.D) (bson.D, func(matched bool)) {
 	}
 }
 
+// Replaced is ClearWith for a write that replaces document id's whole
+// outbox (for events where a newer one supersedes the older, such as a
+// latest-value notification): the published events held for id count as
+// cleared if that write matched. Call the returned func with whether it did.
+func (o *Outbox) Replaced(id any) func(matched bool) {
+	_, done := o.ClearWith(id, nil)
+	return done
+}
+
 // hold keeps published events of a document for ClearWith until due.
 func (o *Outbox) hold(id any, events []eventbus.Event, due time.Time) {
 	o.mu.Lock()

@@ -336,7 +336,7 @@ func (s *Store) republishScore(ctx context.Context, name string, cpf int64) erro
 			return err
 		}
 		if ok {
-			s.notify(name, cpf, []eventbus.Event{ev})
+			s.notify(name, cpf, st.Version, []eventbus.Event{ev})
 			return nil
 		}
 	}

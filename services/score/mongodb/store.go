@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +33,10 @@ const ScoreChanged = "score.changed"
 const fromSnapshot = "from_snapshot"
 
 const maxCASAttempts = 200
+
+// clearDelay is how long published score.changed events wait in a document
+// for its next write to clear them.
+const clearDelay = time.Second
 
 // retireAfter is how long the relay of a replaced collection keeps running.
 const retireAfter = 3 * time.Second
@@ -309,7 +316,10 @@ func (s *Store) applyTo(ctx context.Context, name string, cpf int64, ev eventbus
 				return err
 			}
 		}
+		// st may be the cache's (read-only): Apply works on a copy.
 		d := st.Document
+		d.Items, d.Removed = maps.Clone(st.Items), maps.Clone(st.Removed)
+		d.Applied.Ahead = slices.Clone(st.Applied.Ahead)
 		before, wasLive, rev := d.Score, d.Live(), d.Rev
 		changed, err := score.Apply(&d, ev)
 		if err != nil {
@@ -331,13 +341,19 @@ func (s *Store) applyTo(ctx context.Context, name string, cpf int64, ev eventbus
 			}
 			events = append(events, out)
 		}
-		ok, err := s.write(ctx, coll, stored{Document: d, FromSnapshot: st.FromSnapshot || mark}, found, rev, events)
+		next := stored{Document: d, FromSnapshot: st.FromSnapshot || mark}
+		var ok bool
+		if found {
+			ok, err = s.writeChange(ctx, coll, st, next, rev, events)
+		} else {
+			ok, err = s.write(ctx, coll, next, false, rev, events)
+		}
 		if err != nil {
 			return err
 		}
 		if ok {
 			if primary {
-				s.notify(name, cpf, events)
+				s.notify(name, cpf, d.Version, events)
 			}
 			return nil
 		}
@@ -354,8 +370,8 @@ func scoreChanged(ctx context.Context, d score.Document) (eventbus.Event, error)
 }
 
 // notify hands new score.changed events to the collection's relay and wakes
-// the readers of cpf.
-func (s *Store) notify(name string, cpf int64, events []eventbus.Event) {
+// the readers of cpf waiting for version.
+func (s *Store) notify(name string, cpf, version int64, events []eventbus.Event) {
 	if len(events) > 0 {
 		s.mu.Lock()
 		ob := s.obs[name]
@@ -364,7 +380,7 @@ func (s *Store) notify(name string, cpf int64, events []eventbus.Event) {
 			ob.Notify(cpf, events...)
 		}
 	}
-	s.hub.Notify(cpf)
+	s.hub.Notify(cpf, version)
 }
 
 // write stores st if nobody changed it since revision rev; false means retry.
@@ -375,12 +391,95 @@ func (s *Store) write(ctx context.Context, coll *mongo.Collection, st stored, fo
 		return false, err
 	}
 	ok, err := s.writeRaw(ctx, coll, st.CPF, raw, found, rev, events)
-	if ok {
-		s.cache.put(coll.Name(), st.CPF, raw)
-	} else {
-		s.cache.drop(coll.Name(), st.CPF)
-	}
+	s.cached(coll.Name(), st, ok)
 	return ok, err
+}
+
+// cached keeps st as the cpf's document after a successful write, and
+// forgets the cpf after a failed one.
+func (s *Store) cached(coll string, st stored, ok bool) {
+	if ok {
+		s.cache.put(coll, st.CPF, st)
+	} else {
+		s.cache.drop(coll, st.CPF)
+	}
+}
+
+// writeChange stores next over prev (the document at revision rev) with an
+// update of only what changed: items and removed entries one by one, the
+// other fields whole, so a write costs the same whatever the number of items.
+func (s *Store) writeChange(ctx context.Context, coll *mongo.Collection, prev, next stored, rev int64, events []eventbus.Event) (bool, error) {
+	head := next
+	head.Items, head.Removed = nil, nil
+	raw, err := bson.Marshal(head)
+	if err != nil {
+		return false, err
+	}
+	var fields bson.D
+	if err := bson.Unmarshal(raw, &fields); err != nil {
+		return false, err
+	}
+	set := make(bson.D, 0, len(fields)+4)
+	for _, f := range fields {
+		if f.Key != "_id" && f.Key != "items" && f.Key != "removed" {
+			set = append(set, f)
+		}
+	}
+	var unset bson.D
+	set, unset = diffMap(set, unset, "items", prev.Items, next.Items)
+	set, unset = diffMap(set, unset, "removed", prev.Removed, next.Removed)
+	// A new score.changed supersedes every older one of the cpf (person keeps
+	// the latest by version), so it replaces the outbox: the write also
+	// clears what the relay published, sparing it a write of its own.
+	replaced := func(bool) {}
+	if len(events) > 0 {
+		set = append(set, bson.E{Key: outbox.Field, Value: events})
+		s.mu.Lock()
+		ob := s.obs[coll.Name()]
+		s.mu.Unlock()
+		if ob != nil {
+			replaced = ob.Replaced(next.CPF)
+		}
+	}
+	update := bson.D{{Key: "$set", Value: set}}
+	if len(unset) > 0 {
+		update = append(update, bson.E{Key: "$unset", Value: unset})
+	}
+	res, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: next.CPF}, {Key: "rev", Value: rev}}, update)
+	if err != nil {
+		replaced(false)
+		s.cache.drop(coll.Name(), next.CPF)
+		return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	ok := res.MatchedCount == 1
+	replaced(ok)
+	s.cached(coll.Name(), next, ok)
+	return ok, nil
+}
+
+// diffMap adds to set and unset what turns map field name from prev into
+// next, entry by entry; the whole map when a key cannot be a path component.
+func diffMap[V comparable](set, unset bson.D, name string, prev, next map[string]V) (bson.D, bson.D) {
+	var s, u bson.D
+	for k, v := range next {
+		if old, ok := prev[k]; !ok || old != v {
+			s = append(s, bson.E{Key: name + "." + k, Value: v})
+		}
+	}
+	for k := range prev {
+		if _, ok := next[k]; !ok {
+			u = append(u, bson.E{Key: name + "." + k, Value: ""})
+		}
+	}
+	for _, e := range append(slices.Clone(s), u...) {
+		if k := e.Key[len(name)+1:]; k == "" || strings.ContainsAny(k, ".$") {
+			if next == nil {
+				next = map[string]V{}
+			}
+			return append(set, bson.E{Key: name, Value: next}), unset
+		}
+	}
+	return append(set, s...), append(unset, u...)
 }
 
 func (s *Store) writeRaw(ctx context.Context, coll *mongo.Collection, cpf int64, raw bson.Raw, found bool, rev int64, events []eventbus.Event) (bool, error) {
@@ -459,7 +558,7 @@ func (s *Store) WaitForVersion(ctx context.Context, cpf, min int64) (score.Docum
 			w.Close()
 			return st.Document, false, score.ErrNotFound
 		}
-		w.Seen(st.Version)
+		w.Seen(st.Version, min)
 		select {
 		case <-w.C():
 			w.Close()
@@ -601,8 +700,10 @@ func (s *Store) startRelay(name string) {
 	}
 	ob, ok := s.obs[name]
 	if !ok {
+		// Published score.changed wait up to clearDelay for the cpf's next
+		// write, which replaces them (writeChange).
 		ob = outbox.New(outbox.Config{Collection: s.db.Collection(name), Publisher: s.cfg.Publisher, Logger: s.log,
-			SweepInterval: s.cfg.OutboxSweep})
+			SweepInterval: s.cfg.OutboxSweep, ClearDelay: clearDelay})
 		s.obs[name] = ob
 	}
 	ctx, cancel := context.WithCancel(s.runCtx)
