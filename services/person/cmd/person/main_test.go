@@ -76,6 +76,29 @@ func (b *broker) tap() <-chan amqp.Delivery {
 	return d
 }
 
+// waitConsuming waits until the service consumes from queue (declared, bound and with
+// a consumer): person's consumer starts in the background, and an event published
+// before its queue is bound reaches only the tap.
+func (b *broker) waitConsuming(queue string) {
+	b.t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		ch, err := b.conn.Channel() // a failed passive declare closes its channel
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+		if err == nil {
+			_ = ch.Close()
+			if q.Consumers > 0 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("nothing consumes from %s: %v", queue, err)
+		}
+	}
+}
+
 func (b *broker) cleanup() {
 	names := []string{b.consumer + ".tap", eventbus.WorkQueue(b.consumer), eventbus.DeadLetterQueue(b.consumer)}
 	// The consumer's delay queues, whatever the library names them: list ours.
@@ -255,6 +278,7 @@ func TestServiceEndToEndAndGracefulShutdown(t *testing.T) {
 		"asset.created 11111@3": true, "debt.created 11111@4": true}, 30*time.Second)
 
 	// score.changed, as the score service publishes it, through the library.
+	b.waitConsuming(eventbus.WorkQueue(b.consumer))
 	conn := eventbus.Open(eventbus.ConnConfig{URLs: []string{amqpURL}, Name: "person-test-score"})
 	defer conn.Close()
 	pub := eventbus.NewPublisher(conn, eventbus.PublisherConfig{Exchange: b.exchange})
