@@ -36,7 +36,7 @@ var (
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	needSolo, needCluster := selected("TestBrokerDown"), selected("TestClusterFailover")
+	needSolo, needCluster := selected("TestBrokerDown"), selected("TestClusterFailover") || selected("TestClusterAllDown")
 	if needSolo || needCluster {
 		var err error
 		fleetsDir, err = os.MkdirTemp("", "chaos-rabbit-")
