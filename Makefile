@@ -87,7 +87,8 @@ $(BIN)/kind:
 	GOBIN=$(BIN) GOWORK=off GOFLAGS=-mod=mod $(GO) install sigs.k8s.io/kind@$(KIND_VERSION)
 
 # From its Go module with skaffold's own `replace` pins; rebuilt when the version changes.
-$(BIN)/skaffold: k8s/hack/build-skaffold.sh
+.PHONY: $(BIN)/skaffold
+$(BIN)/skaffold:
 	SKAFFOLD_VERSION=$(SKAFFOLD_VERSION) k8s/hack/build-skaffold.sh
 
 # kube-apiserver and etcd built from their Go modules (no binary downloads here);
@@ -104,10 +105,10 @@ test-charts: control-plane
 
 # Every image of k8s/images/images.env as a docker-archive tarball in bin/images/, built
 # without a container daemon: person, score, localmongo (Go, scratch, non-root 65532), the
-# RabbitMQ Cluster Operator (its Go module) and the RabbitMQ server (Debian's package in a
+# `helm test` probe (http-check), the RabbitMQ Cluster Operator (its Go module) and the RabbitMQ server (Debian's package in a
 # debootstrap root; needs root and debootstrap). Cached; `make images IMAGES="person score"`
 # builds a subset.
-IMAGES ?= person score localmongo operator rabbitmq
+IMAGES ?= person score localmongo http-check operator rabbitmq
 images:
 	k8s/images/build.sh $(IMAGES)
 
@@ -118,7 +119,7 @@ chart-deps:
 
 # kind cluster + Traefik + metrics-server + images + both charts; waits until ready.
 up: k8s-tools chart-deps
-	$(MAKE) images IMAGES="person score"
+	$(MAKE) images IMAGES="person score http-check"
 	@command -v docker >/dev/null || { echo "make up needs Docker: kind runs the cluster nodes as containers" >&2; exit 1; }
 	@$(BIN)/kind get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' || \
 	  $(BIN)/kind create cluster --name $(KIND_CLUSTER) --config k8s/kind-config.yaml --wait 180s

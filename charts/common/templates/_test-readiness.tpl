@@ -25,16 +25,16 @@ spec:
   containers:
     - name: readyz
       image: {{ .Values.tests.image | quote }}
+      imagePullPolicy: {{ .Values.tests.imagePullPolicy }}
       securityContext:
         {{- include "common.containerSecurityContext" . | nindent 8 }}
-      command: ["sh", "-ec"]
+      {{- $base := printf "http://%s.%s.svc:%v" (include "common.fullname" .) .Release.Namespace .Values.service.port }}
+      # The image's entrypoint is http-check (k8s/test/cmd/http-check): every URL must
+      # answer 2xx, "URL|TEXT" must also contain TEXT.
       args:
-        - |
-          base="http://{{ include "common.fullname" . }}.{{ .Release.Namespace }}.svc:{{ .Values.service.port }}"
-          wget -q -T 5 -O /dev/null "$base/healthz"
-          wget -q -T 5 -O /dev/null "$base/readyz"
-          wget -q -T 5 -O - "$base/openapi.json" | grep -q '"openapi"'
-          echo "{{ include "common.fullname" . }}: healthz, readyz and openapi.json OK"
+        - {{ printf "%s/healthz" $base | quote }}
+        - {{ printf "%s/readyz" $base | quote }}
+        - {{ printf "%s/openapi.json|\"openapi\"" $base | quote }}
       resources:
         requests:
           cpu: 10m
