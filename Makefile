@@ -146,11 +146,26 @@ down: $(BIN)/kind
 	$(BIN)/kind delete cluster --name $(KIND_CLUSTER)
 
 # skaffold dev loop (skaffold.yaml) with the tools of bin/ only (skaffold calls helm and,
-# for kind, kind from PATH). Profiles: kind (default; context kind-personscore) or
-# local-node (`make dev SKAFFOLD_PROFILE=local-node KUBE_CONTEXT=<context of CLUSTER.md>`).
+# for kind, kind from PATH). SKAFFOLD_PROFILE=kind (default; context kind-personscore,
+# needs Docker) or local-node (the node of `make cluster-up`: its KUBECONFIG, a loopback
+# registry for skaffold's digests, images imported into the node's containerd with ctr).
+# SKAFFOLD_CMD=run deploys once instead of watching.
+SKAFFOLD_CMD            ?= dev
+LOCAL_REGISTRY          ?= 127.0.0.1:5000
+NODE_CONTAINERD_ADDRESS ?= /run/personscore-node/containerd/containerd.sock
+NODE_CTR                ?= $(BIN)/ctr
 dev: $(BIN)/helm $(BIN)/skaffold chart-deps
-	@if [ "$(SKAFFOLD_PROFILE)" = kind ]; then $(MAKE) --no-print-directory $(BIN)/kind; fi
-	PATH="$(BIN):$$PATH" $(BIN)/skaffold dev -p $(SKAFFOLD_PROFILE) --kube-context $(KUBE_CONTEXT)
+ifeq ($(SKAFFOLD_PROFILE),local-node)
+	@test -S "$(NODE_CONTAINERD_ADDRESS)" || { echo "no containerd socket at $(NODE_CONTAINERD_ADDRESS): start the local node (make cluster-up) or set NODE_CONTAINERD_ADDRESS" >&2; exit 1; }
+	@test -x "$(NODE_CTR)" || { echo "no ctr at $(NODE_CTR): make cluster-up builds it, or set NODE_CTR" >&2; exit 1; }
+	cd k8s/test && $(GO) build -o $(BIN)/local-registry ./cmd/local-registry && $(GO) build -o $(BIN)/build-image ./cmd/build-image
+	$(BIN)/local-registry -addr $(LOCAL_REGISTRY) -dir $(BIN)/.registry & reg=$$!; trap 'kill $$reg' EXIT; \
+	  CONTAINERD_ADDRESS=$(NODE_CONTAINERD_ADDRESS) CTR=$(NODE_CTR) PATH="$(BIN):$$PATH" \
+	  $(BIN)/skaffold $(SKAFFOLD_CMD) -p local-node --default-repo $(LOCAL_REGISTRY) $(SKAFFOLD_ARGS)
+else
+	$(MAKE) --no-print-directory $(BIN)/kind
+	PATH="$(BIN):$$PATH" $(BIN)/skaffold $(SKAFFOLD_CMD) -p $(SKAFFOLD_PROFILE) --kube-context $(KUBE_CONTEXT) $(SKAFFOLD_ARGS)
+endif
 
 # The original README's curls through the ingress (port 80 by path, port 81 = score).
 smoke:

@@ -9,6 +9,10 @@
 //	go run ./k8s/test/cmd/build-image -binary bin/.build/x/manager -name cluster-operator -tag ... -out ...
 //	# a root filesystem directory as one layer
 //	go run ./k8s/test/cmd/build-image -rootfs DIR -user 999:999 -cmd rabbitmq-server -tag ... -out ...
+//
+// Outputs (at least one): -out (docker-archive), -oci-out (OCI layout archive named for
+// `ctr images import`, manifest byte-identical to the pushed one), -push (to the tag's
+// registry, e.g. the loopback registry of the skaffold local-node profile).
 package main
 
 import (
@@ -22,6 +26,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/personscore/k8s/test/imagebuild"
@@ -57,7 +62,9 @@ func main() {
 	flag.Var(&o.env, "env", "extra environment KEY=VALUE (repeatable)")
 	flag.Var(&o.ports, "port", "exposed TCP port (repeatable; -binary and -rootfs)")
 	flag.StringVar(&o.tag, "tag", "", "image reference, e.g. personscore/person:dev")
-	flag.StringVar(&o.out, "out", "", "output tarball")
+	flag.StringVar(&o.out, "out", "", "output tarball (docker-archive)")
+	flag.StringVar(&o.ociOut, "oci-out", "", "output OCI layout archive (for ctr images import)")
+	flag.BoolVar(&o.push, "push", false, "push the image to the tag's registry")
 	flag.StringVar(&o.arch, "arch", runtime.GOARCH, "GOARCH")
 	flag.StringVar(&o.version, "version", "dev", "image version label")
 	flag.Parse()
@@ -68,8 +75,9 @@ func main() {
 }
 
 type options struct {
-	root, service, binary, name, rootfs, user, workdir, tag, out, arch, version string
-	cmd, env, ports                                                             list
+	root, service, binary, name, rootfs, user, workdir, tag, out, ociOut, arch, version string
+	push                                                                                bool
+	cmd, env, ports                                                                     list
 }
 
 func run(o options) error {
@@ -79,8 +87,8 @@ func run(o options) error {
 			modes++
 		}
 	}
-	if modes != 1 || o.tag == "" || o.out == "" {
-		return fmt.Errorf("need exactly one of -service, -binary, -rootfs, and -tag and -out")
+	if modes != 1 || o.tag == "" || (o.out == "" && o.ociOut == "" && !o.push) {
+		return fmt.Errorf("need exactly one of -service, -binary, -rootfs, -tag, and -out, -oci-out or -push")
 	}
 	ref, err := name.NewTag(o.tag)
 	if err != nil {
@@ -128,6 +136,9 @@ func run(o options) error {
 		if o.user == "" || len(o.cmd) == 0 {
 			return fmt.Errorf("-rootfs needs -user and -cmd")
 		}
+		if o.out == "" {
+			return fmt.Errorf("-rootfs needs -out")
+		}
 		img, err = imagebuild.BuildRootfs(imagebuild.RootfsSpec{
 			Name: ref.RepositoryStr(), Dir: o.rootfs, LayerFile: o.out + ".layer", Arch: o.arch, Version: o.version,
 			User: o.user, Cmd: o.cmd, Env: o.env, WorkingDir: o.workdir, Ports: ports,
@@ -136,6 +147,22 @@ func run(o options) error {
 			return err
 		}
 		defer os.Remove(o.out + ".layer")
+	}
+	if o.ociOut != "" {
+		if err := imagebuild.WriteOCIArchive(o.ociOut, ref.String(), img); err != nil {
+			return err
+		}
+		fmt.Printf("%-45s OCI archive %s\n", ref, o.ociOut)
+	}
+	if o.push {
+		if err := remote.Write(ref, img); err != nil {
+			return fmt.Errorf("push %s: %w", ref, err)
+		}
+		d, _ := img.Digest()
+		fmt.Printf("%-45s pushed (%s)\n", ref, d)
+	}
+	if o.out == "" {
+		return nil
 	}
 	// The config digest covers the runtime config and every layer's content (diff IDs);
 	// the manifest digest depends on how the tarball stores the layers.
