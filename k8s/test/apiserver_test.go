@@ -384,6 +384,11 @@ func apiServerScenarios() []scenario {
 			personSet: []string{"httpRoute.enabled=true", "httpRoute.parentRefs[0].name=personscore", "ingress.enabled=false"},
 			scoreSet:  []string{"httpRoute.enabled=true", "httpRoute.parentRefs[0].name=personscore", "ingress.enabled=false"}},
 		{name: "score-alone", score: ss[0], scoreSet: []string{"rabbitmq.createCluster=true", "rabbitmq.topologyOperator.enabled=true"}, only: []string{"score"}},
+		// The local node: the kind values plus the image settings of k8s/images/images.env.
+		{name: "local-node", person: ps[1], score: ss[1],
+			personSet: []string{"rabbitmqOperator.image.repository=personscore/rabbitmq-cluster-operator", "rabbitmqOperator.image.tag=2.20.0",
+				"rabbitmq.cluster.image=personscore/rabbitmq:3.10-debian12", "mongodb.server=localmongo"},
+			scoreSet: []string{"mongodb.server=localmongo"}},
 	}
 }
 
