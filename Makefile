@@ -131,8 +131,7 @@ up: k8s-tools chart-deps
 	@command -v docker >/dev/null || { echo "make up needs Docker: kind runs the cluster nodes as containers" >&2; exit 1; }
 	@$(BIN)/kind get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' || \
 	  $(BIN)/kind create cluster --name $(KIND_CLUSTER) --config k8s/kind-config.yaml --wait 180s
-	$(BIN)/kind load image-archive $(BIN)/images/person.tar --name $(KIND_CLUSTER)
-	$(BIN)/kind load image-archive $(BIN)/images/score.tar --name $(KIND_CLUSTER)
+	for i in person score http-check; do $(BIN)/kind load image-archive $(BIN)/images/$$i.tar --name $(KIND_CLUSTER); done
 	$(BIN)/helm upgrade --install traefik traefik --repo $(TRAEFIK_CHART_REPO) --version $(TRAEFIK_CHART_VERSION) \
 	  --kube-context $(KUBE_CONTEXT) -n traefik --create-namespace -f k8s/addons/traefik.values.yaml --wait --timeout 5m
 	$(BIN)/helm upgrade --install metrics-server metrics-server --repo $(METRICS_SERVER_CHART_REPO) --version $(METRICS_SERVER_CHART_VERSION) \
