@@ -377,8 +377,12 @@ func TestRabbitMQServerImage(t *testing.T) {
 		k, v, _ := strings.Cut(e, "=")
 		env[k] = v
 	}
-	if env["HOME"] != "/var/lib/rabbitmq" || env["RABBITMQ_LOGS"] != "-" {
-		t.Errorf("env %v: want HOME=/var/lib/rabbitmq and RABBITMQ_LOGS=-", cf.Config.Env)
+	// The operator mounts writable volumes at /var/lib/rabbitmq and its mnesia/ only (the
+	// root filesystem is read-only): logs go to stdout, and the upgrade log RabbitMQ 3.10
+	// still writes as a file (the first real run crashed with erofs on
+	// /var/log/rabbitmq/<node>_upgrade.log) must go below /var/lib/rabbitmq.
+	if env["HOME"] != "/var/lib/rabbitmq" || env["RABBITMQ_LOGS"] != "-" || !strings.HasPrefix(env["RABBITMQ_LOG_BASE"], "/var/lib/rabbitmq/") {
+		t.Errorf("env %v: want HOME=/var/lib/rabbitmq, RABBITMQ_LOGS=- and RABBITMQ_LOG_BASE below /var/lib/rabbitmq", cf.Config.Env)
 	}
 	fs := imageFS(t, img)
 	// resolve follows symlinks inside the image, in every path component (Debian's
