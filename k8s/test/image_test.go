@@ -381,8 +381,8 @@ func TestRabbitMQServerImage(t *testing.T) {
 	// root filesystem is read-only): logs go to stdout, and the upgrade log RabbitMQ 3.10
 	// still writes as a file (the first real run crashed with erofs on
 	// /var/log/rabbitmq/<node>_upgrade.log) must go below /var/lib/rabbitmq.
-	if env["HOME"] != "/var/lib/rabbitmq" || env["RABBITMQ_LOGS"] != "-" || !strings.HasPrefix(env["RABBITMQ_LOG_BASE"], "/var/lib/rabbitmq/") {
-		t.Errorf("env %v: want HOME=/var/lib/rabbitmq, RABBITMQ_LOGS=- and RABBITMQ_LOG_BASE below /var/lib/rabbitmq", cf.Config.Env)
+	if env["HOME"] != "/var/lib/rabbitmq" || env["RABBITMQ_LOGS"] != "-" || env["RABBITMQ_UPGRADE_LOG"] != "-" || !strings.HasPrefix(env["RABBITMQ_LOG_BASE"], "/var/lib/rabbitmq/") {
+		t.Errorf("env %v: want HOME=/var/lib/rabbitmq, RABBITMQ_LOGS=-, RABBITMQ_UPGRADE_LOG=- and RABBITMQ_LOG_BASE below /var/lib/rabbitmq", cf.Config.Env)
 	}
 	fs := imageFS(t, img)
 	// resolve follows symlinks inside the image, in every path component (Debian's
