@@ -384,6 +384,11 @@ func apiServerScenarios() []scenario {
 			personSet: []string{"httpRoute.enabled=true", "httpRoute.parentRefs[0].name=personscore", "ingress.enabled=false"},
 			scoreSet:  []string{"httpRoute.enabled=true", "httpRoute.parentRefs[0].name=personscore", "ingress.enabled=false"}},
 		{name: "score-alone", score: ss[0], scoreSet: []string{"rabbitmq.createCluster=true", "rabbitmq.topologyOperator.enabled=true"}, only: []string{"score"}},
+		// The local node: the kind values plus the image settings of k8s/images/images.env.
+		{name: "local-node", person: ps[1], score: ss[1],
+			personSet: []string{"rabbitmqOperator.image.repository=personscore/rabbitmq-cluster-operator", "rabbitmqOperator.image.tag=2.20.0",
+				"rabbitmq.cluster.image=personscore/rabbitmq:3.10-debian12", "mongodb.server=localmongo"},
+			scoreSet: []string{"mongodb.server=localmongo"}},
 	}
 }
 
@@ -420,8 +425,101 @@ func TestInstallOnAPIServer(t *testing.T) {
 				cp.dryRunStrict(t, r, ns)
 				cp.helmInstall(t, in.chart, in.p, in.set, ns, r)
 			}
+			if sc.name == "kind" {
+				cp.checkOperatorRBAC(t, ns)
+				cp.reinstallKeepsMongoPassword(t, "person", sc.person, sc.personSet, ns)
+			}
 		})
 	}
+}
+
+// checkOperatorRBAC asks the API server's RBAC authorizer (SubjectAccessReview) whether
+// the operator's ServiceAccount, as installed by the person chart, may do everything
+// the module's role.yaml lists, in any namespace, and its leader election in its own.
+func (cp *controlPlane) checkOperatorRBAC(t *testing.T, ns string) {
+	t.Helper()
+	dir, _, _ := operatorModuleDir(t)
+	sa := "person-rabbitmq-cluster-operator"
+	sar := schema.GroupVersionResource{Group: "authorization.k8s.io", Version: "v1", Resource: "subjectaccessreviews"}
+	allowed := func(namespace, verb, group, resource string) bool {
+		res, sub, _ := strings.Cut(resource, "/")
+		review := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+			"spec": map[string]any{
+				"user":   fmt.Sprintf("system:serviceaccount:%s:%s", ns, sa),
+				"groups": []any{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
+				"resourceAttributes": map[string]any{
+					"namespace": namespace, "verb": verb, "group": group, "resource": res, "subresource": sub,
+				},
+			},
+		}}
+		out, err := cp.dyn.Resource(sar).Create(context.Background(), review, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("SubjectAccessReview: %v", err)
+		}
+		ok, _, _ := unstructured.NestedBool(out.Object, "status", "allowed")
+		return ok
+	}
+	n := 0
+	for _, set := range []struct {
+		file, namespace string
+	}{{"config/rbac/role.yaml", "some-other-namespace"}, {"config/rbac/leader_election_role.yaml", ns}} {
+		for _, rule := range moduleRules(t, dir, set.file) {
+			for _, g := range rule.APIGroups {
+				for _, res := range rule.Resources {
+					for _, v := range rule.Verbs {
+						n++
+						if !allowed(set.namespace, v, g, res) {
+							t.Errorf("the operator may not %s %q %s in namespace %s (%s)", v, g, res, set.namespace, set.file)
+						}
+					}
+				}
+			}
+		}
+	}
+	if allowed(ns, "delete", "", "secrets") {
+		t.Errorf("the operator may delete Secrets: more than the module's role grants")
+	}
+	t.Logf("RBAC authorizer: the operator's ServiceAccount holds all %d grants of its module's roles", n)
+}
+
+// reinstallKeepsMongoPassword uninstalls a release and installs it again: the MongoDB
+// Secret (helm.sh/resource-policy: keep) survives the uninstall, and the new release
+// reads the same password back, as the retained data volume requires.
+func (cp *controlPlane) reinstallKeepsMongoPassword(t *testing.T, chartName string, p profile, set []string, ns string) {
+	t.Helper()
+	secret := chartName + "-mongodb"
+	before := cp.secretData(t, ns)[secret]
+	if before == "" {
+		t.Fatalf("no Secret %s after install", secret)
+	}
+	cfg := new(action.Configuration)
+	if err := cfg.Init(kube.GetConfig(cp.kubeconfig, "", ns), ns, "secret", t.Logf); err != nil {
+		t.Fatal(err)
+	}
+	un := action.NewUninstall(cfg)
+	un.Timeout = 2 * time.Minute
+	res, err := un.Run(chartName)
+	if err != nil {
+		t.Fatalf("helm uninstall %s: %v", chartName, err)
+	}
+	if !strings.Contains(res.Info, secret) {
+		t.Errorf("helm uninstall did not report keeping %s: %q", secret, res.Info)
+	}
+	if got := cp.secretData(t, ns)[secret]; got != before {
+		t.Fatalf("after helm uninstall the Secret %s is gone or changed", secret)
+	}
+	inst := action.NewInstall(cfg)
+	inst.ReleaseName = chartName
+	inst.Namespace = ns
+	inst.Timeout = 2 * time.Minute
+	if _, err := inst.Run(loadChart(t, chartName), mergeValues(t, p, set...)); err != nil {
+		t.Fatalf("helm install %s again after uninstall: %v", chartName, err)
+	}
+	if got := cp.secretData(t, ns)[secret]; got != before {
+		t.Errorf("helm uninstall + install changed the MongoDB password in %s", secret)
+	}
+	t.Logf("helm uninstall + install %s: Secret %s kept with the same password", chartName, secret)
 }
 
 func contains(list []string, s string) bool {
@@ -479,8 +577,10 @@ func (cp *controlPlane) helmInstall(t *testing.T, chartName string, p profile, s
 	}
 	t.Logf("helm install %s (%s): %d objects accepted in %s", chartName, p.Name, len(manifestObjs), ns)
 
-	// Generated secrets are read back with `lookup` and survive an upgrade unchanged.
+	// Generated secrets are read back with `lookup` and survive an upgrade unchanged, and
+	// an upgrade with unchanged values changes no pod template (no rollout).
 	before := cp.secretData(t, ns)
+	generations := cp.workloadGenerations(t, ns)
 	up := action.NewUpgrade(cfg)
 	up.Namespace = ns
 	up.Timeout = 2 * time.Minute
@@ -493,9 +593,31 @@ func (cp *controlPlane) helmInstall(t *testing.T, chartName string, p profile, s
 			t.Errorf("helm upgrade changed the generated Secret %s", name)
 		}
 	}
+	for name, g := range cp.workloadGenerations(t, ns) {
+		if generations[name] != g {
+			t.Errorf("helm upgrade with unchanged values changed %s (generation %d -> %d): its pods would roll", name, generations[name], g)
+		}
+	}
 	for _, w := range cp.warnings.take() {
 		t.Errorf("API server warning: %s", w)
 	}
+}
+
+// workloadGenerations returns metadata.generation of every Deployment and StatefulSet of
+// a namespace (it changes with the spec, e.g. a pod template annotation).
+func (cp *controlPlane) workloadGenerations(t *testing.T, ns string) map[string]int64 {
+	t.Helper()
+	out := map[string]int64{}
+	for _, res := range []string{"deployments", "statefulsets"} {
+		list, err := cp.dyn.Resource(schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: res}).Namespace(ns).List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range list.Items {
+			out[res+"/"+o.GetName()] = o.GetGeneration()
+		}
+	}
+	return out
 }
 
 // secretData returns the chart-generated Secrets of a namespace (Helm's release records
