@@ -12,7 +12,7 @@ FUZZTIME   ?= 10s
 # Packages that hold Go fuzz targets; each target runs for FUZZTIME in `make test`.
 FUZZ_DIRS  := $(shell grep -rl --include='*_test.go' '^func Fuzz' services | xargs -r -n1 dirname | sort -u)
 
-.PHONY: help build run test vet unit fuzz test-short clean
+.PHONY: help build run test vet unit fuzz test-short clean bench bench-system chaos
 
 help:
 	@echo "make run    build and start localmongo, person (:8080) and score (:8081) in the foreground"
@@ -49,7 +49,13 @@ fuzz:
 clean:
 	rm -rf $(BIN) .data
 
-# Load and replication-lag benchmark (docs/BENCHMARKS.md); not part of make test.
+# Issue 14's benchmark (docs/BENCHMARKS.md): both workloads (200 persons × 3 items, one
+# person × 600 items) from 16 clients on both store backends, lag at 200 writes/s,
+# store commands per write, a person with 5 against one with 5,000 items; not part of make test.
+bench: build
+	$(GO) run ./services/loadgen/cmd/loadgen -bench -profile -step 10s -store-duration 3s -bin $(BIN) -concurrency 16 -out docs/bench
+
+# The older, longer suite: rate sweep, resources, start-up, image sizes, profiles.
 bench-system: build
 	$(GO) run ./services/loadgen/cmd/loadgen -suite -profile -bin $(BIN) -step 20s -out docs/bench
 
