@@ -1,4 +1,4 @@
-{{/* Rendered by templates/prometheusrule.yaml of the person and score charts: alerts on the outbox backlog. */}}
+{{/* Rendered by templates/prometheusrule.yaml of the person and score charts. */}}
 {{- define "common.prometheusRule" -}}
 {{- if .Values.metrics.prometheusRule.enabled }}
 {{- $sel := printf "namespace=%q, job=%q" .Release.Namespace (include "common.fullname" .) }}
@@ -41,4 +41,4 @@ spec:
             summary: "{{ "{{ $labels.pod }}" }}: the oldest pending outbox event has waited {{ "{{ $value }}" }} s"
             description: "Replicas read from this service's events are stale by at least that much."
 {{- end }}
-{{- end }}
+{{- end -}}
