@@ -12,6 +12,8 @@ func (n *node) writeConfigs() error {
 		n.path("containerd.toml"): fmt.Sprintf(`version = 3
 root = %[1]q
 state = %[2]q
+# NRI would create /run/nri; nothing here uses it.
+disabled_plugins = ["io.containerd.nri.v1.nri"]
 
 [grpc]
   address = %[3]q
@@ -28,6 +30,8 @@ state = %[2]q
   # These machines lack CAP_SYS_RESOURCE: without this runc fails to set the -998 the
   # kubelet asks for pod sandboxes and no pod starts.
   restrict_oom_score_adj = true
+  # Pod network namespaces under the state directory instead of /var/run/netns.
+  netns_mounts_under_state_dir = true
   [plugins.'io.containerd.cri.v1.runtime'.containerd]
     default_runtime_name = "runc"
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]

@@ -25,7 +25,7 @@ type hostState struct {
 }
 
 // createdPaths are directories the runtime creates at fixed places on the host.
-var createdPaths = []string{"/run/containerd", "/var/run/netns", "/var/lib/cni", "/run/personscore-node"}
+var createdPaths = []string{"/run/containerd", "/var/run/netns", "/var/lib/cni", "/run/nri", "/run/personscore-node"}
 
 // volatileSysctls change by themselves; they are neither restored nor compared.
 var volatileSysctls = regexp.MustCompile(`^/proc/sys/(kernel/random/|kernel/ns_last_pid|fs/|vm/drop_caches|kernel/printk_ratelimit|net/netfilter/nf_conntrack_count|kernel/sched_domain|kernel/hung_task|dev/)`)
