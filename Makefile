@@ -181,5 +181,5 @@ cluster-down:
 # End-to-end tests against the node (brings it up first when needed).
 test-cluster: cluster-up
 	cd k8s/local && KUBECONFIG=$(NODE_STATE)/kubeconfig/admin.kubeconfig HELM=$(BIN)/helm REPO_ROOT=$(CURDIR) \
-	  $(GO) test -count=1 -timeout 60m -v ./e2e/...
+	  $(GO) test -count=1 -timeout 60m -v ./...
 # --- end local node ---

@@ -63,6 +63,13 @@ func (n *node) down() error {
 			return err
 		}
 	}
+	// The kubelet links container logs into /var/log/containers whatever its podLogsDir.
+	links, _ := filepath.Glob("/var/log/containers/*")
+	for _, l := range links {
+		if target, err := os.Readlink(l); err == nil && strings.HasPrefix(target, n.state+"/") {
+			os.Remove(l)
+		}
+	}
 	for p, existed := range before.Paths {
 		if !existed {
 			if err := os.RemoveAll(p); err != nil {

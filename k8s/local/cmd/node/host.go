@@ -25,7 +25,10 @@ type hostState struct {
 }
 
 // createdPaths are directories the runtime creates at fixed places on the host.
-var createdPaths = []string{"/run/containerd", "/var/run/netns", "/var/lib/cni", "/run/nri", "/run/personscore-node"}
+var createdPaths = []string{
+	"/run/containerd", "/var/run/netns", "/var/lib/cni", "/run/nri", "/run/personscore-node",
+	"/var/log/containers", "/var/log/pods", "/var/run/kubernetes",
+}
 
 // volatileSysctls change by themselves; they are neither restored nor compared.
 var volatileSysctls = regexp.MustCompile(`^/proc/sys/(kernel/random/|kernel/ns_last_pid|fs/|vm/drop_caches|kernel/printk_ratelimit|net/netfilter/nf_conntrack_count|kernel/sched_domain|kernel/hung_task|dev/)`)
@@ -93,17 +96,36 @@ func captureHost() (*hostState, error) {
 	return h, nil
 }
 
-// normalizeRules drops comments and packet counters from iptables-save output.
+// normalizeRules drops comments and packet counters from iptables-save output, and
+// tables holding nothing but empty built-in chains with policy ACCEPT (iptables-nft
+// creates such a table on first use and never removes it: the same state as none).
 func normalizeRules(s string) string {
-	var b strings.Builder
 	counters := regexp.MustCompile(` \[\d+:\d+\]$`)
+	builtinAccept := regexp.MustCompile(`^:(PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) ACCEPT$`)
+	var b strings.Builder
+	var table []string
+	empty := true
+	flush := func() {
+		if len(table) > 0 && !empty {
+			b.WriteString(strings.Join(table, "\n") + "\n")
+		}
+		table, empty = nil, true
+	}
 	for _, line := range strings.Split(s, "\n") {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		b.WriteString(counters.ReplaceAllString(line, ""))
-		b.WriteByte('\n')
+		line = counters.ReplaceAllString(line, "")
+		switch {
+		case strings.HasPrefix(line, "*"):
+			flush()
+		case line == "COMMIT":
+		case !builtinAccept.MatchString(line):
+			empty = false
+		}
+		table = append(table, line)
 	}
+	flush()
 	return b.String()
 }
 
