@@ -169,7 +169,7 @@ node-tools:
 	cd k8s/local && CGO_ENABLED=0 $(GO) build -ldflags=-s -o $(BIN)/pause ./cmd/pause
 
 # Starts (or completes) the node, its add-ons and both charts; harmless when it runs.
-cluster-up: node-tools $(BIN)/helm images
+cluster-up: node-tools $(BIN)/helm images chart-deps
 	$(NODE) up
 
 # Stops every process by PID, undoes every host change and checks the host against the

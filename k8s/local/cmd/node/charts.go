@@ -10,7 +10,7 @@ import (
 )
 
 // appImages are the tarballs `make images` writes to bin/images (k8s/images/images.env).
-var appImages = []string{"person", "score", "localmongo", "rabbitmq", "rabbitmq-cluster-operator"}
+var appImages = []string{"person", "score", "localmongo", "http-check", "rabbitmq", "rabbitmq-cluster-operator"}
 
 // importAppImages imports bin/images/*.tar, failing when one of appImages is missing.
 func (n *node) importAppImages() error {
