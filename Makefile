@@ -64,16 +64,19 @@ BIN               ?= $(CURDIR)/bin
 GO                ?= go
 HELM_VERSION      := v3.22.0
 KIND_VERSION      := v0.33.0
-# skaffold is not served by the Go module proxy: install this release yourself.
+# skaffold is built from its Go module (k8s/hack/build-skaffold.sh).
 SKAFFOLD_VERSION  := v2.16.1
 KIND_CLUSTER      ?= personscore
 K8S_NAMESPACE     ?= personscore
 KUBE_CONTEXT      ?= kind-$(KIND_CLUSTER)
-IMAGE_TAG         ?= dev
 # kubectl for `make up`/`deploy`: the one inside the kind node unless you pass your own
 # (e.g. KUBECTL="kubectl --context kind-personscore").
 KUBECTL           ?= docker exec -i $(KIND_CLUSTER)-control-plane kubectl --kubeconfig=/etc/kubernetes/admin.conf
 include k8s/addons/versions.env
+# Image names and tags (PERSON_IMAGE, RABBITMQ_IMAGE, ...): the one place that names them.
+include k8s/images/images.env
+# skaffold profile for `make dev`: kind (default) or local-node (see skaffold.yaml).
+SKAFFOLD_PROFILE  ?= kind
 
 .PHONY: test-charts control-plane k8s-tools images chart-deps up down deploy dev smoke
 
@@ -83,30 +86,40 @@ $(BIN)/helm:
 $(BIN)/kind:
 	GOBIN=$(BIN) GOWORK=off GOFLAGS=-mod=mod $(GO) install sigs.k8s.io/kind@$(KIND_VERSION)
 
+# From its Go module with skaffold's own `replace` pins; rebuilt when the version changes.
+.PHONY: $(BIN)/skaffold
+$(BIN)/skaffold:
+	SKAFFOLD_VERSION=$(SKAFFOLD_VERSION) k8s/hack/build-skaffold.sh
+
 # kube-apiserver and etcd built from their Go modules (no binary downloads here);
 # rebuilt only when missing or when the pinned version changes.
 control-plane:
 	k8s/hack/build-control-plane.sh all
 
-k8s-tools: $(BIN)/helm $(BIN)/kind
+k8s-tools: $(BIN)/helm $(BIN)/kind $(BIN)/skaffold
 
 # Chart tests: Helm lint --strict, render + strict decode + policies for default/kind/
 # production values, install on a real kube-apiserver + etcd, daemonless image builds.
 test-charts: control-plane
 	cd k8s/test && $(GO) test -count=1 -timeout 25m ./...
 
-# Daemonless images (scratch, non-root 65532) as `docker save` tarballs in bin/images/.
+# Every image of k8s/images/images.env as a docker-archive tarball in bin/images/, built
+# without a container daemon: person, score, localmongo (Go, scratch, non-root 65532), the
+# `helm test` probe (http-check), the RabbitMQ Cluster Operator (its Go module) and the RabbitMQ server (Debian's package in a
+# debootstrap root; needs root and debootstrap). Cached; `make images IMAGES="person score"`
+# builds a subset.
+IMAGES ?= person score localmongo http-check operator rabbitmq
 images:
-	$(GO) run ./k8s/test/cmd/build-image -root $(CURDIR) -service person -tag personscore/person:$(IMAGE_TAG) -out $(BIN)/images/person.tar
-	$(GO) run ./k8s/test/cmd/build-image -root $(CURDIR) -service score -tag personscore/score:$(IMAGE_TAG) -out $(BIN)/images/score.tar
+	k8s/images/build.sh $(IMAGES)
 
-# The RabbitMQ Cluster Operator chart archive (needs access to its OCI registry).
-chart-deps: $(BIN)/helm
-	$(BIN)/helm dependency build charts/person
-	$(BIN)/helm dependency build charts/score
+# Chart dependencies, offline: the operator chart's CRD and RBAC copied from its Go
+# module, then `helm dependency update` of charts/person and charts/score (file:// only).
+chart-deps:
+	cd k8s/test && $(GO) run ./cmd/chart-deps -charts $(CURDIR)/charts
 
 # kind cluster + Traefik + metrics-server + images + both charts; waits until ready.
-up: k8s-tools images chart-deps
+up: k8s-tools chart-deps
+	$(MAKE) images IMAGES="person score http-check"
 	@command -v docker >/dev/null || { echo "make up needs Docker: kind runs the cluster nodes as containers" >&2; exit 1; }
 	@$(BIN)/kind get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' || \
 	  $(BIN)/kind create cluster --name $(KIND_CLUSTER) --config k8s/kind-config.yaml --wait 180s
@@ -120,22 +133,39 @@ up: k8s-tools images chart-deps
 
 # Both charts (kind values) into the current kind cluster; person installs the operator
 # and the RabbitmqCluster, score uses them. `helm test` proves both answer.
-deploy: $(BIN)/helm
+deploy: $(BIN)/helm chart-deps
 	$(KUBECTL) apply -f - < k8s/addons/namespace.yaml
 	$(BIN)/helm upgrade --install person charts/person --kube-context $(KUBE_CONTEXT) -n $(K8S_NAMESPACE) \
-	  -f charts/person/values-kind.yaml --set image.tag=$(IMAGE_TAG) --wait --timeout 10m
+	  -f charts/person/values-kind.yaml --wait --timeout 10m
 	$(BIN)/helm upgrade --install score charts/score --kube-context $(KUBE_CONTEXT) -n $(K8S_NAMESPACE) \
-	  -f charts/score/values-kind.yaml --set image.tag=$(IMAGE_TAG) --wait --timeout 10m
+	  -f charts/score/values-kind.yaml --wait --timeout 10m
 	$(BIN)/helm test person --kube-context $(KUBE_CONTEXT) -n $(K8S_NAMESPACE) --logs
 	$(BIN)/helm test score --kube-context $(KUBE_CONTEXT) -n $(K8S_NAMESPACE) --logs
 
 down: $(BIN)/kind
 	$(BIN)/kind delete cluster --name $(KIND_CLUSTER)
 
-# skaffold dev loop (skaffold.yaml; the kind profile activates on the kind context).
-dev:
-	@command -v skaffold >/dev/null || { echo "install skaffold $(SKAFFOLD_VERSION) (not go-installable here), see docs/KUBERNETES.md" >&2; exit 1; }
-	skaffold dev --kube-context $(KUBE_CONTEXT)
+# skaffold dev loop (skaffold.yaml) with the tools of bin/ only (skaffold calls helm and,
+# for kind, kind from PATH). SKAFFOLD_PROFILE=kind (default; context kind-personscore,
+# needs Docker) or local-node (the node of `make cluster-up`: its KUBECONFIG, a loopback
+# registry for skaffold's digests, images imported into the node's containerd with ctr).
+# SKAFFOLD_CMD=run deploys once instead of watching.
+SKAFFOLD_CMD            ?= dev
+LOCAL_REGISTRY          ?= 127.0.0.1:5000
+NODE_CONTAINERD_ADDRESS ?= /run/personscore-node/containerd/containerd.sock
+NODE_CTR                ?= $(BIN)/ctr
+dev: $(BIN)/helm $(BIN)/skaffold chart-deps
+ifeq ($(SKAFFOLD_PROFILE),local-node)
+	@test -S "$(NODE_CONTAINERD_ADDRESS)" || { echo "no containerd socket at $(NODE_CONTAINERD_ADDRESS): start the local node (make cluster-up) or set NODE_CONTAINERD_ADDRESS" >&2; exit 1; }
+	@test -x "$(NODE_CTR)" || { echo "no ctr at $(NODE_CTR): make cluster-up builds it, or set NODE_CTR" >&2; exit 1; }
+	cd k8s/test && $(GO) build -o $(BIN)/local-registry ./cmd/local-registry && $(GO) build -o $(BIN)/build-image ./cmd/build-image
+	$(BIN)/local-registry -addr $(LOCAL_REGISTRY) -dir $(BIN)/.registry & reg=$$!; trap 'kill $$reg' EXIT; \
+	  CONTAINERD_ADDRESS=$(NODE_CONTAINERD_ADDRESS) CTR=$(NODE_CTR) PATH="$(BIN):$$PATH" \
+	  $(BIN)/skaffold $(SKAFFOLD_CMD) -p local-node --default-repo $(LOCAL_REGISTRY) $(SKAFFOLD_ARGS)
+else
+	$(MAKE) --no-print-directory $(BIN)/kind
+	PATH="$(BIN):$$PATH" $(BIN)/skaffold $(SKAFFOLD_CMD) -p $(SKAFFOLD_PROFILE) --kube-context $(KUBE_CONTEXT) $(SKAFFOLD_ARGS)
+endif
 
 # The original README's curls through the ingress (port 80 by path, port 81 = score).
 smoke:

@@ -420,8 +420,101 @@ func TestInstallOnAPIServer(t *testing.T) {
 				cp.dryRunStrict(t, r, ns)
 				cp.helmInstall(t, in.chart, in.p, in.set, ns, r)
 			}
+			if sc.name == "kind" {
+				cp.checkOperatorRBAC(t, ns)
+				cp.reinstallKeepsMongoPassword(t, "person", sc.person, sc.personSet, ns)
+			}
 		})
 	}
+}
+
+// checkOperatorRBAC asks the API server's RBAC authorizer (SubjectAccessReview) whether
+// the operator's ServiceAccount, as installed by the person chart, may do everything
+// the module's role.yaml lists, in any namespace, and its leader election in its own.
+func (cp *controlPlane) checkOperatorRBAC(t *testing.T, ns string) {
+	t.Helper()
+	dir, _, _ := operatorModuleDir(t)
+	sa := "person-rabbitmq-cluster-operator"
+	sar := schema.GroupVersionResource{Group: "authorization.k8s.io", Version: "v1", Resource: "subjectaccessreviews"}
+	allowed := func(namespace, verb, group, resource string) bool {
+		res, sub, _ := strings.Cut(resource, "/")
+		review := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+			"spec": map[string]any{
+				"user":   fmt.Sprintf("system:serviceaccount:%s:%s", ns, sa),
+				"groups": []any{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
+				"resourceAttributes": map[string]any{
+					"namespace": namespace, "verb": verb, "group": group, "resource": res, "subresource": sub,
+				},
+			},
+		}}
+		out, err := cp.dyn.Resource(sar).Create(context.Background(), review, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("SubjectAccessReview: %v", err)
+		}
+		ok, _, _ := unstructured.NestedBool(out.Object, "status", "allowed")
+		return ok
+	}
+	n := 0
+	for _, set := range []struct {
+		file, namespace string
+	}{{"config/rbac/role.yaml", "some-other-namespace"}, {"config/rbac/leader_election_role.yaml", ns}} {
+		for _, rule := range moduleRules(t, dir, set.file) {
+			for _, g := range rule.APIGroups {
+				for _, res := range rule.Resources {
+					for _, v := range rule.Verbs {
+						n++
+						if !allowed(set.namespace, v, g, res) {
+							t.Errorf("the operator may not %s %q %s in namespace %s (%s)", v, g, res, set.namespace, set.file)
+						}
+					}
+				}
+			}
+		}
+	}
+	if allowed(ns, "delete", "", "secrets") {
+		t.Errorf("the operator may delete Secrets: more than the module's role grants")
+	}
+	t.Logf("RBAC authorizer: the operator's ServiceAccount holds all %d grants of its module's roles", n)
+}
+
+// reinstallKeepsMongoPassword uninstalls a release and installs it again: the MongoDB
+// Secret (helm.sh/resource-policy: keep) survives the uninstall, and the new release
+// reads the same password back, as the retained data volume requires.
+func (cp *controlPlane) reinstallKeepsMongoPassword(t *testing.T, chartName string, p profile, set []string, ns string) {
+	t.Helper()
+	secret := chartName + "-mongodb"
+	before := cp.secretData(t, ns)[secret]
+	if before == "" {
+		t.Fatalf("no Secret %s after install", secret)
+	}
+	cfg := new(action.Configuration)
+	if err := cfg.Init(kube.GetConfig(cp.kubeconfig, "", ns), ns, "secret", t.Logf); err != nil {
+		t.Fatal(err)
+	}
+	un := action.NewUninstall(cfg)
+	un.Timeout = 2 * time.Minute
+	res, err := un.Run(chartName)
+	if err != nil {
+		t.Fatalf("helm uninstall %s: %v", chartName, err)
+	}
+	if !strings.Contains(res.Info, secret) {
+		t.Errorf("helm uninstall did not report keeping %s: %q", secret, res.Info)
+	}
+	if got := cp.secretData(t, ns)[secret]; got != before {
+		t.Fatalf("after helm uninstall the Secret %s is gone or changed", secret)
+	}
+	inst := action.NewInstall(cfg)
+	inst.ReleaseName = chartName
+	inst.Namespace = ns
+	inst.Timeout = 2 * time.Minute
+	if _, err := inst.Run(loadChart(t, chartName), mergeValues(t, p, set...)); err != nil {
+		t.Fatalf("helm install %s again after uninstall: %v", chartName, err)
+	}
+	if got := cp.secretData(t, ns)[secret]; got != before {
+		t.Errorf("helm uninstall + install changed the MongoDB password in %s", secret)
+	}
+	t.Logf("helm uninstall + install %s: Secret %s kept with the same password", chartName, secret)
 }
 
 func contains(list []string, s string) bool {

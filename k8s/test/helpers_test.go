@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/personscore/k8s/test/chartdeps"
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chart/loader"
@@ -74,18 +75,26 @@ var customKinds = map[schema.GroupVersionKind]bool{
 	{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "HTTPRoute"}:  true,
 }
 
-// loadChart loads a chart from charts/ with the Helm SDK and drops its declared
-// dependency (the RabbitMQ Cluster Operator chart): its archive lives in an OCI registry
-// that these machines cannot reach, and `helm template`/`install` refuse a chart whose
-// dependency archive is missing. The dependency only adds the operator's own objects.
+// TestMain prepares the charts' dependencies as `make chart-deps` does (offline: the
+// operator's CRD and RBAC from its Go module, then `helm dependency update` of the
+// file:// dependencies), so every test loads the charts exactly as `helm install
+// charts/<name>` would.
+func TestMain(m *testing.M) {
+	var log bytes.Buffer
+	if err := chartdeps.Prepare(filepath.Join(repoRoot, "charts"), &log); err != nil {
+		fmt.Fprintf(os.Stderr, "preparing the chart dependencies (make chart-deps) failed: %v\n%s", err, log.String())
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+// loadChart loads a chart from charts/ with the Helm SDK, dependencies included.
 func loadChart(t testing.TB, name string) *chart.Chart {
 	t.Helper()
 	c, err := loader.Load(chartDir(name))
 	if err != nil {
 		t.Fatalf("load chart %s: %v", name, err)
 	}
-	c.Metadata.Dependencies = nil
-	c.SetDependencies()
 	return c
 }
 
@@ -156,7 +165,8 @@ func tryRender(t testing.TB, chartName string, p profile, extra ...string) (*ren
 	inst.DryRun = true
 	inst.ClientOnly = true
 	inst.Replace = true
-	inst.IncludeCRDs = true
+	// CRDs (crds/ of the operator chart) are checked against their Go module separately.
+	inst.IncludeCRDs = false
 	inst.ReleaseName = chartName
 	inst.Namespace = testNamespace
 	inst.KubeVersion = parsedKubeVersion()
@@ -266,14 +276,20 @@ func ofKind(r *rendered, kind string) []object {
 	return out
 }
 
-// appDeployment is the service's Deployment (exactly one per chart).
+// appDeployment is the service's Deployment (exactly one per chart; the operator's
+// Deployment, when the chart installs it, is another component).
 func appDeployment(t testing.TB, r *rendered) *appsv1.Deployment {
 	t.Helper()
-	ds := all[*appsv1.Deployment](r)
-	if len(ds) != 1 {
-		t.Fatalf("%s/%s: want exactly 1 Deployment, got %d", r.Chart, r.Profile, len(ds))
+	var out []*appsv1.Deployment
+	for _, d := range all[*appsv1.Deployment](r) {
+		if d.Labels["app.kubernetes.io/component"] == "api" {
+			out = append(out, d)
+		}
 	}
-	return ds[0]
+	if len(out) != 1 {
+		t.Fatalf("%s/%s: want exactly 1 Deployment with component api, got %d", r.Chart, r.Profile, len(out))
+	}
+	return out[0]
 }
 
 func appContainer(t testing.TB, r *rendered) corev1.Container {

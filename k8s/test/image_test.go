@@ -300,3 +300,163 @@ func modeBits(m int64) os.FileMode {
 	}
 	return fm
 }
+
+// buildImages runs `make images` for the named images (k8s/images/build.sh, cached) and
+// reads each tarball back.
+func buildImages(t *testing.T, names ...string) map[string]v1.Image {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(repoRoot, "k8s", "images", "build.sh"), names...)
+	cmd.Dir = repoRoot
+	dieWithParent(cmd)
+	out, err := cmd.CombinedOutput()
+	t.Logf("k8s/images/build.sh %v:\n%s", names, out)
+	if err != nil {
+		t.Fatalf("k8s/images/build.sh %v: %v", names, err)
+	}
+	env := imagesEnv(t)
+	key := map[string]string{"localmongo": "LOCALMONGO_IMAGE", "http-check": "HTTP_CHECK_IMAGE", "rabbitmq": "RABBITMQ_IMAGE", "rabbitmq-cluster-operator": "RABBITMQ_OPERATOR_IMAGE", "operator": "RABBITMQ_OPERATOR_IMAGE"}
+	imgs := map[string]v1.Image{}
+	for _, n := range names {
+		file := n
+		if n == "operator" {
+			file = "rabbitmq-cluster-operator"
+		}
+		ref, err := name.NewTag(env[key[n]])
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := tarball.ImageFromPath(filepath.Join(repoRoot, "bin", "images", file+".tar"), &ref)
+		if err != nil {
+			t.Fatalf("bin/images/%s.tar does not hold %s: %v", file, ref, err)
+		}
+		imgs[n] = img
+	}
+	return imgs
+}
+
+// The local node's extra Go images: localmongo (the MongoDB stand-in, its data directory
+// writable by the image user), the helm test probe and the operator, all on the same
+// non-root scratch layout.
+func TestLocalNodeGoImages(t *testing.T) {
+	imgs := buildImages(t, "localmongo", "http-check", "operator")
+	fs := checkImage(t, imgs["localmongo"], "localmongo")
+	if d, ok := fs["/data/db"]; !ok || d.hdr.Uid != imagebuild.UID || d.hdr.Typeflag != tar.TypeDir {
+		t.Errorf("localmongo: /data/db must be a directory owned by %d", imagebuild.UID)
+	}
+	cf, _ := imgs["localmongo"].ConfigFile()
+	if !contains(cf.Config.Env, "LOCALMONGO_ADDR=0.0.0.0:27017") || !contains(cf.Config.Env, "LOCALMONGO_DIR=/data/db") {
+		t.Errorf("localmongo must listen on all addresses and keep its data in /data/db: %v", cf.Config.Env)
+	}
+	checkImage(t, imgs["http-check"], "http-check")
+	checkImage(t, imgs["operator"], "manager")
+}
+
+// The RabbitMQ server image from Debian's package, checked against what the RabbitMQ
+// Cluster Operator v2.20.0 does with it (internal/resource/statefulset.go): uid 999,
+// bash for hooks and probes, sh and cp for the init container, the server as the
+// default command, the Erlang cookie's home, writable data/config directories, the
+// plugins it enables (rabbitmq_plugins.go) shipped, logs on stdout.
+func TestRabbitMQServerImage(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("building the RabbitMQ image (debootstrap, chroot) needs root, as on CI: run this test as root")
+	}
+	img := buildImages(t, "rabbitmq")["rabbitmq"]
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cf.Config.User != "999:999" || len(cf.Config.Cmd) != 1 || cf.Config.Cmd[0] != "rabbitmq-server" || len(cf.Config.Entrypoint) != 0 {
+		t.Errorf("user %q entrypoint %v cmd %v: want 999:999 and the server as the default command", cf.Config.User, cf.Config.Entrypoint, cf.Config.Cmd)
+	}
+	env := map[string]string{}
+	for _, e := range cf.Config.Env {
+		k, v, _ := strings.Cut(e, "=")
+		env[k] = v
+	}
+	if env["HOME"] != "/var/lib/rabbitmq" || env["RABBITMQ_LOGS"] != "-" {
+		t.Errorf("env %v: want HOME=/var/lib/rabbitmq and RABBITMQ_LOGS=-", cf.Config.Env)
+	}
+	fs := imageFS(t, img)
+	// resolve follows symlinks inside the image, in every path component (Debian's
+	// merged /usr makes /bin a symlink to usr/bin).
+	var resolve func(p string, depth int) (imageFile, string, bool)
+	resolve = func(p string, depth int) (imageFile, string, bool) {
+		if depth > 20 {
+			return imageFile{}, p, false
+		}
+		parts := strings.Split(strings.Trim(filepath.Clean(p), "/"), "/")
+		cur := ""
+		for i, part := range parts {
+			cur += "/" + part
+			f, ok := fs[cur]
+			if !ok {
+				return f, cur, false
+			}
+			rest := strings.Join(parts[i+1:], "/")
+			switch f.hdr.Typeflag {
+			case tar.TypeSymlink:
+				target := f.hdr.Linkname
+				if !filepath.IsAbs(target) {
+					target = filepath.Join(filepath.Dir(cur), target)
+				}
+				return resolve(filepath.Join(target, rest), depth+1)
+			case tar.TypeLink:
+				return resolve(filepath.Join("/"+f.hdr.Linkname, rest), depth+1)
+			}
+			if i == len(parts)-1 {
+				return f, cur, true
+			}
+		}
+		return imageFile{}, p, false
+	}
+	lookPath := func(cmd string) (string, bool) {
+		for _, dir := range strings.Split(env["PATH"], ":") {
+			if f, p, ok := resolve(filepath.Join(dir, cmd), 0); ok && f.hdr.Typeflag == tar.TypeReg && f.hdr.Mode&0o111 != 0 {
+				return p, true
+			}
+		}
+		return "", false
+	}
+	server, ok := lookPath("rabbitmq-server")
+	if !ok || !strings.Contains(server, "/rabbitmq_server-") {
+		t.Errorf("rabbitmq-server resolves to %q on PATH %s: want the server script itself, not Debian's wrapper", server, env["PATH"])
+	}
+	for _, cmd := range []string{"bash", "sh", "cp", "chmod", "sed", "rabbitmqctl", "rabbitmq-diagnostics", "rabbitmq-upgrade", "erl"} {
+		if _, ok := lookPath(cmd); !ok {
+			t.Errorf("%s is not on the image's PATH (the operator's hooks, probes and init container run it)", cmd)
+		}
+	}
+	if f, _, ok := resolve("/bin/bash", 0); !ok || f.hdr.Mode&0o111 == 0 {
+		t.Errorf("/bin/bash missing (the operator's lifecycle hooks run /bin/bash -c)")
+	}
+	if !regexp.MustCompile(`(?m)^rabbitmq:x:999:999:`).MatchString(string(fs["/etc/passwd"].data)) {
+		t.Errorf("/etc/passwd lacks rabbitmq at 999:999")
+	}
+	for _, d := range []string{"/var/lib/rabbitmq", "/var/lib/rabbitmq/mnesia", "/etc/rabbitmq", "/etc/rabbitmq/conf.d"} {
+		if f, ok := fs[d]; !ok || f.hdr.Uid != 999 || f.hdr.Typeflag != tar.TypeDir {
+			t.Errorf("%s must be a directory owned by 999", d)
+		}
+	}
+	for _, plugin := range []string{"rabbitmq_peer_discovery_k8s", "rabbitmq_prometheus", "rabbitmq_management"} {
+		found := false
+		for p := range fs {
+			if strings.Contains(p, "/plugins/"+plugin+"-") {
+				found = true
+				break
+			}
+		}
+		if !found {
+			t.Errorf("plugin %s (enabled by the operator) is not in the image", plugin)
+		}
+	}
+	if !strings.Contains(string(fs["/etc/rabbitmq/conf.d/05-image-defaults.conf"].data), "listeners.tcp.default = 5672") {
+		t.Errorf("conf.d/05-image-defaults.conf must set the AMQP listener")
+	}
+	var compressed int64
+	layers, _ := img.Layers()
+	for _, l := range layers {
+		s, _ := l.Size()
+		compressed += s
+	}
+	t.Logf("rabbitmq image: %d layer(s), %.1f MiB compressed, server %s", len(layers), float64(compressed)/(1<<20), server)
+}

@@ -152,8 +152,38 @@ func TestSkaffoldWiring(t *testing.T) {
 			t.Errorf("skaffold does not deploy charts/%s", c)
 		}
 	}
-	var kindProfile bool
+	var kindProfile, localProfile bool
+	env := imagesEnv(t)
+	opRepo, opTag, _ := strings.Cut(env["RABBITMQ_OPERATOR_IMAGE"], ":")
 	for _, p := range sk.Profiles {
+		if p.Name == "local-node" {
+			localProfile = true
+			custom := 0
+			for _, patch := range p.Patches {
+				v, _ := patch.Value.(map[string]any)
+				if cmd, ok := v["buildCommand"].(string); ok {
+					custom++
+					script, svc, _ := strings.Cut(cmd, " ")
+					if st, err := os.Stat(filepath.Join(repoRoot, script)); err != nil || st.Mode()&0o111 == 0 || !contains(charts, svc) {
+						t.Errorf("local-node: custom build %q must run an executable script of this repository for person or score (%v)", cmd, err)
+					}
+				}
+				if strings.HasSuffix(patch.Path, "/setValues") {
+					want := map[string]any{"mongodb.server": "localmongo"}
+					if patch.Path == "/deploy/helm/releases/0/setValues" {
+						want["rabbitmqOperator.image.repository"] = opRepo
+						want["rabbitmqOperator.image.tag"] = opTag
+						want["rabbitmq.cluster.image"] = env["RABBITMQ_IMAGE"]
+					}
+					if fmt.Sprint(v) != fmt.Sprint(want) {
+						t.Errorf("local-node %s = %v, want the images of k8s/images/images.env %v", patch.Path, v, want)
+					}
+				}
+			}
+			if custom != 2 {
+				t.Errorf("local-node: want a custom (daemonless) build for both images, got %d", custom)
+			}
+		}
 		for _, patch := range p.Patches {
 			if files, ok := patch.Value.([]any); ok {
 				for _, f := range files {
@@ -167,7 +197,7 @@ func TestSkaffoldWiring(t *testing.T) {
 			kindProfile = true
 		}
 	}
-	if !kindProfile {
-		t.Errorf("skaffold.yaml needs a kind profile")
+	if !kindProfile || !localProfile {
+		t.Errorf("skaffold.yaml needs a kind and a local-node profile")
 	}
 }

@@ -1,9 +1,9 @@
 package test
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -15,77 +15,109 @@ import (
 
 func loadRawChart(name string) (*chart.Chart, error) { return loader.Load(chartDir(name)) }
 
-// missingDependency is the one finding `helm lint --strict` reports on these machines:
-// the operator chart's archive (charts/rabbitmq-cluster-operator-*.tgz) can only be
-// fetched with `helm dependency build` from its OCI registry, which is unreachable here.
-// Where the archive is present (after `make chart-deps`), no finding is tolerated.
-const missingDependency = "chart directory is missing these dependencies: rabbitmq-cluster-operator"
-
 // TestHelmLintStrict runs Helm's own linter (the code behind `helm lint --strict`) on the
-// real chart directories, Chart.yaml dependency included, under each profile.
+// real chart directories, dependencies included, under each profile; and on the library
+// and operator charts.
 func TestHelmLintStrict(t *testing.T) {
+	type target struct {
+		chart string
+		p     profile
+	}
+	var targets []target
 	for _, c := range charts {
-		depVendored := false
-		if m, _ := filepath.Glob(filepath.Join(chartDir(c), "charts", "rabbitmq-cluster-operator-*.tgz")); len(m) > 0 {
-			depVendored = true
-		}
 		for _, p := range profiles(c) {
-			t.Run(c+"/"+p.Name, func(t *testing.T) {
-				l := action.NewLint()
-				l.Strict = true
-				l.Namespace = testNamespace
-				l.KubeVersion = parsedKubeVersion()
-				res := l.Run([]string{chartDir(c)}, mergeValues(t, p))
-				tolerated := 0
-				for _, m := range res.Messages {
-					if m.Severity < support.WarningSev {
-						t.Logf("lint: %s", m)
-						continue
-					}
-					if !depVendored && m.Severity == support.WarningSev && strings.Contains(m.Err.Error(), missingDependency) {
-						tolerated++
-						continue
-					}
-					t.Errorf("lint: %s", m)
-				}
-				if !depVendored && tolerated != 1 {
-					t.Errorf("expected exactly the missing-dependency warning once, got %d", tolerated)
-				}
-			})
+			targets = append(targets, target{c, p})
 		}
+	}
+	targets = append(targets, target{"common", profile{Name: "default"}}, target{"rabbitmq-cluster-operator", profile{Name: "default"}})
+	for _, tg := range targets {
+		t.Run(tg.chart+"/"+tg.p.Name, func(t *testing.T) {
+			l := action.NewLint()
+			l.Strict = true
+			l.Namespace = testNamespace
+			l.KubeVersion = parsedKubeVersion()
+			res := l.Run([]string{chartDir(tg.chart)}, mergeValues(t, tg.p))
+			for _, m := range res.Messages {
+				if m.Severity < support.WarningSev {
+					t.Logf("lint: %s", m)
+					continue
+				}
+				t.Errorf("lint: %s", m)
+			}
+		})
 	}
 }
 
-// Most templates are shared verbatim between the charts; drift between them is a bug.
-func TestSharedTemplatesIdentical(t *testing.T) {
-	shared := []string{
-		".helmignore", "files/dashboard.json", "templates/_helpers.tpl",
-		"templates/deployment.yaml", "templates/service.yaml", "templates/serviceaccount.yaml",
-		"templates/hpa.yaml", "templates/pdb.yaml", "templates/ingress.yaml",
-		"templates/httproute.yaml", "templates/servicemonitor.yaml",
-		"templates/dashboard-configmap.yaml", "templates/networkpolicy.yaml",
-		"templates/rabbitmq-cluster.yaml", "templates/rabbitmq-user.yaml",
-		"templates/mongodb-secret.yaml", "templates/mongodb.yaml", "templates/tests/test-readiness.yaml",
-		"values.schema.json",
+// The templates both service charts share live once, in the library chart: each chart's
+// copy is a one-line include of a common.* template, and no other template file is
+// duplicated between them.
+func TestSharedTemplatesInLibraryChart(t *testing.T) {
+	lib, err := loadRawChart("common")
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, f := range shared {
-		a, err := os.ReadFile(filepath.Join(chartDir("person"), f))
-		if err != nil {
-			t.Fatal(err)
+	if lib.Metadata.Type != "library" {
+		t.Fatalf("charts/common must be a library chart, got type %q", lib.Metadata.Type)
+	}
+	defined := map[string]bool{}
+	for _, tpl := range lib.Templates {
+		for _, m := range regexp.MustCompile(`\{\{-? define "([^"]+)"`).FindAllStringSubmatch(string(tpl.Data), -1) {
+			defined[m[1]] = true
 		}
-		b, err := os.ReadFile(filepath.Join(chartDir("score"), f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if f == "values.schema.json" {
-			// score's schema is person's plus the admin/KEDA keys.
-			if len(b) <= len(a) {
-				t.Errorf("score's values.schema.json should extend person's")
+	}
+	include := regexp.MustCompile(`^\{\{- include "(common\.[A-Za-z.]+)" \. \}\}\n$`)
+	files := map[string]map[string][]byte{}
+	for _, c := range charts {
+		files[c] = map[string][]byte{}
+		err := filepath.WalkDir(filepath.Join(chartDir(c), "templates"), func(p string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
 			}
+			b, err := os.ReadFile(p)
+			rel, _ := filepath.Rel(chartDir(c), p)
+			files[c][rel] = b
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := files[c]["templates/_helpers.tpl"]; ok {
+			t.Errorf("%s: templates/_helpers.tpl must not exist: the helpers live in charts/common", c)
+		}
+	}
+	shared := 0
+	for rel, a := range files["person"] {
+		b, ok := files["score"][rel]
+		if !ok || string(a) != string(b) {
 			continue
 		}
-		if !bytes.Equal(a, b) {
-			t.Errorf("charts/person/%s and charts/score/%s differ", f, f)
+		m := include.FindSubmatch(a)
+		if m == nil {
+			t.Errorf("templates %s is identical in both charts but not a one-line include of the library chart", rel)
+			continue
+		}
+		if !defined[string(m[1])] {
+			t.Errorf("%s includes %s, which charts/common does not define", rel, m[1])
+		}
+		shared++
+	}
+	if shared < 10 {
+		t.Errorf("only %d templates are shared through the library chart", shared)
+	}
+	for _, c := range charts {
+		if _, err := os.Stat(filepath.Join(chartDir(c), "files", "dashboard.json")); err == nil {
+			t.Errorf("%s: files/dashboard.json is a copy: the dashboard lives in charts/common", c)
+		}
+		ch, err := loadRawChart(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var hasLib bool
+		for _, d := range ch.Metadata.Dependencies {
+			hasLib = hasLib || (d.Name == "common" && strings.HasPrefix(d.Repository, "file://../common"))
+		}
+		if !hasLib {
+			t.Errorf("%s does not depend on file://../common", c)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"helm.sh/helm/v3/pkg/chart"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -16,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // forEachRendering renders every chart under every profile and runs fn on it.
@@ -29,7 +31,9 @@ func forEachRendering(t *testing.T, fn func(t *testing.T, r *rendered)) {
 	}
 }
 
-// Every document decodes strictly into a known API type; names are unique per kind.
+var clusterScoped = map[string]bool{"ClusterRole": true, "ClusterRoleBinding": true, "CustomResourceDefinition": true}
+
+// Every document decodes strictly into a known API type; names are valid and unique per kind.
 func TestRenderedManifestsDecodeStrictly(t *testing.T) {
 	forEachRendering(t, func(t *testing.T, r *rendered) {
 		if len(r.Objects) < 8 {
@@ -45,7 +49,17 @@ func TestRenderedManifestsDecodeStrictly(t *testing.T) {
 			if o.Name == "" {
 				t.Errorf("%s has no name", o)
 			}
-			if ns := o.Unstructured.GetNamespace(); ns != testNamespace {
+			// Object names must be valid DNS-1123 names (lower case): an upper-case name
+			// (e.g. derived from a dependency alias such as rabbitmqOperator) is refused
+			// by the API server.
+			if errs := validation.IsDNS1123Subdomain(o.Name); len(errs) > 0 {
+				t.Errorf("%s: invalid object name: %v", o, errs)
+			}
+			if clusterScoped[o.GVK.Kind] {
+				if o.Unstructured.GetNamespace() != "" {
+					t.Errorf("%s: cluster-scoped object with a namespace", o)
+				}
+			} else if ns := o.Unstructured.GetNamespace(); ns != testNamespace {
 				t.Errorf("%s: namespace %q, want the release namespace", o, ns)
 			}
 			if o.Unstructured.GetLabels()["app.kubernetes.io/instance"] != r.Chart {
@@ -221,16 +235,12 @@ func TestServiceContainerContract(t *testing.T) {
 		if grace == nil || time.Duration(*grace)*time.Second <= shutdown+preStop {
 			t.Errorf("terminationGracePeriodSeconds %v must exceed preStop %v + shutdown %v", grace, preStop, shutdown)
 		}
-		// AMQP_URL lists one URL per broker node.
+		// AMQP_URL: the RabbitmqCluster's client Service in its namespace, whatever the
+		// number of broker nodes (nothing to copy from the release that creates it).
 		if u, _ := envValue(c, "AMQP_URL"); u.Value != "" {
-			n := len(strings.Split(u.Value, ","))
-			if want := toInt(value(r.Values, "rabbitmq.replicas")); n != want {
-				t.Errorf("AMQP_URL has %d URLs, want one per broker node (%d): %s", n, want, u.Value)
-			}
-			for _, one := range strings.Split(u.Value, ",") {
-				if !regexp.MustCompile(`^amqps?://\$\(AMQP_USERNAME\):\$\(AMQP_PASSWORD\)@[a-z0-9.-]+:567[12]/`).MatchString(one) {
-					t.Errorf("AMQP URL %q is not of the expected form", one)
-				}
+			want := fmt.Sprintf("@%s.%s.svc:", value(r.Values, "rabbitmq.clusterName"), testNamespace)
+			if !regexp.MustCompile(`^amqps?://\$\(AMQP_USERNAME\):\$\(AMQP_PASSWORD\)@[a-z0-9.-]+:567[12]/$`).MatchString(u.Value) || !strings.Contains(u.Value, want) {
+				t.Errorf("AMQP_URL %q: want one URL to the client Service (%s...)", u.Value, want)
 			}
 		}
 		if d.Spec.Template.Spec.AutomountServiceAccountToken == nil || *d.Spec.Template.Spec.AutomountServiceAccountToken {
@@ -449,8 +459,50 @@ func TestNetworkPolicies(t *testing.T) {
 	})
 }
 
+// Request paths the ingress must route to each service (the original README's curls)
+// and paths it must never route: probes, metrics, the OpenAPI document.
+var (
+	publicPaths = map[string][]string{
+		"person": {"/person", "/person/11111", "/person/11111/income", "/person/11111/asset", "/person/11111/debt"},
+		"score":  {"/11111/score", "/11111"},
+	}
+	internalPaths = []string{"/metrics", "/healthz", "/readyz", "/openapi.json", "/", "/metrics/"}
+)
+
+// routes tells whether an Ingress path routes a request path, as Traefik (the
+// controller of the kind and local clusters) reads it: Exact = Path, Prefix =
+// PathPrefix, ImplementationSpecific = the annotation router.pathmatcher (Path,
+// PathPrefix or PathRegexp, an unanchored Go regexp), PathPrefix by default.
+func routes(t *testing.T, ing *networkingv1.Ingress, p networkingv1.HTTPIngressPath, reqPath string) bool {
+	t.Helper()
+	matcher := "PathPrefix"
+	switch *p.PathType {
+	case networkingv1.PathTypeExact:
+		matcher = "Path"
+	case networkingv1.PathTypeImplementationSpecific:
+		if m := ing.Annotations["traefik.ingress.kubernetes.io/router.pathmatcher"]; m != "" {
+			matcher = m
+		}
+	}
+	switch matcher {
+	case "Path":
+		return reqPath == p.Path
+	case "PathPrefix":
+		return strings.HasPrefix(reqPath, p.Path)
+	case "PathRegexp":
+		re, err := regexp.Compile(p.Path)
+		if err != nil {
+			t.Fatalf("path %q is not a Go regexp: %v", p.Path, err)
+		}
+		return re.MatchString(reqPath)
+	}
+	t.Fatalf("unknown Traefik path matcher %q", matcher)
+	return false
+}
+
+// The Ingress routes the service's public API and nothing else: not the probes, not
+// /metrics (score used to own "/" and so exposed them), never the admin port.
 func TestIngressRouting(t *testing.T) {
-	wantPath := map[string]string{"person": "/person", "score": "/"}
 	forEachRendering(t, func(t *testing.T, r *rendered) {
 		ings := all[*networkingv1.Ingress](r)
 		if len(ings) != 1 {
@@ -460,15 +512,32 @@ func TestIngressRouting(t *testing.T) {
 		if ing.Spec.IngressClassName == nil || *ing.Spec.IngressClassName != fmt.Sprint(value(r.Values, "ingress.className")) {
 			t.Errorf("ingressClassName must come from ingress.className")
 		}
-		if len(ing.Spec.Rules) != 1 || len(ing.Spec.Rules[0].HTTP.Paths) != 1 {
-			t.Fatalf("want one rule with one path")
+		if len(ing.Spec.Rules) != 1 || len(ing.Spec.Rules[0].HTTP.Paths) == 0 {
+			t.Fatalf("want one rule with paths")
 		}
-		p := ing.Spec.Rules[0].HTTP.Paths[0]
-		if p.Path != wantPath[r.Chart] || *p.PathType != networkingv1.PathTypePrefix {
-			t.Errorf("path %s (%v), want prefix %s", p.Path, *p.PathType, wantPath[r.Chart])
+		paths := ing.Spec.Rules[0].HTTP.Paths
+		routed := func(req string) bool {
+			for _, p := range paths {
+				if routes(t, ing, p, req) {
+					return true
+				}
+			}
+			return false
 		}
-		if p.Backend.Service == nil || p.Backend.Service.Name != appDeployment(t, r).Name || p.Backend.Service.Port.Name != "http" {
-			t.Errorf("backend must be the service's http port: %+v", p.Backend)
+		for _, req := range publicPaths[r.Chart] {
+			if !routed(req) {
+				t.Errorf("public path %s is not routed", req)
+			}
+		}
+		for _, req := range internalPaths {
+			if routed(req) {
+				t.Errorf("internal path %s is routed through the ingress", req)
+			}
+		}
+		for _, p := range paths {
+			if p.Backend.Service == nil || p.Backend.Service.Name != appDeployment(t, r).Name || p.Backend.Service.Port.Name != "http" {
+				t.Errorf("backend must be the service's http port: %+v", p.Backend)
+			}
 		}
 		if r.Profile == "kind" {
 			want := map[string]string{"person": "web", "score": "web,score"}[r.Chart]
@@ -479,7 +548,7 @@ func TestIngressRouting(t *testing.T) {
 		// The admin port is never routed.
 		for _, s := range all[*corev1.Service](r) {
 			for _, sp := range s.Spec.Ports {
-				if sp.Name == "admin" && s.Name == p.Backend.Service.Name {
+				if sp.Name == "admin" && s.Name == paths[0].Backend.Service.Name {
 					t.Errorf("the routed Service %s must not carry the admin port", s.Name)
 				}
 			}
@@ -529,18 +598,25 @@ func TestOneOperatorOneBroker(t *testing.T) {
 			}
 		}
 	}
-	// The Chart.yaml dependency is behind a condition.
+	// The dependencies: the library chart, and the operator chart behind a condition,
+	// both from this repository (file://), pinned.
 	for _, c := range charts {
 		ch, err := loadRawChart(c)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(ch.Metadata.Dependencies) != 1 {
-			t.Fatalf("%s: want exactly one dependency (the RabbitMQ Cluster Operator chart)", c)
+		deps := map[string]*chart.Dependency{}
+		for _, d := range ch.Metadata.Dependencies {
+			deps[d.Name] = d
+			if !strings.HasPrefix(d.Repository, "file://../") || d.Version == "" || strings.ContainsAny(d.Version, "*^~x") {
+				t.Errorf("%s: dependency %s must be a pinned file://../ chart of this repository, got %s %s", c, d.Name, d.Repository, d.Version)
+			}
 		}
-		dep := ch.Metadata.Dependencies[0]
-		if dep.Name != "rabbitmq-cluster-operator" || dep.Condition != "rabbitmqOperator.enabled" || dep.Version == "" || strings.ContainsAny(dep.Version, "*^~x") {
-			t.Errorf("%s: dependency %+v must be the pinned operator chart behind condition rabbitmqOperator.enabled", c, dep)
+		if len(deps) != 2 || deps["common"] == nil || deps["rabbitmq-cluster-operator"] == nil {
+			t.Fatalf("%s: want the dependencies common and rabbitmq-cluster-operator, got %v", c, deps)
+		}
+		if op := deps["rabbitmq-cluster-operator"]; op.Condition != "rabbitmqOperator.enabled" || op.Alias != "rabbitmqOperator" {
+			t.Errorf("%s: the operator dependency must be aliased rabbitmqOperator behind condition rabbitmqOperator.enabled: %+v", c, op)
 		}
 		if ch.Metadata.APIVersion != "v2" {
 			t.Errorf("%s: Chart.yaml apiVersion %s, want v2", c, ch.Metadata.APIVersion)

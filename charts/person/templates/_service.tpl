@@ -1,7 +1,6 @@
 {{/*
-Service-specific hooks used by the templates shared with the other chart
-(_helpers.tpl and most templates are identical in charts/person and charts/score;
-k8s/test checks that they stay so).
+Service-specific hooks (svc.*) that the shared templates of the library chart
+charts/common call.
 */}}
 {{/* True when an autoscaler (HPA) owns the replica count. */}}
 {{- define "svc.autoscaled" -}}

@@ -1,7 +1,6 @@
 {{/*
-Service-specific hooks used by the templates shared with the other chart
-(_helpers.tpl and most templates are identical in charts/person and charts/score;
-k8s/test checks that they stay so).
+Service-specific hooks (svc.*) that the shared templates of the library chart
+charts/common call.
 */}}
 {{/* True when an autoscaler (CPU HPA or KEDA) owns the replica count. */}}
 {{- define "svc.autoscaled" -}}
@@ -14,7 +13,7 @@ k8s/test checks that they stay so).
 {{- end -}}
 
 {{- define "svc.admin.secretName" -}}
-{{- default (printf "%s-admin" (include "svc.fullname" .)) .Values.admin.existingSecret -}}
+{{- default (printf "%s-admin" (include "common.fullname" .)) .Values.admin.existingSecret -}}
 {{- end -}}
 
 {{/* The admin listener's port on the pod. */}}

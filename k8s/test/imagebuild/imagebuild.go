@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -43,6 +44,7 @@ type Spec struct {
 	Env      []string // extra default environment
 	Version  string   // org.opencontainers.image.version
 	CABundle string   // PEM bundle to ship; empty = first found on this machine
+	DataDirs []string // absolute directories created owned by the image user (e.g. a data dir)
 }
 
 // caCandidates are the usual locations of the system CA bundle.
@@ -113,8 +115,24 @@ func Build(s Spec) (v1.Image, error) {
 		func() error { return dir("usr/local/bin", 0o755, 0, 0) },
 		// Owned by root, not writable by the runtime user.
 		func() error { return file(filepath.Join(BinDir, s.Name)[1:], 0o755, bin) },
-		tw.Close,
 	}
+	made := map[string]bool{"etc": true, "etc/ssl": true, "etc/ssl/certs": true, "home": true, "home/nonroot": true, "tmp": true, "usr": true, "usr/local": true, "usr/local/bin": true}
+	for _, d := range s.DataDirs {
+		parts := strings.Split(strings.Trim(filepath.Clean(d), "/"), "/")
+		for i := range parts {
+			p := strings.Join(parts[:i+1], "/")
+			if made[p] {
+				continue
+			}
+			made[p] = true
+			uid, gid, mode := 0, 0, int64(0o755)
+			if i == len(parts)-1 {
+				uid, gid, mode = UID, GID, 0o700
+			}
+			steps = append(steps, func() error { return dir(p, mode, uid, gid) })
+		}
+	}
+	steps = append(steps, tw.Close)
 	for _, step := range steps {
 		if err := step(); err != nil {
 			return nil, err

@@ -1,10 +1,10 @@
 {{/* Chart name, truncated to the DNS label limit. */}}
-{{- define "svc.name" -}}
+{{- define "common.name" -}}
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
 {{/* Fully qualified app name: the release name when it already contains the chart name. */}}
-{{- define "svc.fullname" -}}
+{{- define "common.fullname" -}}
 {{- if .Values.fullnameOverride -}}
 {{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
@@ -17,14 +17,14 @@
 {{- end -}}
 {{- end -}}
 
-{{- define "svc.chart" -}}
+{{- define "common.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
 {{/* Labels shared by every object of the release. */}}
-{{- define "svc.commonLabels" -}}
-helm.sh/chart: {{ include "svc.chart" . }}
-app.kubernetes.io/name: {{ include "svc.name" . }}
+{{- define "common.commonLabels" -}}
+helm.sh/chart: {{ include "common.chart" . }}
+app.kubernetes.io/name: {{ include "common.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
@@ -35,42 +35,42 @@ app.kubernetes.io/part-of: personscore
 {{- end -}}
 
 {{/* Selector of the service's own pods (never matches the MongoDB pods). */}}
-{{- define "svc.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "svc.name" . }}
+{{- define "common.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "common.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: api
 {{- end -}}
 
-{{- define "svc.labels" -}}
-{{ include "svc.commonLabels" . }}
+{{- define "common.labels" -}}
+{{ include "common.commonLabels" . }}
 app.kubernetes.io/component: api
 {{- end -}}
 
 {{/* MongoDB StatefulSet names and labels. */}}
-{{- define "svc.mongodb.fullname" -}}
-{{- printf "%s-mongodb" (include "svc.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- define "common.mongodb.fullname" -}}
+{{- printf "%s-mongodb" (include "common.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{- define "svc.mongodb.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "svc.name" . }}
+{{- define "common.mongodb.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "common.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: mongodb
 {{- end -}}
 
-{{- define "svc.mongodb.labels" -}}
-{{ include "svc.commonLabels" . }}
+{{- define "common.mongodb.labels" -}}
+{{ include "common.commonLabels" . }}
 app.kubernetes.io/component: mongodb
 {{- end -}}
 
-{{- define "svc.serviceAccountName" -}}
+{{- define "common.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
-{{- default (include "svc.fullname" .) .Values.serviceAccount.name -}}
+{{- default (include "common.fullname" .) .Values.serviceAccount.name -}}
 {{- else -}}
 {{- default "default" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
 
-{{- define "svc.image" -}}
+{{- define "common.image" -}}
 {{- $tag := default .Chart.AppVersion .Values.image.tag -}}
 {{- if .Values.image.digest -}}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
@@ -83,7 +83,7 @@ app.kubernetes.io/component: mongodb
 Go duration ("10s", "1m30s", "500ms", "2h") to whole seconds, rounded up.
 Used to prove terminationGracePeriodSeconds exceeds the service's shutdown deadline.
 */}}
-{{- define "svc.durationSeconds" -}}
+{{- define "common.durationSeconds" -}}
 {{- $d := toString . -}}
 {{- if not (regexMatch "^([0-9]+(\\.[0-9]+)?(h|m|s|ms|us|µs|ns))+$" $d) -}}
 {{- fail (printf "%q is not a Go duration (e.g. 10s, 1m30s)" $d) -}}
@@ -103,8 +103,8 @@ Used to prove terminationGracePeriodSeconds exceeds the service's shutdown deadl
 {{- end -}}
 
 {{/* Fails the render when the grace period does not cover preStop + the shutdown deadline. */}}
-{{- define "svc.validateGrace" -}}
-{{- $shutdown := include "svc.durationSeconds" .Values.config.shutdownTimeout | int -}}
+{{- define "common.validateGrace" -}}
+{{- $shutdown := include "common.durationSeconds" .Values.config.shutdownTimeout | int -}}
 {{- $preStop := int .Values.lifecycle.preStopSleepSeconds -}}
 {{- $grace := int .Values.terminationGracePeriodSeconds -}}
 {{- if le $grace (add $shutdown $preStop) -}}
@@ -114,64 +114,97 @@ Used to prove terminationGracePeriodSeconds exceeds the service's shutdown deadl
 
 {{/* ---------------- RabbitMQ ---------------- */}}
 
-{{- define "svc.rabbitmq.mode" -}}
+{{- define "common.rabbitmq.mode" -}}
 {{- if .Values.rabbitmq.external.existingSecret -}}external
 {{- else if .Values.rabbitmq.topologyOperator.enabled -}}topology
 {{- else -}}operator
 {{- end -}}
 {{- end -}}
 
-{{- define "svc.rabbitmq.userName" -}}
-{{- printf "%s-amqp" (include "svc.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- define "common.rabbitmq.userName" -}}
+{{- printf "%s-amqp" (include "common.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
 {{/* The Secret holding username/password (and connection_string) for AMQP. */}}
-{{- define "svc.rabbitmq.credentialsSecret" -}}
-{{- if eq (include "svc.rabbitmq.mode" .) "topology" -}}
-{{- include "svc.rabbitmq.userName" . -}}
+{{- define "common.rabbitmq.credentialsSecret" -}}
+{{- if eq (include "common.rabbitmq.mode" .) "topology" -}}
+{{- include "common.rabbitmq.userName" . -}}
 {{- else -}}
 {{- printf "%s-default-user" .Values.rabbitmq.clusterName -}}
 {{- end -}}
 {{- end -}}
 
-{{- define "svc.rabbitmq.scheme" -}}
+{{- define "common.rabbitmq.scheme" -}}
 {{- if .Values.rabbitmq.tls.enabled }}amqps{{ else }}amqp{{ end -}}
 {{- end -}}
 
-{{- define "svc.rabbitmq.port" -}}
+{{- define "common.rabbitmq.port" -}}
 {{- if .Values.rabbitmq.tls.enabled }}5671{{ else }}5672{{ end -}}
 {{- end -}}
 
+{{/* Namespace of the RabbitmqCluster: rabbitmq.clusterNamespace, else the release's. */}}
+{{- define "common.rabbitmq.namespace" -}}
+{{- default .Release.Namespace .Values.rabbitmq.clusterNamespace -}}
+{{- end -}}
+
 {{/*
-AMQP_URL: one URL per broker node (the operator's StatefulSet pods behind the headless
-"<cluster>-nodes" Service), credentials injected with dependent env var expansion.
-The operator-generated password is URL-safe base64, so it needs no escaping.
+Fails the render for a broker reference that cannot work: a release creates its
+RabbitmqCluster in its own namespace, and a pod cannot read the operator's default-user
+Secret from another namespace (use the topology operator's own user, or an external Secret).
 */}}
-{{- define "svc.rabbitmq.urls" -}}
-{{- $urls := list -}}
-{{- $c := .Values.rabbitmq.clusterName -}}
+{{- define "common.rabbitmq.validate" -}}
+{{- $ns := include "common.rabbitmq.namespace" . -}}
+{{- if ne $ns .Release.Namespace -}}
+{{- if .Values.rabbitmq.createCluster -}}
+{{- fail (printf "rabbitmq.createCluster creates the RabbitmqCluster in the release namespace %s: leave rabbitmq.clusterNamespace (%s) empty" .Release.Namespace $ns) -}}
+{{- end -}}
+{{- if eq (include "common.rabbitmq.mode" .) "operator" -}}
+{{- fail (printf "the RabbitmqCluster is in namespace %s: the operator's default-user Secret cannot be read from namespace %s. Set rabbitmq.topologyOperator.enabled=true (the cluster needs rabbitmq.cluster.topologyAllowedNamespaces) or rabbitmq.external.existingSecret" $ns .Release.Namespace) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+AMQP_URL: the RabbitmqCluster's client Service, which load-balances over the ready broker
+nodes (whatever their number), in the cluster's namespace; credentials injected with
+dependent env var expansion. The operator-generated password is URL-safe base64, so it
+needs no escaping.
+*/}}
+{{- define "common.rabbitmq.urls" -}}
 {{- $vhost := .Values.rabbitmq.vhost | default "/" -}}
 {{- $path := ternary "/" (printf "/%s" (urlquery $vhost)) (eq $vhost "/") -}}
-{{- range $i := until (int .Values.rabbitmq.replicas) -}}
-{{- $urls = append $urls (printf "%s://$(AMQP_USERNAME):$(AMQP_PASSWORD)@%s-server-%d.%s-nodes.%s.svc:%s%s" (include "svc.rabbitmq.scheme" $) $c $i $c $.Release.Namespace (include "svc.rabbitmq.port" $) $path) -}}
-{{- end -}}
-{{- join "," $urls -}}
+{{- printf "%s://$(AMQP_USERNAME):$(AMQP_PASSWORD)@%s.%s.svc:%s%s" (include "common.rabbitmq.scheme" .) .Values.rabbitmq.clusterName (include "common.rabbitmq.namespace" .) (include "common.rabbitmq.port" .) $path -}}
 {{- end -}}
 
 {{/* ---------------- MongoDB ---------------- */}}
 
-{{- define "svc.mongodb.secretName" -}}
+{{/* True when the StatefulSet runs localmongo, the MongoDB stand-in of the local node. */}}
+{{- define "common.mongodb.isLocalmongo" -}}
+{{- if eq .Values.mongodb.server "localmongo" }}true{{ end -}}
+{{- end -}}
+
+{{/* MONGO_URI of the in-cluster server: with the root credentials for mongod, none for localmongo (it has no authentication). */}}
+{{- define "common.mongodb.uri" -}}
+{{- $host := printf "%s.%s.svc:27017" (include "common.mongodb.fullname" .) .Release.Namespace -}}
+{{- if include "common.mongodb.isLocalmongo" . -}}
+{{- printf "mongodb://%s/" $host -}}
+{{- else -}}
+{{- printf "mongodb://$(MONGO_USERNAME):$(MONGO_PASSWORD)@%s/?authSource=admin" $host -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "common.mongodb.secretName" -}}
 {{- if .Values.mongodb.external.existingSecret -}}
 {{- .Values.mongodb.external.existingSecret -}}
 {{- else if .Values.mongodb.auth.existingSecret -}}
 {{- .Values.mongodb.auth.existingSecret -}}
 {{- else -}}
-{{- include "svc.mongodb.fullname" . -}}
+{{- include "common.mongodb.fullname" . -}}
 {{- end -}}
 {{- end -}}
 
 {{/* Keep a generated password stable across upgrades by reading it back from the cluster. */}}
-{{- define "svc.secretValue" -}}
+{{- define "common.secretValue" -}}
 {{- $existing := lookup "v1" "Secret" .ctx.Release.Namespace .secret -}}
 {{- if and $existing (index ($existing.data | default dict) .key) -}}
 {{- index $existing.data .key | b64dec -}}
@@ -181,7 +214,7 @@ The operator-generated password is URL-safe base64, so it needs no escaping.
 {{- end -}}
 
 {{/* Pod/container security context meeting the "restricted" Pod Security Standard. */}}
-{{- define "svc.containerSecurityContext" -}}
+{{- define "common.containerSecurityContext" -}}
 allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 runAsNonRoot: true

@@ -1,4 +1,9 @@
-{
+{{/*
+The Grafana dashboard of a personscore service (__SERVICE__ is replaced by the chart name),
+as a raw string: the JSON holds Grafana's own {{...}} legend templates.
+*/}}
+{{- define "common.dashboard.json" -}}
+{{ `{
   "uid": "personscore-__SERVICE__",
   "title": "personscore / __SERVICE__ events",
   "description": "Outbox, broker and consumer metrics of the __SERVICE__ service (eventbus_*), plus its HTTP API.",
@@ -538,4 +543,5 @@
       ]
     }
   ]
-}
+}` }}
+{{- end -}}
