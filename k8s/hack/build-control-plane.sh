@@ -161,13 +161,16 @@ GO
   echo ">> $name built in $((SECONDS - t0))s" >&2
 }
 
-build_addons() {
-  build_addon coredns "$COREDNS_VERSION" github.com/coredns/coredns
+build_coredns() { build_addon coredns "$COREDNS_VERSION" github.com/coredns/coredns; }
+build_metrics_server() {
   build_addon metrics-server "$METRICS_SERVER_VERSION" sigs.k8s.io/metrics-server/cmd/metrics-server \
     "-X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION"
+}
+build_traefik() {
   build_addon traefik "$TRAEFIK_VERSION" github.com/traefik/traefik/v3/cmd/traefik \
     "-X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION"
 }
+build_addons() { build_coredns; build_metrics_server; build_traefik; }
 
 case "${1:-all}" in
   kube-apiserver) build_kube kube-apiserver ;;
@@ -176,11 +179,14 @@ case "${1:-all}" in
   kubernetes) build_kube kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy ;;
   containerd) build_containerd ;;
   addons) build_addons ;;
+  coredns) build_coredns ;;
+  metrics-server) build_metrics_server ;;
+  traefik) build_traefik ;;
   node)
     build_etcd
     build_kube kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy
     build_containerd
     build_addons
     ;;
-  *) echo "usage: $0 [all|node|etcd|kube-apiserver|kubernetes|containerd|addons]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|node|etcd|kube-apiserver|kubernetes|containerd|addons|coredns|metrics-server|traefik]" >&2; exit 2 ;;
 esac
