@@ -22,6 +22,8 @@ COREDNS_VERSION="${COREDNS_VERSION:-v1.15.0}"
 METRICS_SERVER_VERSION="${METRICS_SERVER_VERSION:-v0.9.0}"
 TRAEFIK_VERSION="${TRAEFIK_VERSION:-v3.7.13}"
 KUBE_STAMP="$KUBERNETES_VERSION/$STAGING_VERSION/stamped"
+# lego DNS providers whose SDK modules the Go module proxy does not serve (Traefik build).
+TRAEFIK_UNAVAILABLE_DNS_PROVIDERS="alidns aliesa azion dnsimple edgedns edgeone huaweicloud oraclecloud regfish sakuracloud tencentcloud ucloud yandexcloud"
 export GOWORK=off GOFLAGS=-mod=mod CGO_ENABLED=0
 
 mkdir -p "$BIN/.build"
@@ -145,14 +147,28 @@ type HTTP struct{}
 type Router struct{}
 GO
     go mod edit -replace github.com/traefik/traefik/dynamic/ext=./ext
-    # Traefik's own forks, repeated from its go.mod.
-    local tmod
+    # Traefik's fork of gorilla/mux, as its go.mod replaces it.
+    go mod edit -replace github.com/gorilla/mux=github.com/containous/mux@v0.0.0-20250523120546-41b6ec3aed59
+    # Its fork of go-http-auth is not served by the module proxy: upstream instead.
+    go mod edit -replace github.com/abbot/go-http-auth=github.com/abbot/go-http-auth@v0.4.0
+    go mod edit -exclude github.com/tencentcloud/tencentcloud-sdk-go@v3.0.83+incompatible
+    # The ACME library registers every DNS provider; the SDKs of these are not served by
+    # the module proxy. A copy of the library without them (ACME DNS challenges through
+    # these providers are unavailable in this build; the node serves plain HTTP).
+    local lego=github.com/go-acme/lego/v5 legov tmod
     go mod download -json "github.com/traefik/traefik/v3@$version" >/dev/null
     tmod="$(go env GOMODCACHE)/github.com/traefik/traefik/v3@$version/go.mod"
-    sed -n 's#^\s*\(github.com/[^ ]*\) => \(github.com/[^ ]*\) \(v[^ ]*\)$#\1=\2@\3#p' "$tmod" | while read -r r; do
-      go mod edit -replace "$r"
+    legov="$(awk -v m="$lego" '$1 == m {print $2}' "$tmod")"
+    go mod download -json "$lego@$legov" >/dev/null
+    cp -r "$(go env GOMODCACHE)/$lego@$legov" lego
+    chmod -R u+w lego
+    local p reg=lego/providers/dns/zz_gen_dns_providers.go
+    for p in $TRAEFIK_UNAVAILABLE_DNS_PROVIDERS; do
+      sed -i "\#\"$lego/providers/dns/$p\"#d" "$reg"
+      # the case of the switch ("case \"name\"[, ...]:" then "return $p.NewDNSProvider...")
+      sed -i "/^\tcase .*:\$/{N;/\n\t\treturn $p\./d}" "$reg"
     done
-    go mod edit -exclude github.com/tencentcloud/tencentcloud-sdk-go@v3.0.83+incompatible
+    go mod edit -replace "$lego=./lego"
   fi
   go get "$pkg@$version"
   go build -trimpath -ldflags "$ldflags" -o "$BIN/$name.tmp" "$pkg"
