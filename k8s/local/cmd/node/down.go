@@ -40,7 +40,7 @@ func (n *node) down() error {
 			return err
 		}
 	}
-	n.killLeftovers()
+	n.killLeftovers(true)
 	if err := n.unmountAll(); err != nil {
 		return err
 	}
@@ -94,29 +94,34 @@ func (n *node) down() error {
 
 // removeContainers kills and deletes every container of the k8s.io namespace.
 func (n *node) removeContainers() {
-	out, _ := n.ctr("tasks", "ls", "-q")
-	tasks := strings.Fields(out)
-	for _, t := range tasks {
-		n.ctr("tasks", "kill", "-a", "-s", "SIGKILL", t)
+	out, err := n.ctr("tasks", "ls", "-q")
+	if err != nil {
+		step("containerd: %v", err)
+		return
 	}
+	tasks := strings.Fields(out)
+	// SIGKILL every container process (all are in the kubepods cgroups), then delete
+	// the tasks (their shims exit with them).
+	n.killLeftovers(false)
 	for _, t := range tasks {
-		for i := 0; i < 50; i++ {
-			if _, err := n.ctr("tasks", "delete", t); err == nil {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
+		if _, err := n.ctr("tasks", "delete", "-f", t); err != nil {
+			step("delete task %s: %v", t, err)
 		}
 	}
-	out, _ = n.ctr("containers", "ls", "-q")
+	out, err = n.ctr("containers", "ls", "-q")
+	if err != nil {
+		step("containerd: %v", err)
+		return
+	}
 	for _, c := range strings.Fields(out) {
 		n.ctr("containers", "delete", c)
 	}
-	step("removed %d containers", len(tasks))
+	step("removed %d tasks", len(tasks))
 }
 
-// killLeftovers kills container processes still in the kubepods cgroups and shims
-// started from bin/ (left when containerd was already gone).
-func (n *node) killLeftovers() {
+// killLeftovers kills container processes still in the kubepods cgroups and, with
+// shims, the shims started from bin/ (left when containerd was already gone).
+func (n *node) killLeftovers(shims bool) {
 	pids := map[int]bool{}
 	filepath.WalkDir("/sys/fs/cgroup/pids/kubepods", func(p string, d os.DirEntry, err error) error {
 		if err == nil && d.Name() == "cgroup.procs" {
@@ -136,7 +141,7 @@ func (n *node) killLeftovers() {
 		if err != nil {
 			continue
 		}
-		if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); strings.TrimSuffix(exe, " (deleted)") == shim {
+		if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); shims && strings.TrimSuffix(exe, " (deleted)") == shim {
 			pids[pid] = true
 		}
 	}
@@ -200,8 +205,15 @@ func (n *node) cleanIptables() error {
 		if err != nil {
 			return err
 		}
+		// Rules jumping to our chains from other chains, by position (iptables-save lists
+		// each chain's rules in order), deleted last first so positions stay valid.
 		table := ""
-		var jumps [][]string
+		type ruleRef struct {
+			table, chain string
+			pos          int
+		}
+		var jumps []ruleRef
+		pos := map[string]int{}
 		chains := map[string][]string{}
 		for _, line := range strings.Split(dump, "\n") {
 			switch {
@@ -214,13 +226,16 @@ func (n *node) cleanIptables() error {
 				}
 			case strings.HasPrefix(line, "-A "):
 				f := strings.Fields(line)
+				key := table + "/" + f[1]
+				pos[key]++
 				if !ours(f[1]) && jumpsToOurs(f) {
-					jumps = append(jumps, append([]string{"-t", table, "-D"}, f[1:]...))
+					jumps = append(jumps, ruleRef{table, f[1], pos[key]})
 				}
 			}
 		}
-		for _, j := range jumps {
-			if _, err := run(tool, j...); err != nil {
+		for i := len(jumps) - 1; i >= 0; i-- {
+			j := jumps[i]
+			if _, err := run(tool, "-t", j.table, "-D", j.chain, strconv.Itoa(j.pos)); err != nil {
 				return err
 			}
 		}

@@ -24,6 +24,7 @@ func main() {
 	root := flag.String("root", ".", "repository root (bin/, charts/, payloads/)")
 	state := flag.String("state", "/var/lib/personscore-node", "state directory (certificates, etcd, containerd, kubelet, logs)")
 	charts := flag.Bool("charts", true, "up: install both charts after the add-ons")
+	addons := flag.Bool("addons", true, "up: apply the add-ons (CoreDNS, metrics-server, Traefik, storage); false = the bare node, no charts")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: node [flags] up|down|status\n")
 		flag.PrintDefaults()
@@ -40,7 +41,7 @@ func main() {
 	n := newNode(abs, *state)
 	switch flag.Arg(0) {
 	case "up":
-		err = n.up(*charts)
+		err = n.up(*addons, *addons && *charts)
 	case "down":
 		err = n.down()
 	case "status":

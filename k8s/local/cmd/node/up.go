@@ -25,11 +25,11 @@ const volumes = 12
 // traefikPingPort is Traefik's health entrypoint on 127.0.0.1.
 const traefikPingPort = "10380"
 
-func (n *node) up(installCharts bool) error {
+func (n *node) up(withAddons, installCharts bool) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("node up needs root (it runs containerd, the kubelet and kube-proxy)")
 	}
-	if err := n.preflight(); err != nil {
+	if err := n.preflight(withAddons); err != nil {
 		return err
 	}
 	if err := n.recordHost(); err != nil {
@@ -82,6 +82,9 @@ func (n *node) up(installCharts bool) error {
 	}
 	// The sandbox image must be there before the kubelet starts pods.
 	for _, a := range n.addonImages() {
+		if !withAddons && a.binary != "pause" {
+			continue
+		}
 		if err := n.packAddonImage(a); err != nil {
 			return err
 		}
@@ -101,6 +104,10 @@ func (n *node) up(installCharts bool) error {
 		return n.withLog("kubelet", err)
 	}
 	step("node %s Ready", nodeName)
+	if !withAddons {
+		step("bare node up (no add-ons): export KUBECONFIG=%s", n.adminKubeconfig())
+		return n.printMemory()
+	}
 
 	if err := n.applyAddons(); err != nil {
 		return err
@@ -129,9 +136,13 @@ func (n *node) up(installCharts bool) error {
 }
 
 // preflight checks the built binaries and installs missing Debian packages.
-func (n *node) preflight() error {
+func (n *node) preflight(withAddons bool) error {
 	var missing []string
-	for _, b := range append(append([]string{}, components...), "ctr", "containerd-shim-runc-v2", "coredns", "metrics-server", "traefik", "pause") {
+	need := append(append([]string{}, components...), "ctr", "containerd-shim-runc-v2", "pause")
+	if withAddons {
+		need = append(need, "coredns", "metrics-server", "traefik")
+	}
+	for _, b := range need {
 		if _, err := os.Stat(filepath.Join(n.bin, b)); err != nil {
 			missing = append(missing, b)
 		}
@@ -139,9 +150,9 @@ func (n *node) preflight() error {
 	if len(missing) > 0 {
 		return fmt.Errorf("missing in %s: %s; run make cluster-up (it builds them: k8s/hack/build-control-plane.sh node, go build ./k8s/local/cmd/pause)", n.bin, strings.Join(missing, " "))
 	}
-	need := map[string]string{"/usr/sbin/runc": "runc", "/usr/lib/cni/bridge": "containernetworking-plugins", "/usr/sbin/iptables": "iptables", "/usr/sbin/conntrack": "conntrack", "/usr/sbin/ethtool": "ethtool"}
+	debs := map[string]string{"/usr/sbin/runc": "runc", "/usr/lib/cni/bridge": "containernetworking-plugins", "/usr/sbin/iptables": "iptables", "/usr/sbin/conntrack": "conntrack", "/usr/sbin/ethtool": "ethtool"}
 	var pkgs []string
-	for path, pkg := range need {
+	for path, pkg := range debs {
 		if _, err := os.Stat(path); err != nil {
 			pkgs = append(pkgs, pkg)
 		}
