@@ -47,6 +47,9 @@ func (n *node) down() error {
 	if err := n.cleanIptables(); err != nil {
 		return err
 	}
+	if err := removeEmptyTables(before); err != nil {
+		return err
+	}
 	if err := n.removeLinks(before); err != nil {
 		return err
 	}
@@ -252,6 +255,35 @@ func (n *node) cleanIptables() error {
 		if len(jumps) > 0 || len(chains) > 0 {
 			step("%s: removed %d rules and %d chains left behind", tool, len(jumps), countChains(chains))
 		}
+	}
+	return nil
+}
+
+// removeEmptyTables deletes the iptables-nft tables created since the record, once
+// they hold nothing (iptables never deletes a table).
+func removeEmptyTables(before *hostState) error {
+	had := map[string]bool{}
+	for _, t := range before.Tables {
+		had[t] = true
+	}
+	now, err := nftTables()
+	if err != nil {
+		return err
+	}
+	tools := map[string]string{"ip": "iptables-save", "ip6": "ip6tables-save"}
+	for _, t := range now {
+		family, name, _ := strings.Cut(t, " ")
+		if had[t] || tools[family] == "" {
+			continue
+		}
+		dump, err := run(tools[family], "-t", name)
+		if err != nil || normalizeRules(dump) != "" {
+			continue // not empty: the host diff reports it
+		}
+		if _, err := run("nft", "delete", "table", family, name); err != nil {
+			return err
+		}
+		step("deleted empty nftables table %s", t)
 	}
 	return nil
 }

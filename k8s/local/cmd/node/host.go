@@ -22,6 +22,7 @@ type hostState struct {
 	Mounts   []string          // mount points
 	Cgroups  []string          // first-level cgroups of every hierarchy
 	LoAddrs  string            // addresses on lo
+	Tables   []string          // nftables tables ("ip nat", ...)
 }
 
 // createdPaths are directories the runtime creates at fixed places on the host.
@@ -93,7 +94,26 @@ func captureHost() (*hostState, error) {
 	if h.LoAddrs, err = run("ip", "-o", "addr", "show", "dev", "lo"); err != nil {
 		return nil, err
 	}
+	if h.Tables, err = nftTables(); err != nil {
+		return nil, err
+	}
 	return h, nil
+}
+
+// nftTables lists the nftables tables (iptables-nft keeps its tables there).
+func nftTables() ([]string, error) {
+	out, err := run("nft", "list", "tables")
+	if err != nil {
+		return nil, err
+	}
+	var tables []string
+	for _, line := range strings.Split(out, "\n") {
+		if t, ok := strings.CutPrefix(strings.TrimSpace(line), "table "); ok {
+			tables = append(tables, t)
+		}
+	}
+	sort.Strings(tables)
+	return tables, nil
 }
 
 // normalizeRules drops comments and packet counters from iptables-save output, and
@@ -242,6 +262,7 @@ func diffHost(before, now *hostState) []string {
 	}
 	d = append(d, setDiff("mount", before.Mounts, now.Mounts)...)
 	d = append(d, setDiff("cgroup", before.Cgroups, now.Cgroups)...)
+	d = append(d, setDiff("nftables table", before.Tables, now.Tables)...)
 	if before.LoAddrs != now.LoAddrs {
 		d = append(d, fmt.Sprintf("lo addresses: %q, was %q", now.LoAddrs, before.LoAddrs))
 	}
