@@ -125,47 +125,25 @@ func checkExactlyOnce(t *testing.T, cpf int64, ok []string) {
 	t.Logf("%d acknowledged writes, %d items in person and in score", len(ok), len(scoreItems))
 }
 
-// itemIDs collects the item ids of a person or score document (items as a map by id,
-// or as lists of objects with an "id", possibly grouped by kind).
+// itemIDs collects the item ids of a document: person's lists "incomes", "assets" and
+// "debts" of {"id": ...}, or score's "items" map keyed by id.
 func itemIDs(body string) []string {
-	var doc map[string]json.RawMessage
+	var doc struct {
+		Items   map[string]json.RawMessage `json:"items"`
+		Incomes []struct{ ID string }      `json:"incomes"`
+		Assets  []struct{ ID string }      `json:"assets"`
+		Debts   []struct{ ID string }      `json:"debts"`
+	}
 	if json.Unmarshal([]byte(body), &doc) != nil {
 		return nil
 	}
 	var ids []string
-	var walk func(raw json.RawMessage, key string)
-	walk = func(raw json.RawMessage, key string) {
-		var obj map[string]json.RawMessage
-		var list []json.RawMessage
-		switch {
-		case json.Unmarshal(raw, &list) == nil:
-			for _, e := range list {
-				walk(e, "")
-			}
-		case json.Unmarshal(raw, &obj) == nil:
-			if id, ok := obj["id"]; ok {
-				var s string
-				if json.Unmarshal(id, &s) == nil {
-					ids = append(ids, s)
-					return
-				}
-			}
-			if _, hasKind := obj["kind"]; hasKind && key != "" {
-				ids = append(ids, key) // score: items keyed by id
-				return
-			}
-			for k, v := range obj {
-				walk(v, k)
-			}
-		}
+	for id := range doc.Items {
+		ids = append(ids, id)
 	}
-	if items, ok := doc["items"]; ok {
-		walk(items, "")
-	} else {
-		for _, k := range []string{"incomes", "assets", "debts"} {
-			if v, ok := doc[k]; ok {
-				walk(v, "")
-			}
+	for _, list := range [][]struct{ ID string }{doc.Incomes, doc.Assets, doc.Debts} {
+		for _, it := range list {
+			ids = append(ids, it.ID)
 		}
 	}
 	sort.Strings(ids)
