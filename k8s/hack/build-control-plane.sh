@@ -149,8 +149,36 @@ GO
     go mod edit -replace github.com/traefik/traefik/dynamic/ext=./ext
     # Traefik's fork of gorilla/mux, as its go.mod replaces it.
     go mod edit -replace github.com/gorilla/mux=github.com/containous/mux@v0.0.0-20250523120546-41b6ec3aed59
-    # Its fork of go-http-auth is not served by the module proxy: upstream instead.
-    go mod edit -replace github.com/abbot/go-http-auth=github.com/abbot/go-http-auth@v0.4.0
+    # Its fork of go-http-auth is not served by the module proxy: upstream v0.4.0 plus the
+    # one method Traefik calls that only the fork has (a digest challenge with stale=true;
+    # upstream's CheckAuth never reports a stale nonce, so Traefik never reaches it).
+    local auth=github.com/abbot/go-http-auth
+    go mod download -json "$auth@v0.4.0" >/dev/null
+    cp -r "$(go env GOMODCACHE)/$auth@v0.4.0" go-http-auth
+    chmod -R u+w go-http-auth
+    [[ -f go-http-auth/go.mod ]] || printf 'module %s\n\ngo 1.21\n' "$auth" > go-http-auth/go.mod
+    cat > go-http-auth/stale.go <<'GO'
+package auth
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// RequireAuthStale answers with a new digest challenge marked stale=true.
+func (a *DigestAuth) RequireAuthStale(w http.ResponseWriter, r *http.Request) {
+	nonce := RandomKey()
+	a.clients[nonce] = &digest_client{nc: 0, last_seen: time.Now().UnixNano()}
+	w.Header().Set(contentType, a.Headers.V().UnauthContentType)
+	w.Header().Set(a.Headers.V().Authenticate,
+		fmt.Sprintf(`Digest realm="%s", nonce="%s", opaque="%s", algorithm="MD5", qop="auth", stale=true`,
+			a.Realm, nonce, a.Opaque))
+	w.WriteHeader(a.Headers.V().UnauthCode)
+	w.Write([]byte(a.Headers.V().UnauthResponse))
+}
+GO
+    go mod edit -replace "$auth=./go-http-auth"
     go mod edit -exclude github.com/tencentcloud/tencentcloud-sdk-go@v3.0.83+incompatible
     # The ACME library registers every DNS provider; the SDKs of these are not served by
     # the module proxy. A copy of the library without them (ACME DNS challenges through

@@ -30,10 +30,20 @@ type addonImage struct {
 func (n *node) addonImages() []addonImage {
 	return []addonImage{
 		{"pause", pauseImage, 65535},
-		{"coredns", "personscore.local/coredns:" + n.version("coredns"), 65532},
-		{"metrics-server", "personscore.local/metrics-server:" + n.version("metrics-server"), 65532},
-		{"traefik", "personscore.local/traefik:" + n.version("traefik"), 65532},
+		{"coredns", n.addonRef("coredns"), 65532},
+		{"metrics-server", n.addonRef("metrics-server"), 65532},
+		{"traefik", n.addonRef("traefik"), 65532},
 	}
+}
+
+// addonRef is the image reference of an add-on binary: its version and a digest of the
+// binary, so that a rebuilt binary rolls its Deployment.
+func (n *node) addonRef(binary string) string {
+	sum, err := fileSHA256(filepath.Join(n.bin, binary))
+	if err != nil {
+		sum = "missing"
+	}
+	return "personscore.local/" + binary + ":" + n.version(binary) + "-" + sum[:min(12, len(sum))]
 }
 
 // version is the version recorded next to a built binary.

@@ -251,9 +251,9 @@ func (n *node) kubectl(args ...string) (string, error) {
 func (n *node) applyAddons() error {
 	vars := map[string]string{
 		"DNS_IP":               dnsIP,
-		"COREDNS_IMAGE":        "personscore.local/coredns:" + n.version("coredns"),
-		"METRICS_SERVER_IMAGE": "personscore.local/metrics-server:" + n.version("metrics-server"),
-		"TRAEFIK_IMAGE":        "personscore.local/traefik:" + n.version("traefik"),
+		"COREDNS_IMAGE":        n.addonRef("coredns"),
+		"METRICS_SERVER_IMAGE": n.addonRef("metrics-server"),
+		"TRAEFIK_IMAGE":        n.addonRef("traefik"),
 		"TRAEFIK_PING_PORT":    traefikPingPort,
 	}
 	entries, err := manifests.ReadDir("manifests")
