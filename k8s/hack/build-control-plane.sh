@@ -150,8 +150,9 @@ GO
     # Traefik's fork of gorilla/mux, as its go.mod replaces it.
     go mod edit -replace github.com/gorilla/mux=github.com/containous/mux@v0.0.0-20250523120546-41b6ec3aed59
     # Its fork of go-http-auth is not served by the module proxy: upstream v0.4.0 plus the
-    # one method Traefik calls that only the fork has (a digest challenge with stale=true;
-    # upstream's CheckAuth never reports a stale nonce, so Traefik never reaches it).
+    # two functions Traefik calls that only the fork has: CheckSecret (upstream's own
+    # password comparison, exported) and a digest challenge with stale=true (upstream's
+    # CheckAuth never reports a stale nonce, so Traefik never reaches it).
     local auth=github.com/abbot/go-http-auth
     go mod download -json "$auth@v0.4.0" >/dev/null
     cp -r "$(go env GOMODCACHE)/$auth@v0.4.0" go-http-auth
@@ -163,8 +164,22 @@ package auth
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 )
+
+// CheckSecret reports whether password matches secret (an htpasswd entry's hash),
+// with the comparison BasicAuth.CheckAuth uses.
+func CheckSecret(password, secret string) bool {
+	compare := compareFuncs[0].compare
+	for _, cmp := range compareFuncs[1:] {
+		if strings.HasPrefix(secret, cmp.prefix) {
+			compare = cmp.compare
+			break
+		}
+	}
+	return compare([]byte(secret), []byte(password)) == nil
+}
 
 // RequireAuthStale answers with a new digest challenge marked stale=true.
 func (a *DigestAuth) RequireAuthStale(w http.ResponseWriter, r *http.Request) {
