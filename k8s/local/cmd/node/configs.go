@@ -121,6 +121,10 @@ conntrack:
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return err
 		}
+		// Unchanged files are left alone: kube-proxy exits when its file is written.
+		if old, err := os.ReadFile(path); err == nil && string(old) == content {
+			continue
+		}
 		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 			return err
 		}

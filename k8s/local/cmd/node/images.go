@@ -70,7 +70,9 @@ func (n *node) packAddonImage(a addonImage) error {
 		return fmt.Errorf("%s is missing: run make cluster-up (it builds it) or k8s/hack/build-control-plane.sh node", bin)
 	}
 	if ost, err := os.Stat(out); err == nil && ost.ModTime().After(bst.ModTime()) {
-		return nil
+		if ref, _ := os.ReadFile(out + ".ref"); string(ref) == a.ref {
+			return nil
+		}
 	}
 	data, err := os.ReadFile(bin)
 	if err != nil {
@@ -151,7 +153,10 @@ func (n *node) packAddonImage(a addonImage) error {
 	if err := tarball.WriteToFile(out+".tmp", ref, img); err != nil {
 		return err
 	}
-	return os.Rename(out+".tmp", out)
+	if err := os.Rename(out+".tmp", out); err != nil {
+		return err
+	}
+	return os.WriteFile(out+".ref", []byte(a.ref), 0o644)
 }
 
 // importImage imports a docker-archive tarball into containerd's k8s.io namespace and
@@ -178,7 +183,8 @@ func (n *node) importImage(tarPath string) error {
 			if err != nil {
 				return err
 			}
-			refs = append(refs, r.Name())
+			// containerd names Docker Hub images docker.io/..., go-containerregistry index.docker.io/...
+			refs = append(refs, strings.Replace(r.Name(), "index.docker.io/", "docker.io/", 1))
 		}
 	}
 	if _, err := n.ctr("images", "import", "--local", tarPath); err != nil {
