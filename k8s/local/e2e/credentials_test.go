@@ -115,7 +115,7 @@ func TestOperatorCredentials(t *testing.T) {
 	pod := strings.TrimSpace(kubectl(t, "-n", namespace, "get", "pod", "-l", "app.kubernetes.io/name="+rc.Metadata.Name, "-o", "jsonpath={.items[0].metadata.name}"))
 	peers := map[string]string{} // pod IP -> app
 	for _, app := range []string{"person", "score"} {
-		for _, ip := range strings.Fields(kubectl(t, "-n", namespace, "get", "pod", "-l", "app.kubernetes.io/name="+app, "-o", "jsonpath={.items[*].status.podIP}")) {
+		for _, ip := range strings.Fields(kubectl(t, "-n", namespace, "get", "pod", "-l", appSelector(app), "-o", "jsonpath={.items[*].status.podIP}")) {
 			peers[ip] = app
 		}
 	}

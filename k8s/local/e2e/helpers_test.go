@@ -160,3 +160,8 @@ func writeFile(t testing.TB, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+// appSelector selects the service pods of a chart (not its MongoDB).
+func appSelector(app string) string {
+	return "app.kubernetes.io/name=" + app + ",app.kubernetes.io/component=api"
+}

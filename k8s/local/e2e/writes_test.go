@@ -157,7 +157,7 @@ func TestPodDeletionDuringWrites(t *testing.T) {
 	w := startWriter(cpf, 2)
 	time.Sleep(5 * time.Second)
 	for _, app := range []string{"score", "person"} {
-		pod := strings.Fields(kubectl(t, "-n", namespace, "get", "pod", "-l", "app.kubernetes.io/name="+app, "--field-selector=status.phase=Running", "-o", "jsonpath={.items[*].metadata.name}"))
+		pod := strings.Fields(kubectl(t, "-n", namespace, "get", "pod", "-l", appSelector(app), "--field-selector=status.phase=Running", "-o", "jsonpath={.items[*].metadata.name}"))
 		if len(pod) == 0 {
 			t.Fatalf("no running %s pod", app)
 		}
@@ -165,7 +165,7 @@ func TestPodDeletionDuringWrites(t *testing.T) {
 		t.Logf("deleted %s pod %s", app, pod[0])
 		time.Sleep(3 * time.Second)
 		kubectl(t, "-n", namespace, "rollout", "status", "deployment/"+app, "--timeout=5m")
-		kubectl(t, "-n", namespace, "wait", "pod", "-l", "app.kubernetes.io/name="+app, "--for=condition=Ready", "--timeout=5m")
+		kubectl(t, "-n", namespace, "wait", "pod", "-l", appSelector(app), "--for=condition=Ready", "--timeout=5m")
 	}
 	time.Sleep(5 * time.Second)
 	ok, fails := w.finish()
