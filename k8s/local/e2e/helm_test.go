@@ -10,12 +10,23 @@ import (
 	"time"
 )
 
-// podUIDs returns the names of the app's pods.
+// podNames returns the names of the app's pods that are not terminating.
 func podNames(t *testing.T, app string) map[string]bool {
 	t.Helper()
+	var pods struct {
+		Items []struct {
+			Metadata struct {
+				Name              string  `json:"name"`
+				DeletionTimestamp *string `json:"deletionTimestamp"`
+			} `json:"metadata"`
+		} `json:"items"`
+	}
+	getJSON(t, &pods, "-n", namespace, "get", "pod", "-l", appSelector(app))
 	names := map[string]bool{}
-	for _, n := range strings.Fields(kubectl(t, "-n", namespace, "get", "pod", "-l", appSelector(app), "-o", "jsonpath={.items[*].metadata.name}")) {
-		names[n] = true
+	for _, p := range pods.Items {
+		if p.Metadata.DeletionTimestamp == nil {
+			names[p.Metadata.Name] = true
+		}
 	}
 	return names
 }
