@@ -66,12 +66,15 @@ rabbitmq() {
     echo "    root filesystem in $((SECONDS - t0))s (cached in $dir)" >&2
   fi
   # What the RabbitMQ Cluster Operator expects of the image: the server as the default
-  # command, uid 999, bash, HOME=/var/lib/rabbitmq (the Erlang cookie), logs on stdout
-  # (its containers have a read-only root filesystem).
+  # command, uid 999, bash, HOME=/var/lib/rabbitmq (the Erlang cookie), logs on stdout.
+  # Its containers have a read-only root filesystem: RabbitMQ 3.10 writes its upgrade log
+  # as a file (under RABBITMQ_LOG_BASE) even with RABBITMQ_LOGS=-, so it goes to stdout
+  # too (RABBITMQ_UPGRADE_LOG=-), and any other file log lands in /var/lib/rabbitmq,
+  # where the operator mounts a writable volume.
   build_image -rootfs "$dir/rootfs" -user 999:999 -cmd rabbitmq-server -workdir /var/lib/rabbitmq \
     -version "$(cat "$dir/rootfs.version")" \
     -env PATH=/usr/lib/rabbitmq/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    -env HOME=/var/lib/rabbitmq -env RABBITMQ_LOGS=- -env LANG=C.UTF-8 \
+    -env HOME=/var/lib/rabbitmq -env RABBITMQ_LOGS=- -env RABBITMQ_UPGRADE_LOG=- -env RABBITMQ_LOG_BASE=/var/lib/rabbitmq/log -env LANG=C.UTF-8 \
     -port 4369 -port 5672 -port 15672 -port 15692 -port 25672 \
     -tag "$RABBITMQ_IMAGE" -out "$OUT/rabbitmq.tar"
 }

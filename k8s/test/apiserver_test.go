@@ -384,6 +384,11 @@ func apiServerScenarios() []scenario {
 			personSet: []string{"httpRoute.enabled=true", "httpRoute.parentRefs[0].name=personscore", "ingress.enabled=false"},
 			scoreSet:  []string{"httpRoute.enabled=true", "httpRoute.parentRefs[0].name=personscore", "ingress.enabled=false"}},
 		{name: "score-alone", score: ss[0], scoreSet: []string{"rabbitmq.createCluster=true", "rabbitmq.topologyOperator.enabled=true"}, only: []string{"score"}},
+		// The local node: the kind values plus the image settings of k8s/images/images.env.
+		{name: "local-node", person: ps[1], score: ss[1],
+			personSet: []string{"rabbitmqOperator.image.repository=personscore/rabbitmq-cluster-operator", "rabbitmqOperator.image.tag=2.20.0",
+				"rabbitmq.cluster.image=personscore/rabbitmq:3.10-debian12", "mongodb.server=localmongo"},
+			scoreSet: []string{"mongodb.server=localmongo"}},
 	}
 }
 
@@ -572,8 +577,10 @@ func (cp *controlPlane) helmInstall(t *testing.T, chartName string, p profile, s
 	}
 	t.Logf("helm install %s (%s): %d objects accepted in %s", chartName, p.Name, len(manifestObjs), ns)
 
-	// Generated secrets are read back with `lookup` and survive an upgrade unchanged.
+	// Generated secrets are read back with `lookup` and survive an upgrade unchanged, and
+	// an upgrade with unchanged values changes no pod template (no rollout).
 	before := cp.secretData(t, ns)
+	generations := cp.workloadGenerations(t, ns)
 	up := action.NewUpgrade(cfg)
 	up.Namespace = ns
 	up.Timeout = 2 * time.Minute
@@ -586,9 +593,31 @@ func (cp *controlPlane) helmInstall(t *testing.T, chartName string, p profile, s
 			t.Errorf("helm upgrade changed the generated Secret %s", name)
 		}
 	}
+	for name, g := range cp.workloadGenerations(t, ns) {
+		if generations[name] != g {
+			t.Errorf("helm upgrade with unchanged values changed %s (generation %d -> %d): its pods would roll", name, generations[name], g)
+		}
+	}
 	for _, w := range cp.warnings.take() {
 		t.Errorf("API server warning: %s", w)
 	}
+}
+
+// workloadGenerations returns metadata.generation of every Deployment and StatefulSet of
+// a namespace (it changes with the spec, e.g. a pod template annotation).
+func (cp *controlPlane) workloadGenerations(t *testing.T, ns string) map[string]int64 {
+	t.Helper()
+	out := map[string]int64{}
+	for _, res := range []string{"deployments", "statefulsets"} {
+		list, err := cp.dyn.Resource(schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: res}).Namespace(ns).List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range list.Items {
+			out[res+"/"+o.GetName()] = o.GetGeneration()
+		}
+	}
+	return out
 }
 
 // secretData returns the chart-generated Secrets of a namespace (Helm's release records

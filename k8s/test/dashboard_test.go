@@ -14,7 +14,7 @@ var dashboardMetrics = []string{
 	"eventbus_published_total", "eventbus_confirmed_total", "eventbus_returned_total",
 	"eventbus_consumed_total", "eventbus_retried_total", "eventbus_dead_lettered_total",
 	"eventbus_handler_seconds_bucket", "eventbus_outbox_pending",
-	"eventbus_outbox_oldest_pending_seconds", "eventbus_lag_seconds_bucket",
+	"eventbus_outbox_oldest_pending_seconds", "eventbus_outbox_drained_total", "eventbus_lag_seconds_bucket",
 	"http_requests_total", "http_request_duration_seconds_bucket",
 }
 

@@ -72,6 +72,7 @@ var customKinds = map[schema.GroupVersionKind]bool{
 	{Group: "keda.sh", Version: "v1alpha1", Kind: "ScaledObject"}:           true,
 	{Group: "keda.sh", Version: "v1alpha1", Kind: "TriggerAuthentication"}:  true,
 	{Group: "monitoring.coreos.com", Version: "v1", Kind: "ServiceMonitor"}: true,
+	{Group: "monitoring.coreos.com", Version: "v1", Kind: "PrometheusRule"}: true,
 	{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "HTTPRoute"}:  true,
 }
 

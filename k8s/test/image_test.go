@@ -4,10 +4,12 @@ import (
 	"archive/tar"
 	"bufio"
 	"debug/elf"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +20,9 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/personscore/k8s/test/imagebuild"
@@ -373,8 +377,12 @@ func TestRabbitMQServerImage(t *testing.T) {
 		k, v, _ := strings.Cut(e, "=")
 		env[k] = v
 	}
-	if env["HOME"] != "/var/lib/rabbitmq" || env["RABBITMQ_LOGS"] != "-" {
-		t.Errorf("env %v: want HOME=/var/lib/rabbitmq and RABBITMQ_LOGS=-", cf.Config.Env)
+	// The operator mounts writable volumes at /var/lib/rabbitmq and its mnesia/ only (the
+	// root filesystem is read-only): logs go to stdout, and the upgrade log RabbitMQ 3.10
+	// still writes as a file (the first real run crashed with erofs on
+	// /var/log/rabbitmq/<node>_upgrade.log) must go below /var/lib/rabbitmq.
+	if env["HOME"] != "/var/lib/rabbitmq" || env["RABBITMQ_LOGS"] != "-" || env["RABBITMQ_UPGRADE_LOG"] != "-" || !strings.HasPrefix(env["RABBITMQ_LOG_BASE"], "/var/lib/rabbitmq/") {
+		t.Errorf("env %v: want HOME=/var/lib/rabbitmq, RABBITMQ_LOGS=-, RABBITMQ_UPGRADE_LOG=- and RABBITMQ_LOG_BASE below /var/lib/rabbitmq", cf.Config.Env)
 	}
 	fs := imageFS(t, img)
 	// resolve follows symlinks inside the image, in every path component (Debian's
@@ -459,4 +467,65 @@ func TestRabbitMQServerImage(t *testing.T) {
 		compressed += s
 	}
 	t.Logf("rabbitmq image: %d layer(s), %.1f MiB compressed, server %s", len(layers), float64(compressed)/(1<<20), server)
+}
+
+// The skaffold local-node build imports an OCI archive into containerd and pushes the
+// same image to the loopback registry; skaffold deploys repo:tag@<digest it read from
+// the registry>, which the kubelet finds only if the imported manifest has that digest.
+func TestOCIArchiveMatchesPushedDigest(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "fixture")
+	if err := imagebuild.GoBuild(filepath.Join(repoRoot, "k8s", "test"), "./testdata/fixture", bin, ""); err != nil {
+		t.Fatal(err)
+	}
+	img, err := imagebuild.Build(imagebuild.Spec{Name: "fixture", Binary: bin, Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := httptest.NewServer(registry.New())
+	defer reg.Close()
+	ref, err := name.NewTag(strings.TrimPrefix(reg.URL, "http://") + "/personscore_fixture:t1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	desc, err := remote.Head(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	archive := filepath.Join(dir, "fixture.oci.tar")
+	if err := imagebuild.WriteOCIArchive(archive, ref.String(), img); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	var index v1.IndexManifest
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			t.Fatalf("index.json not in the archive: %v", err)
+		}
+		if h.Name == "index.json" {
+			if err := json.NewDecoder(tr).Decode(&index); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	if len(index.Manifests) != 1 {
+		t.Fatalf("index has %d manifests", len(index.Manifests))
+	}
+	m := index.Manifests[0]
+	if m.Digest != desc.Digest {
+		t.Errorf("archive manifest %s, registry digest %s: the imported image would not match skaffold's tag@digest", m.Digest, desc.Digest)
+	}
+	if m.Annotations["io.containerd.image.name"] != ref.String() {
+		t.Errorf("archive names the image %q, want %q", m.Annotations["io.containerd.image.name"], ref)
+	}
 }

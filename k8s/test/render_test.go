@@ -780,6 +780,55 @@ func TestMonitoringOptions(t *testing.T) {
 	}
 }
 
+// The example alert rules on the outbox backlog are opt-in; enabled, they
+// watch the backlog's growth and age on the release's own pods.
+func TestOutboxAlertRule(t *testing.T) {
+	for _, c := range charts {
+		for _, p := range profiles(c) {
+			if n := len(ofKind(renderChart(t, c, p), "PrometheusRule")); n != 0 {
+				t.Errorf("%s/%s: %d PrometheusRules, want none unless enabled", c, p.Name, n)
+			}
+		}
+		r := renderChart(t, c, profile{Name: "default"}, "metrics.prometheusRule.enabled=true", "metrics.prometheusRule.backlogAbove=500")
+		rules := ofKind(r, "PrometheusRule")
+		if len(rules) != 1 {
+			t.Fatalf("%s: want one PrometheusRule when enabled, got %d", c, len(rules))
+		}
+		groups, _, _ := unstructured.NestedSlice(rules[0].Unstructured.Object, "spec", "groups")
+		exprs := map[string]string{}
+		for _, g := range groups {
+			rs, _, _ := unstructured.NestedSlice(g.(map[string]any), "rules")
+			for _, rule := range rs {
+				m := rule.(map[string]any)
+				exprs[fmt.Sprint(m["alert"])] = fmt.Sprint(m["expr"])
+			}
+		}
+		job := fmt.Sprintf(`namespace=%q, job=%q`, testNamespace, c)
+		for alert, want := range map[string][]string{
+			"OutboxBacklogGrowing":     {"eventbus_outbox_pending{" + job + "}) > 500", "deriv(eventbus_outbox_pending{" + job + "}[10m])) > 0"},
+			"OutboxOldestPendingEvent": {"eventbus_outbox_oldest_pending_seconds{" + job + "}) > 600"},
+		} {
+			for _, w := range want {
+				if !strings.Contains(exprs[alert], w) {
+					t.Errorf("%s: alert %s: expr %q lacks %q", c, alert, exprs[alert], w)
+				}
+			}
+		}
+	}
+}
+
+// person passes the outbox backlog's bounds to the service.
+func TestOutboxBoundsReachPerson(t *testing.T) {
+	r := renderChart(t, "person", profile{Name: "default"}, "config.outbox.maxPending=500", "config.outbox.maxAge=15m")
+	env := map[string]string{}
+	for _, e := range appContainer(t, r).Env {
+		env[e.Name] = e.Value
+	}
+	if env["OUTBOX_MAX_PENDING"] != "500" || env["OUTBOX_MAX_AGE"] != "15m" {
+		t.Errorf("person env: OUTBOX_MAX_PENDING=%q OUTBOX_MAX_AGE=%q", env["OUTBOX_MAX_PENDING"], env["OUTBOX_MAX_AGE"])
+	}
+}
+
 // NOTES.txt carries the README's curls; a helm test hook exists.
 func TestNotesAndHelmTest(t *testing.T) {
 	forEachRendering(t, func(t *testing.T, r *rendered) {

@@ -19,6 +19,7 @@ type Metrics struct {
 	Lag            *prometheus.HistogramVec
 	OutboxPending  *prometheus.GaugeVec
 	OutboxOldest   *prometheus.GaugeVec
+	OutboxDrained  *prometheus.CounterVec
 }
 
 // NewMetrics creates the instruments and registers them with reg (nil: not registered).
@@ -33,12 +34,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		DeadLettered:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "eventbus_dead_lettered_total", Help: "Events moved to the dead-letter queue."}, []string{"queue", "reason"}),
 		HandlerSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "eventbus_handler_seconds", Help: "Handler run time.", Buckets: prometheus.DefBuckets}, []string{"queue", "type"}),
 		Lag:            prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "eventbus_lag_seconds", Help: "End-to-end lag from event time to handled.", Buckets: lagBuckets}, []string{"queue", "type"}),
-		OutboxPending:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "eventbus_outbox_pending", Help: "Events written to the outbox and not yet confirmed by the broker."}, []string{"collection"}),
-		OutboxOldest:   prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "eventbus_outbox_oldest_pending_seconds", Help: "Age of the oldest pending outbox event."}, []string{"collection"}),
+		OutboxPending:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "eventbus_outbox_pending", Help: "Events in the outbox not yet confirmed by the broker, as this process counts them (its own writes, and what its sweeps found due)."}, []string{"collection"}),
+		OutboxOldest:   prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "eventbus_outbox_oldest_pending_seconds", Help: "Age of the oldest pending outbox event (0 when none)."}, []string{"collection"}),
+		OutboxDrained:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "eventbus_outbox_drained_total", Help: "Backlog events published late: left in their documents by a failed publish, a full relay or a crash, then published by the sweep or ahead of a newer event of their document. Its rate is the drain rate."}, []string{"collection"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Published, m.Confirmed, m.Returned, m.Consumed, m.Retried, m.DeadLettered,
-			m.HandlerSeconds, m.Lag, m.OutboxPending, m.OutboxOldest)
+			m.HandlerSeconds, m.Lag, m.OutboxPending, m.OutboxOldest, m.OutboxDrained)
 	}
 	return m
 }

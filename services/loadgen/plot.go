@@ -52,15 +52,19 @@ func linePoints(p *plot.Plot, xys plotter.XYs, c color.Color, shape draw.GlyphDr
 	return nil
 }
 
-// PlotTimeline draws a run second by second: throughput on top, replication
-// lag and write latency below.
+// PlotTimeline draws a run bucket by bucket (a second unless TimelineStepS
+// says otherwise): throughput on top, replication lag and write latency below.
 func PlotTimeline(r *RunResult, file string) error {
+	step := r.TimelineStepS
+	if step <= 0 {
+		step = 1
+	}
 	top := plot.New()
 	top.Title.Text = fmt.Sprintf("%s: writes per second (target %s)", r.Name, rateText(r.TargetRate))
 	top.Y.Label.Text = "2xx writes/s"
 	top.Y.Min = 0
 	bottom := plot.New()
-	bottom.Title.Text = "replication lag (2xx → score applied) and write latency, per second"
+	bottom.Title.Text = fmt.Sprintf("replication lag (2xx → score applied) and write latency, per %s", bucketText(step))
 	bottom.X.Label.Text = "seconds since start"
 	bottom.Y.Label.Text = "ms (log)"
 	bottom.Y.Scale = plot.LogScale{}
@@ -68,9 +72,9 @@ func PlotTimeline(r *RunResult, file string) error {
 
 	var thr, errs, lag50, lag99, lat99 plotter.XYs
 	for _, s := range r.Timeline {
-		x := float64(s.T) + 0.5
-		thr = append(thr, plotter.XY{X: x, Y: float64(s.Writes)})
-		errs = append(errs, plotter.XY{X: x, Y: float64(s.Errors)})
+		x := (float64(s.T) + 0.5) * step
+		thr = append(thr, plotter.XY{X: x, Y: float64(s.Writes) / step})
+		errs = append(errs, plotter.XY{X: x, Y: float64(s.Errors) / step})
 		if s.Writes > 0 {
 			lag50 = append(lag50, plotter.XY{X: x, Y: floor(s.LagP50MS)})
 			lag99 = append(lag99, plotter.XY{X: x, Y: floor(s.LagP99MS)})
@@ -106,8 +110,8 @@ func PlotTimeline(r *RunResult, file string) error {
 	}
 	bottom.Legend.Top = true
 	bottom.Add(plotter.NewGrid())
-	top.X.Min, top.X.Max = 0, float64(len(r.Timeline))
-	bottom.X.Min, bottom.X.Max = 0, float64(len(r.Timeline))
+	top.X.Min, top.X.Max = 0, float64(len(r.Timeline))*step
+	bottom.X.Min, bottom.X.Max = 0, float64(len(r.Timeline))*step
 	return saveTiles(file, 9*vg.Inch, 7*vg.Inch, top, bottom)
 }
 
@@ -195,4 +199,11 @@ func rateText(r float64) string {
 		return "closed loop"
 	}
 	return fmt.Sprintf("%.0f/s", r)
+}
+
+func bucketText(step float64) string {
+	if step == 1 {
+		return "second"
+	}
+	return fmt.Sprintf("%g ms", step*1000)
 }

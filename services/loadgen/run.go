@@ -59,7 +59,9 @@ type RunResult struct {
 	LagFirstThirdP50MS float64  `json:"lag_first_third_p50_ms"`
 	LagLastThirdP50MS  float64  `json:"lag_last_third_p50_ms"`
 	Timeline           []Second `json:"timeline"`
-	ErrorSamples       []string `json:"error_samples,omitempty"`
+	// TimelineStepS is the length of a Timeline bucket in seconds (0: 1).
+	TimelineStepS float64  `json:"timeline_step_s,omitempty"`
+	ErrorSamples  []string `json:"error_samples,omitempty"`
 }
 
 // Run drives writes as cfg says, measuring each, and returns when every

@@ -129,7 +129,13 @@ type Sample struct {
 
 // Timeline groups samples into seconds.
 func Timeline(samples []Sample, length time.Duration) []Second {
-	n := max(int(math.Ceil(length.Seconds())), 1)
+	return TimelineStep(samples, length, time.Second)
+}
+
+// TimelineStep groups samples into buckets of step (T counts buckets, Writes
+// and Errors are per bucket).
+func TimelineStep(samples []Sample, length, step time.Duration) []Second {
+	n := max(int(math.Ceil(float64(length)/float64(step))), 1)
 	lat := make([][]time.Duration, n)
 	lag := make([][]time.Duration, n)
 	secs := make([]Second, n)
@@ -137,7 +143,7 @@ func Timeline(samples []Sample, length time.Duration) []Second {
 		secs[i].T = i
 	}
 	for _, s := range samples {
-		i := min(max(int(s.At/time.Second), 0), n-1)
+		i := min(max(int(s.At/step), 0), n-1)
 		if !s.OK {
 			secs[i].Errors++
 			continue

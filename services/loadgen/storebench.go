@@ -18,9 +18,9 @@ import (
 
 // StoreConfig is one store benchmark.
 type StoreConfig struct {
-	// PostgreSQLURL selects the PostgreSQL backend: a fresh database is
-	// created next to the one it names and dropped at the end. Empty: SQLite
-	// in a temporary folder.
+	// PostgreSQLURL selects the PostgreSQL journal: a fresh database is
+	// created next to the one it names and dropped at the end. Empty: the
+	// file journal in a temporary folder.
 	PostgreSQLURL string
 	Duration      time.Duration // per operation
 	// Sizes are the collection sizes the find, update and cas operations
@@ -48,11 +48,10 @@ type StoreResult struct {
 }
 
 // Store operations measured, each by one client, one after another. Besides
-// the plain upsert rate, they show what the services' access pattern costs:
-// FerretDB v1's SQLite backend turns a filter into SQL only when it is exactly
-// {_id: <string or ObjectID>}; any other filter (an int64 _id as person and
-// score use, or _id plus version as a compare-and-swap) reads and decodes
-// every document of the collection. So these run on collections of two sizes.
+// the plain upsert rate, they show what the services' access pattern costs
+// (an int64 _id as person and score use, _id plus version as a
+// compare-and-swap), on collections of two sizes: a store whose cost grows
+// with the collection shows it here.
 const (
 	StoreUpsert = "upsert_new" // updateOne upsert of a new _id ($set + $inc): the FACTS.md number
 	StoreFind   = "find"       // findOne by _id
@@ -61,9 +60,9 @@ const (
 )
 
 // BenchStore starts a fresh embedded server (the same localmongo package
-// bin/localmongo runs) and measures sequential operations through its gate.
+// bin/localmongo runs) and measures sequential operations.
 func BenchStore(ctx context.Context, cfg StoreConfig) ([]StoreResult, error) {
-	backend := "sqlite"
+	backend := "file"
 	lc := localmongo.Config{Addr: "127.0.0.1:0"}
 	if cfg.PostgreSQLURL != "" {
 		backend = "postgresql"

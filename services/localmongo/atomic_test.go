@@ -16,9 +16,7 @@ import (
 const workers = 16
 
 // perWorker is 200: 3,200 $inc updates of one document, as specified; -short
-// runs 25 per worker. Without the gate only 6-8% of the updates survive, so
-// -short still catches it. The $push variant stays small: FerretDB rewrites the
-// whole document on every update, so its cost grows with the array.
+// runs 25 per worker. (FerretDB v1, the former engine, kept only 6-8% of them.)
 func perWorker() int {
 	if testing.Short() {
 		return 25
@@ -35,7 +33,7 @@ type counterDoc struct {
 }
 
 // hammer runs workers×perWorker updates of one document concurrently and asserts
-// that none was lost: FerretDB alone loses most of them, the gate must not.
+// that none was lost.
 func hammer(t *testing.T, perWorker int, withLog bool, update func(ctx context.Context, coll *mongo.Collection, i int) error) {
 	s := mongotest.Start(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)

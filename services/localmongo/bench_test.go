@@ -13,12 +13,8 @@ import (
 )
 
 // BenchmarkSequentialUpsert measures one client upserting distinct documents
-// one after another through the gate. The backend is SQLite, or PostgreSQL
-// when MONGOTEST_POSTGRESQL_URL is set.
-//
-// _id is a string (like a CPF): FerretDB's SQLite backend only uses the _id
-// index for a filter that is exactly {_id: <string|ObjectID>}; an int _id or
-// any extra field in the filter means a full collection scan per operation.
+// one after another. The journal is a file, or a PostgreSQL table when
+// MONGOTEST_POSTGRESQL_URL is set.
 func BenchmarkSequentialUpsert(b *testing.B) {
 	s := mongotest.Start(b)
 	ctx := b.Context()
@@ -38,7 +34,7 @@ func BenchmarkSequentialUpsert(b *testing.B) {
 	b.ReportMetric(float64(i)/time.Since(start).Seconds(), "docs/s")
 }
 
-// BenchmarkStart measures Start (FerretDB + gate + readiness ping) to Close on SQLite.
+// BenchmarkStart measures Start (journal load + readiness ping) to Close, journal in a file.
 func BenchmarkStart(b *testing.B) {
 	for b.Loop() {
 		s, err := localmongo.Start(b.Context(), localmongo.Config{Addr: "127.0.0.1:0", Dir: b.TempDir()})

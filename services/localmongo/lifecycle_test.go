@@ -10,6 +10,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/personscore/localmongo"
+	"github.com/personscore/localmongo/mongotest"
 )
 
 func TestCloseIsIdempotent(t *testing.T) {
@@ -34,8 +35,8 @@ func TestCloseIsIdempotent(t *testing.T) {
 }
 
 func TestDataPersistsAcrossRestart(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "nested", "data") // created by Start
-	cfg := localmongo.Config{Addr: "127.0.0.1:0", Dir: dir}
+	cfg := mongotest.Config(t)
+	cfg.Dir = filepath.Join(cfg.Dir, "nested", "data") // created by Start
 	ctx := testCtx(t)
 
 	s1, err := localmongo.Start(ctx, cfg)
@@ -43,7 +44,17 @@ func TestDataPersistsAcrossRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	coll := connect(t, s1).Database("persist").Collection("things")
-	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: "keep"}, {Key: "v", Value: 42}}); err != nil {
+	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: "keep"}, {Key: "v", Value: 41}}); err != nil {
+		t.Fatal(err)
+	}
+	// Updates are journaled as operators and replayed.
+	if _, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: "keep"}}, bson.D{{Key: "$inc", Value: bson.D{{Key: "v", Value: 1}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: "gone"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: "gone"}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s1.Close(); err != nil {
@@ -63,6 +74,21 @@ func TestDataPersistsAcrossRestart(t *testing.T) {
 	}
 	if got.V != 42 {
 		t.Fatalf("after restart: v=%d", got.V)
+	}
+	if n, err := connect(t, s2).Database("persist").Collection("things").CountDocuments(ctx, bson.D{}); err != nil || n != 1 {
+		t.Fatalf("after restart: %d documents (%v), want 1", n, err)
+	}
+	// A second restart loads the snapshot the first one wrote.
+	if err := s2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s3, err := localmongo.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s3.Close()
+	if err := connect(t, s3).Database("persist").Collection("things").FindOne(ctx, bson.D{{Key: "_id", Value: "keep"}}).Decode(&got); err != nil || got.V != 42 {
+		t.Fatalf("after the second restart: v=%d, %v", got.V, err)
 	}
 }
 

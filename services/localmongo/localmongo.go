@@ -1,7 +1,7 @@
 // Package localmongo runs an embedded MongoDB-wire server for local runs and
-// tests: FerretDB v1 (SQLite or PostgreSQL backend) behind a small gate that
-// serializes write commands, so that single-document updates are atomic as on
-// a real MongoDB.
+// tests: its own engine (engine.go) keeps the documents in memory, applies
+// every write to a document atomically, and journals each operation to a file
+// in Dir or to a table of a PostgreSQL database.
 package localmongo
 
 import (
@@ -10,12 +10,9 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
-	"github.com/FerretDB/FerretDB/ferretdb"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -26,14 +23,14 @@ import (
 type Config struct {
 	// Addr is the public listen address, e.g. "127.0.0.1:27017" or "127.0.0.1:0".
 	Addr string
-	// Dir is the SQLite data directory, created if missing. Ignored with PostgreSQLURL.
+	// Dir is the data directory (the journal file), created if missing.
+	// Ignored with PostgreSQLURL.
 	Dir string
-	// PostgreSQLURL, if set, selects the PostgreSQL backend instead of SQLite,
-	// e.g. "postgres://root@127.0.0.1:5432/test". The database must exist;
-	// each MongoDB database becomes a schema in it.
+	// PostgreSQLURL, if set, keeps the journal in a table (localmongo_journal)
+	// of this PostgreSQL database instead, e.g.
+	// "postgres://root@127.0.0.1:5432/test". The database must exist.
 	PostgreSQLURL string
-	// Logger may be nil. FerretDB's own logs go to it at warn level and above,
-	// or at all levels if the logger has debug enabled.
+	// Logger may be nil.
 	Logger *zap.Logger
 }
 
@@ -41,10 +38,7 @@ type Config struct {
 type Server struct {
 	uri  string
 	log  *zap.Logger
-	gate *gate
-
-	stopFerret context.CancelFunc
-	ferretDone chan struct{}
+	wire *wireServer
 
 	closeOnce sync.Once
 }
@@ -52,9 +46,8 @@ type Server struct {
 // startTimeout bounds the readiness ping when ctx has no earlier deadline.
 const startTimeout = 30 * time.Second
 
-// Start starts FerretDB on a loopback port and the write gate on cfg.Addr and
-// returns once a ping through the gate succeeds. ctx bounds startup only;
-// stop the server with Close.
+// Start loads the store from its journal, listens on cfg.Addr and returns
+// once a ping succeeds. ctx bounds startup only; stop the server with Close.
 func Start(ctx context.Context, cfg Config) (*Server, error) {
 	log := cfg.Logger
 	if log == nil {
@@ -63,73 +56,47 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Addr == "" {
 		return nil, errors.New("localmongo: Addr is required")
 	}
+	return startEngine(ctx, cfg, log)
+}
 
-	fcfg := &ferretdb.Config{
-		// Only a TCP listener on loopback: no Unix socket, no TLS. The embedded
-		// package starts no telemetry reporter, debug or metrics HTTP listener.
-		Listener: ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
-		Logger:   newSlogLogger(log),
-	}
-	if cfg.PostgreSQLURL != "" {
-		pgURL, err := withCustomPlans(cfg.PostgreSQLURL)
-		if err != nil {
-			return nil, fmt.Errorf("localmongo: PostgreSQL URL: %w", err)
-		}
-		fcfg.Handler = "postgresql"
-		fcfg.PostgreSQLURL = pgURL
-	} else {
-		if cfg.Dir == "" {
-			return nil, errors.New("localmongo: Dir is required for the SQLite backend")
-		}
-		dir, err := filepath.Abs(cfg.Dir)
-		if err != nil {
-			return nil, fmt.Errorf("localmongo: data dir: %w", err)
-		}
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return nil, fmt.Errorf("localmongo: data dir: %w", err)
-		}
-		fcfg.Handler = "sqlite"
-		// FerretDB wants a "file:" URI of a directory ending with "/". It already
-		// uses WAL; synchronous=NORMAL skips the fsync per commit (data survives a
-		// process crash, not a power cut), which is right for a dev/test store.
-		fcfg.SQLiteURL = (&url.URL{
-			Scheme:   "file",
-			Path:     filepath.ToSlash(dir) + "/",
-			RawQuery: "_pragma=synchronous(normal)",
-		}).String()
-	}
+// URI returns the connection string for mongo-driver, e.g.
+// "mongodb://127.0.0.1:27017/?directConnection=true".
+func (s *Server) URI() string { return s.uri }
 
-	f, err := ferretdb.New(fcfg)
-	if err != nil {
-		return nil, fmt.Errorf("localmongo: start FerretDB: %w", err)
-	}
-	upstream, err := hostPort(f.MongoDBURI()) // listener is bound by New
-	if err != nil {
-		return nil, fmt.Errorf("localmongo: FerretDB address: %w", err)
-	}
+// Close stops serving and closes the journal. It is idempotent.
+func (s *Server) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		s.wire.close()
+		err = s.wire.eng.close()
+	})
+	return err
+}
 
-	// FerretDB outlives ctx: it runs until Close.
-	fctx, stopFerret := context.WithCancel(context.Background())
-	s := &Server{log: log, stopFerret: stopFerret, ferretDone: make(chan struct{})}
-	go func() {
-		defer close(s.ferretDone)
-		_ = f.Run(fctx) // always nil; closes the backend when fctx ends
-	}()
-	if cfg.PostgreSQLURL != "" {
-		// Ends with FerretDB (fctx); Close waits only for FerretDB.
-		go maintainTables(fctx, fcfg.PostgreSQLURL, log)
+// startEngine opens the engine and serves it on cfg.Addr.
+func startEngine(ctx context.Context, cfg Config, log *zap.Logger) (*Server, error) {
+	var eng *engine
+	var err error
+	switch {
+	case cfg.PostgreSQLURL != "":
+		if eng, err = openPGEngine(ctx, cfg.PostgreSQLURL); err != nil {
+			return nil, fmt.Errorf("localmongo: open the PostgreSQL journal: %w", err)
+		}
+	case cfg.Dir == "":
+		return nil, errors.New("localmongo: Dir is required")
+	default:
+		if eng, err = openEngine(cfg.Dir); err != nil {
+			return nil, fmt.Errorf("localmongo: open %s: %w", cfg.Dir, err)
+		}
 	}
-
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
-		s.stopFerretAndWait()
+		_ = eng.close()
 		return nil, fmt.Errorf("localmongo: listen on %s: %w", cfg.Addr, err)
 	}
-	s.gate = newGate(ln, upstream, log)
-	s.gate.wg.Add(1)
-	go s.gate.serve()
-	s.uri = uriFor(ln.Addr().(*net.TCPAddr))
-
+	s := &Server{log: log, wire: newWireServer(ln, eng, log), uri: uriFor(ln.Addr().(*net.TCPAddr))}
+	s.wire.wg.Add(1)
+	go s.wire.serve()
 	if err := s.ping(ctx); err != nil {
 		_ = s.Close()
 		return nil, fmt.Errorf("localmongo: not ready: %w", err)
@@ -137,27 +104,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// URI returns the connection string for mongo-driver, e.g.
-// "mongodb://127.0.0.1:27017/?directConnection=true".
-func (s *Server) URI() string { return s.uri }
-
-// Close stops the gate and FerretDB and closes the backend. It is idempotent.
-func (s *Server) Close() error {
-	s.closeOnce.Do(func() {
-		if s.gate != nil {
-			s.gate.close()
-		}
-		s.stopFerretAndWait()
-	})
-	return nil
-}
-
-func (s *Server) stopFerretAndWait() {
-	s.stopFerret()
-	<-s.ferretDone
-}
-
-// ping checks the whole path (gate and FerretDB) with a real driver round trip.
+// ping checks the server with a real driver round trip.
 func (s *Server) ping(ctx context.Context) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -186,12 +133,4 @@ func uriFor(a *net.TCPAddr) string {
 		RawQuery: "directConnection=true",
 	}
 	return u.String()
-}
-
-func hostPort(uri string) (string, error) {
-	u, err := url.Parse(uri)
-	if err != nil {
-		return "", err
-	}
-	return u.Host, nil
 }

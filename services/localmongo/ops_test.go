@@ -2,6 +2,7 @@ package localmongo_test
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -65,14 +66,11 @@ func TestOperations(t *testing.T) {
 		if _, err := coll.InsertOne(ctx, person{ID: "3", Email: "b@x"}); err != nil {
 			t.Fatal(err)
 		}
-		// FerretDB v1 limitation: an UPDATE that violates a unique secondary
-		// index is rejected, but not as a duplicate key error (11000): SQLite
-		// reports InternalError (code 1). Only inserts map to 11000.
+		// An update that would break a unique index is a duplicate key error too.
 		_, err = coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: "3"}}, bson.D{{Key: "$set", Value: bson.D{{Key: "email", Value: "a@x"}}}})
-		if err == nil {
-			t.Fatal("update to a taken email succeeded")
+		if !mongo.IsDuplicateKeyError(err) {
+			t.Fatalf("update to a taken email: want duplicate key error, got %v", err)
 		}
-		t.Logf("update violating unique index: IsDuplicateKeyError=%v err=%v", mongo.IsDuplicateKeyError(err), err)
 		var still person
 		if err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: "3"}}).Decode(&still); err != nil || still.Email != "b@x" {
 			t.Fatalf("document changed by rejected update: %+v, %v", still, err)
@@ -143,8 +141,6 @@ func TestOperations(t *testing.T) {
 			t.Fatalf("after $push $each: %d elements, want 3", len(got))
 		}
 
-		// FerretDB v1 limitation: $pull only removes elements EQUAL to the given
-		// value; a condition such as {id: "e1"} matches nothing, silently.
 		pull := func(v any) int64 {
 			res, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: "o"}},
 				bson.D{{Key: "$pull", Value: bson.D{{Key: "outbox", Value: v}}}})
@@ -153,20 +149,16 @@ func TestOperations(t *testing.T) {
 			}
 			return res.ModifiedCount
 		}
-		if n := pull(bson.D{{Key: "id", Value: "e1"}}); n != 0 {
-			t.Logf("$pull by condition now works on this FerretDB (modified %d): update the docs", n)
-		} else if len(outbox()) != 3 {
-			t.Fatal("$pull by condition reported 0 modified but changed the array")
+		// A document condition is a query on the elements (as in MongoDB).
+		if n := pull(bson.D{{Key: "id", Value: "e1"}}); n != 1 {
+			t.Fatalf("$pull by condition: modified %d, want 1", n)
 		}
-
-		// Working alternative: $pull the exact element, as read from the document.
-		e1 := outbox()[0]
-		if n := pull(e1); n != 1 {
+		// The exact element, as read from the document, is a condition on all its fields.
+		if n := pull(outbox()[0]); n != 1 {
 			t.Fatalf("$pull exact element: modified %d, want 1", n)
 		}
-		// Re-encoding the same struct also gives an equal element.
-		if n := pull(event{ID: "e2", Type: "b"}); n != 1 {
-			t.Fatalf("$pull exact struct: modified %d, want 1", n)
+		if n := pull(bson.D{{Key: "id", Value: "nope"}}); n != 0 {
+			t.Fatalf("$pull matching nothing: modified %d, want 0", n)
 		}
 		got := outbox()
 		var last event
@@ -261,8 +253,8 @@ func TestOperations(t *testing.T) {
 		}
 	})
 
-	// Unacknowledged writes set OP_MSG moreToCome; FerretDB v1 answers them anyway
-	// and the gate must swallow that answer or the connection desynchronizes.
+	// Unacknowledged writes set OP_MSG moreToCome: the server must not answer
+	// them, or the connection desynchronizes.
 	t.Run("UnacknowledgedWrites", func(t *testing.T) {
 		c := connect(t, s, options.Client().SetMaxPoolSize(1))
 		coll := c.Database("ops").Collection("w0", options.Collection().SetWriteConcern(writeconcern.Unacknowledged()))
@@ -277,18 +269,72 @@ func TestOperations(t *testing.T) {
 		}
 	})
 
-	t.Run("FindOneAndUpdateProjectionUnsupported", func(t *testing.T) {
+	t.Run("FindOneAndUpdateProjection", func(t *testing.T) {
 		coll := db.Collection("proj")
-		if _, err := coll.InsertOne(ctx, person{ID: "p", Name: "x"}); err != nil {
+		if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: "p"}, {Key: "name", Value: "x"}, {Key: "big", Value: "y"}}); err != nil {
 			t.Fatal(err)
 		}
+		var got bson.D
 		err := coll.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: "p"}},
 			bson.D{{Key: "$set", Value: bson.D{{Key: "name", Value: "y"}}}},
-			options.FindOneAndUpdate().SetProjection(bson.D{{Key: "name", Value: 1}})).Err()
-		// FerretDB v1 limitation: no projection in findAndModify (code 238 NotImplemented).
-		var ce mongo.CommandError
-		if !errors.As(err, &ce) || ce.Code != 238 {
-			t.Fatalf("findAndModify with projection: want NotImplemented (238), got %v", err)
+			options.FindOneAndUpdate().SetProjection(bson.D{{Key: "name", Value: 1}}).SetReturnDocument(options.After)).Decode(&got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := bson.D{{Key: "_id", Value: "p"}, {Key: "name", Value: "y"}}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("findAndModify with projection = %v, want %v", got, want)
 		}
 	})
+}
+
+func TestTopCountsCommands(t *testing.T) {
+	s := mongotest.Start(t)
+	ctx := testCtx(t)
+	c := connect(t, s)
+	coll := c.Database("topdb").Collection("things")
+	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: 1}}, bson.D{{Key: "$inc", Value: bson.D{{Key: "n", Value: 1}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: 1}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := c.Database("admin").RunCommand(ctx, bson.D{{Key: "top", Value: 1}}).Raw()
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func(kind string) int64 {
+		n, _ := raw.Lookup("totals", "topdb.things", kind, "count").AsInt64OK()
+		return n
+	}
+	if count("insert") != 1 || count("update") != 3 || count("queries") != 1 {
+		t.Fatalf("top for topdb.things = %v, want 1 insert, 3 updates, 1 query", raw.Lookup("totals", "topdb.things"))
+	}
+}
+
+func TestUpdateDoesNotCreateACollection(t *testing.T) {
+	s := mongotest.Start(t)
+	ctx := testCtx(t)
+	db := connect(t, s).Database("nocreate")
+	if _, err := db.Collection("gone").UpdateOne(ctx, bson.D{{Key: "_id", Value: 1}}, bson.D{{Key: "$set", Value: bson.D{{Key: "a", Value: 1}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Collection("gone2").FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: 1}}, bson.D{{Key: "$set", Value: bson.D{{Key: "a", Value: 1}}}}).Err(); !errors.Is(err, mongo.ErrNoDocuments) {
+		t.Fatalf("findAndModify on a missing collection: %v", err)
+	}
+	names, err := db.ListCollectionNames(ctx, bson.D{})
+	if err != nil || len(names) != 0 {
+		t.Fatalf("collections %v (%v), want none", names, err)
+	}
+	if _, err := db.Collection("made").UpdateOne(ctx, bson.D{{Key: "_id", Value: 1}}, bson.D{{Key: "$set", Value: bson.D{{Key: "a", Value: 1}}}}, options.UpdateOne().SetUpsert(true)); err != nil {
+		t.Fatal(err)
+	}
+	if names, _ := db.ListCollectionNames(ctx, bson.D{}); len(names) != 1 || names[0] != "made" {
+		t.Fatalf("after an upsert: collections %v, want [made]", names)
+	}
 }

@@ -71,6 +71,7 @@ func (c *checker) str(field string, required bool, maxLen int) string {
 		c.fail(field, "must not be empty")
 	case utf8.RuneCountInString(s) > maxLen: // characters, as the OpenAPI maxLength counts
 		c.fail(field, "is too long")
+		return "" // one error per field: later checks of this field do not run
 	}
 	return s
 }

@@ -325,15 +325,15 @@ as a raw string: the JSON holds Grafana's own {{...}} legend templates.
     {
       "id": 5,
       "type": "timeseries",
-      "title": "Outbox pending",
-      "description": "Events written to the outbox but not yet confirmed by the broker.",
+      "title": "Outbox backlog: events not yet confirmed by the broker",
+      "description": "eventbus_outbox_pending per pod: the events this replica counts as stored and not yet confirmed (its own writes, and what its sweeps found). It grows while the broker is unreachable; person refuses writes (503) once it reaches OUTBOX_MAX_PENDING.",
       "datasource": {
         "type": "prometheus",
         "uid": "${datasource}"
       },
       "gridPos": {
         "h": 8,
-        "w": 12,
+        "w": 8,
         "x": 0,
         "y": 16
       },
@@ -369,16 +369,16 @@ as a raw string: the JSON holds Grafana's own {{...}} legend templates.
     {
       "id": 6,
       "type": "timeseries",
-      "title": "Oldest pending outbox event",
-      "description": "Age of the oldest unpublished outbox event; a growing value means the relay/sweep is stuck.",
+      "title": "Oldest pending outbox event (age)",
+      "description": "eventbus_outbox_oldest_pending_seconds per pod (0 when the backlog is empty); person refuses writes once it reaches OUTBOX_MAX_AGE.",
       "datasource": {
         "type": "prometheus",
         "uid": "${datasource}"
       },
       "gridPos": {
         "h": 8,
-        "w": 12,
-        "x": 12,
+        "w": 8,
+        "x": 8,
         "y": 16
       },
       "fieldConfig": {
@@ -401,6 +401,50 @@ as a raw string: the JSON holds Grafana's own {{...}} legend templates.
       "targets": [
         {
           "expr": "max by (pod) (eventbus_outbox_oldest_pending_seconds{job=~\"$job\", namespace=~\"$namespace\"})",
+          "legendFormat": "{{pod}}",
+          "refId": "A",
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}"
+          }
+        }
+      ]
+    },
+    {
+      "id": 10,
+      "type": "timeseries",
+      "title": "Outbox drain rate",
+      "description": "rate(eventbus_outbox_drained_total): backlog events published late (left by a broker outage, a full relay or a crash), per second. Non-zero after an outage until the backlog is empty.",
+      "datasource": {
+        "type": "prometheus",
+        "uid": "${datasource}"
+      },
+      "gridPos": {
+        "h": 8,
+        "w": 8,
+        "x": 16,
+        "y": 16
+      },
+      "fieldConfig": {
+        "defaults": {
+          "unit": "ops"
+        },
+        "overrides": []
+      },
+      "options": {
+        "legend": {
+          "displayMode": "list",
+          "placement": "bottom",
+          "showLegend": true
+        },
+        "tooltip": {
+          "mode": "multi",
+          "sort": "none"
+        }
+      },
+      "targets": [
+        {
+          "expr": "sum by (pod) (rate(eventbus_outbox_drained_total{job=~\"$job\", namespace=~\"$namespace\"}[$__rate_interval]))",
           "legendFormat": "{{pod}}",
           "refId": "A",
           "datasource": {

@@ -203,14 +203,25 @@ needs no escaping.
 {{- end -}}
 {{- end -}}
 
-{{/* Keep a generated password stable across upgrades by reading it back from the cluster. */}}
+{{/*
+A generated secret value, stable across upgrades: read back from the cluster (lookup) when
+the Secret exists, else generated once per render and remembered (in a map under .Values
+that lives only during this render), so the Secret and the checksum annotation of the pod
+template see the same value and an upgrade with unchanged values rolls no pods.
+*/}}
 {{- define "common.secretValue" -}}
+{{- $memo := .ctx.Values._generated | default dict -}}
+{{- $_ := set .ctx.Values "_generated" $memo -}}
+{{- $id := printf "%s/%s" .secret .key -}}
+{{- if not (hasKey $memo $id) -}}
 {{- $existing := lookup "v1" "Secret" .ctx.Release.Namespace .secret -}}
 {{- if and $existing (index ($existing.data | default dict) .key) -}}
-{{- index $existing.data .key | b64dec -}}
+{{- $_ := set $memo $id (index $existing.data .key | b64dec) -}}
 {{- else -}}
-{{- randAlphaNum (int (default 32 .length)) -}}
+{{- $_ := set $memo $id (randAlphaNum (int (default 32 .length))) -}}
 {{- end -}}
+{{- end -}}
+{{- index $memo $id -}}
 {{- end -}}
 
 {{/* Pod/container security context meeting the "restricted" Pod Security Standard. */}}

@@ -48,7 +48,7 @@ spec:
       containers:
         - name: mongodb
           {{- if $local }}
-          # localmongo: the embedded MongoDB-wire server (FerretDB + SQLite in /data/db),
+          # localmongo: the embedded MongoDB-wire server (its journal in /data/db),
           # listening on 0.0.0.0:27017 (image defaults). No authentication.
           image: {{ printf "%s:%s" $m.localmongo.image.repository $m.localmongo.image.tag | quote }}
           imagePullPolicy: {{ $m.localmongo.image.pullPolicy }}

@@ -12,7 +12,8 @@ metadata:
     personscore.io/client: "true"
   annotations:
     helm.sh/hook: test
-    helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+    # Kept after the run (deleted before the next one) so `helm test --logs` can read it.
+    helm.sh/hook-delete-policy: before-hook-creation
 spec:
   restartPolicy: Never
   automountServiceAccountToken: false

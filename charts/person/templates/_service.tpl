@@ -13,6 +13,10 @@ charts/common call.
 
 {{/* Service-specific environment (none for person). */}}
 {{- define "svc.extraServiceEnv" -}}
+- name: OUTBOX_MAX_PENDING
+  value: {{ .Values.config.outbox.maxPending | int | quote }}
+- name: OUTBOX_MAX_AGE
+  value: {{ .Values.config.outbox.maxAge | quote }}
 {{- end -}}
 
 {{/* The CPU HPA is rendered (person: whenever autoscaling is on). */}}

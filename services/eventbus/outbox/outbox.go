@@ -9,6 +9,14 @@
 // Config.ClearDelay the removal waits a little for the document's next write
 // (ClearWith), which then clears the events at no extra cost.
 //
+// While the broker is unreachable the events stay in their documents (the
+// backlog), and neither the relay nor the sweep touches the store for them.
+// Once it is back the sweep hands each document's backlog to the relay
+// worker that publishes that document's new events too, and a new event of a
+// document with older backlog brings them along, so each aggregate's events
+// go out in version order. Backlog reports the backlog's size and age from
+// memory, for a service to bound it.
+//
 // Delivery is at least once: an event may be published twice (two replicas
 // sweeping, a crash between confirm and removal), never lost.
 package outbox
@@ -25,6 +33,7 @@ import (
 	"time"
 
 	"github.com/personscore/eventbus"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -38,6 +47,10 @@ const Field = "outbox"
 type Publisher interface {
 	Publish(ctx context.Context, events ...eventbus.Event) error
 }
+
+// readier is implemented by publishers that know whether the broker is
+// reachable (eventbus.Publisher); without it the outbox assumes it is.
+type readier interface{ Ready() bool }
 
 // Config tunes an Outbox; zero values take the defaults.
 type Config struct {
@@ -76,6 +89,9 @@ type Outbox struct {
 	seed  maphash.Seed
 	wg    sync.WaitGroup
 
+	backlog *backlog
+	drained prometheus.Counter
+
 	// suspect is set when events may have been left behind: after
 	// a failed publish or removal, when the relay had no room, and when a
 	// sweep saw events it left for another replica's relay.
@@ -97,7 +113,14 @@ type heldEvents struct {
 type note struct {
 	id     any
 	events []eventbus.Event
-	raw    []any // the sweep's events as stored, for an exact removal
+	raw    []any // the events as stored, when read from the document, for an exact removal
+	// notified are the relay's events a catch-up note replaces (see catchUp),
+	// fresh how many of them were written, not found by a sweep.
+	notified []eventbus.Event
+	fresh    int
+	// swept: a sweep found these events left behind and handed them to the
+	// relay, which publishes a document's events in order.
+	swept bool
 }
 
 // New creates the outbox of a collection; call Run to start relaying.
@@ -125,6 +148,17 @@ func New(cfg Config) *Outbox {
 	}
 	o := &Outbox{cfg: cfg, log: cfg.Logger.With(zap.String("outbox", cfg.Collection.Name())), seed: maphash.MakeSeed(),
 		inflight: map[string]struct{}{}, held: map[string]*heldEvents{}}
+	pending := cfg.Metrics.OutboxPending.WithLabelValues(cfg.Collection.Name())
+	age := cfg.Metrics.OutboxOldest.WithLabelValues(cfg.Collection.Name())
+	o.backlog = newBacklog(func(n int, oldest time.Time) {
+		pending.Set(float64(n))
+		if oldest.IsZero() {
+			age.Set(0)
+		} else {
+			age.Set(max(time.Since(oldest).Seconds(), 0))
+		}
+	})
+	o.drained = cfg.Metrics.OutboxDrained.WithLabelValues(cfg.Collection.Name())
 	for range cfg.RelayWorkers {
 		o.notes = append(o.notes, make(chan note, max(8192/cfg.RelayWorkers, 256)))
 	}
@@ -152,6 +186,7 @@ func (o *Outbox) Notify(id any, events ...eventbus.Event) {
 		return
 	}
 	i := maphash.String(o.seed, docKey(id)) % uint64(len(o.notes))
+	o.backlog.add(docKey(id), events...)
 	o.track(events, true)
 	select {
 	case o.notes[i] <- note{id: id, events: events}:
@@ -175,6 +210,32 @@ func (o *Outbox) track(events []eventbus.Event, relaying bool) {
 }
 
 func docKey(id any) string { return fmt.Sprint(id) }
+
+// Backlog returns how many events this process knows to be stored and not yet
+// confirmed by the broker, and the time of the oldest of them (zero when
+// none). It reads no store: it counts the events this process wrote, plus
+// those a sweep found due (seeded by the sweep at start, so a restarted
+// process counts what its predecessor left). Events other live replicas
+// wrote count only once a sweep here found them due, so with several
+// replicas each bounds mostly its own backlog.
+func (o *Outbox) Backlog() (pending int, oldest time.Time) { return o.backlog.size() }
+
+// brokerReady reports whether the publisher can publish now.
+func (o *Outbox) brokerReady() bool {
+	r, ok := o.cfg.Publisher.(readier)
+	return !ok || r.Ready()
+}
+
+// refreshOldest sets the oldest-pending gauge from the backlog (which sets it
+// on every change too; this keeps the age growing between changes).
+func (o *Outbox) refreshOldest() {
+	_, oldest := o.backlog.size()
+	age := 0.0
+	if !oldest.IsZero() {
+		age = max(time.Since(oldest).Seconds(), 0)
+	}
+	o.cfg.Metrics.OutboxOldest.WithLabelValues(o.cfg.Collection.Name()).Set(age)
+}
 
 // ClearWith lets a write the caller is about to make to document id also
 // clear the events of id that the relay has published, sparing the relay a
@@ -202,6 +263,15 @@ func (o *Outbox) ClearWith(id any, update bson.D) (bson.D, func(matched bool)) {
 		}
 		o.hold(h.id, h.events, time.Now())
 	}
+}
+
+// Replaced is ClearWith for a write that replaces document id's whole
+// outbox (for events where a newer one supersedes the older, such as a
+// latest-value notification): the published events held for id count as
+// cleared if that write matched. Call the returned func with whether it did.
+func (o *Outbox) Replaced(id any) func(matched bool) {
+	_, done := o.ClearWith(id, nil)
+	return done
 }
 
 // hold keeps published events of a document for ClearWith until due.
@@ -306,8 +376,14 @@ func (o *Outbox) Run(ctx context.Context, flushTimeout time.Duration) error {
 		case <-clearTick:
 			o.clearDue(ctx, false)
 		case <-tick.C:
+			o.refreshOldest()
 			since := time.Since(last)
 			if since < pause || (!o.suspect.Load() && since < o.cfg.IdleSweepInterval) {
+				continue
+			}
+			if !o.brokerReady() {
+				// Nothing could be published: the backlog waits in the
+				// store, counted in memory, without a read of the collection.
 				continue
 			}
 			sweepNow()
@@ -316,6 +392,11 @@ func (o *Outbox) Run(ctx context.Context, flushTimeout time.Duration) error {
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
 			defer cancel()
 			o.clearDue(fctx, true)
+			if !o.brokerReady() {
+				n, _ := o.backlog.size()
+				o.log.Warn("broker unreachable at shutdown; the backlog stays in the store for the next start", zap.Int("events", n))
+				return nil
+			}
 			// The relay has stopped: what it held is pending like the rest.
 			if err := o.sweep(fctx, 0, false); err != nil {
 				o.log.Warn("outbox flush at shutdown incomplete; the next start republishes", zap.Error(err))
@@ -351,26 +432,216 @@ func (o *Outbox) relay(ctx context.Context, notes chan note) {
 				break more
 			}
 		}
-		var events []eventbus.Event
-		for _, n := range batch {
-			events = append(events, n.events...)
+		if !o.brokerReady() {
+			// The broker is unreachable: the events stay in the backlog,
+			// for the sweep once it is back, without a publish attempt or a
+			// catch-up read per batch.
+			for _, n := range batch {
+				o.track(n.events, false)
+			}
+			o.suspect.Store(true)
+			continue
 		}
+		batch = o.catchUp(ctx, o.unpublished(batch))
+		events := inDocumentOrder(batch)
 		if err := o.cfg.Publisher.Publish(ctx, events...); err != nil {
 			o.log.Warn("relay publish failed; the sweep will retry", zap.Error(err), zap.Int("events", len(events)))
-			o.track(events, false)
+			for _, n := range batch {
+				o.track(n.events, false)
+				o.track(n.notified, false)
+			}
 			o.suspect.Store(true)
 			continue
 		}
 		// Published: hold them for the document's next write (ClearWith),
-		// or clear them now, one removal per document.
+		// or clear them now, one removal per document. A catch-up note's
+		// events are removed at once, exactly as read.
 		due := time.Now().Add(o.cfg.ClearDelay)
 		for _, n := range batch {
-			o.hold(n.id, n.events, due)
+			o.backlog.done(eventIDs(n.events)...)
+			if n.raw == nil {
+				o.hold(n.id, n.events, due)
+				continue
+			}
+			if n.swept {
+				o.drained.Add(float64(len(n.events)))
+			} else {
+				o.drained.Add(float64(max(len(n.events)-n.fresh, 0)))
+			}
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), removeTimeout)
+			if err := o.remove(rctx, n.id, n.raw...); err != nil {
+				o.log.Warn("could not clear published events; they will be republished", zap.Error(err))
+				o.suspect.Store(true)
+			}
+			cancel()
+			o.track(n.events, false)
+			o.track(n.notified, false)
 		}
 		if o.cfg.ClearDelay == 0 {
 			o.clearDue(ctx, false)
 		}
 	}
+}
+
+// unpublished drops from the sweep's notes the events this process has
+// published since the sweep read them (a catch-up did), so they are not
+// published twice.
+func (o *Outbox) unpublished(batch []note) []note {
+	out := batch[:0]
+	for _, n := range batch {
+		if !n.swept {
+			out = append(out, n)
+			continue
+		}
+		kept := note{id: n.id, raw: []any{}, swept: true}
+		for i, ev := range n.events {
+			if o.backlog.tracked(ev.ID) {
+				kept.events = append(kept.events, ev)
+				kept.raw = append(kept.raw, n.raw[i])
+			} else {
+				o.track([]eventbus.Event{ev}, false)
+			}
+		}
+		if len(kept.events) > 0 {
+			out = append(out, kept)
+		}
+	}
+	return out
+}
+
+// inDocumentOrder lists a batch's events for one publish: document by
+// document, each document's events in version order (a document's notes may
+// have arrived out of order: a write's before the sweep's older events).
+func inDocumentOrder(batch []note) []eventbus.Event {
+	var keys []string
+	byDoc := map[string][]eventbus.Event{}
+	for _, n := range batch {
+		k := docKey(n.id)
+		if _, ok := byDoc[k]; !ok {
+			keys = append(keys, k)
+		}
+		byDoc[k] = append(byDoc[k], n.events...)
+	}
+	var events []eventbus.Event
+	for _, k := range keys {
+		evs := byDoc[k]
+		slices.SortStableFunc(evs, func(a, b eventbus.Event) int { return cmp.Compare(a.Version, b.Version) })
+		events = append(events, evs...)
+	}
+	return events
+}
+
+// catchUp replaces the notes of each document that still has older events in
+// the backlog (a publish failed while the broker was down, a crash left them)
+// with one note holding the document's whole outbox in version order, so the
+// new events do not overtake the old ones. Events the relay has published
+// and holds for clearing are left out. If the document cannot be read, the
+// notes go as they are (the sweep publishes the rest later).
+func (o *Outbox) catchUp(ctx context.Context, batch []note) []note {
+	type docNotes struct {
+		first int
+		min   int64
+		ids   map[string]bool
+	}
+	docs := map[string]*docNotes{}
+	for i, n := range batch {
+		k := docKey(n.id)
+		d := docs[k]
+		if d == nil {
+			d = &docNotes{first: i, min: n.events[0].Version, ids: map[string]bool{}}
+			docs[k] = d
+		}
+		for _, ev := range n.events {
+			d.min = min(d.min, ev.Version)
+			d.ids[ev.ID] = true
+		}
+	}
+	replaced := map[string]note{}
+	for k, d := range docs {
+		if !o.backlog.olderThan(k, d.min, d.ids) {
+			continue
+		}
+		n, err := o.readPending(ctx, batch[d.first].id)
+		if err != nil {
+			o.log.Warn("could not read a document's older events; the sweep will publish them", zap.Error(err))
+			o.suspect.Store(true)
+			continue
+		}
+		for _, m := range batch {
+			if docKey(m.id) == k {
+				n.notified = append(n.notified, m.events...)
+				if !m.swept {
+					n.fresh += len(m.events)
+				}
+			}
+		}
+		replaced[k] = n
+	}
+	if len(replaced) == 0 {
+		return batch
+	}
+	out := make([]note, 0, len(batch))
+	for i, n := range batch {
+		k := docKey(n.id)
+		r, ok := replaced[k]
+		switch {
+		case !ok:
+			out = append(out, n)
+		case docs[k].first == i:
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// readPending reads a document's outbox: the events not published by this
+// relay yet, in version order, with their stored form.
+func (o *Outbox) readPending(ctx context.Context, id any) (note, error) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), removeTimeout)
+	defer cancel()
+	var doc pendingDoc
+	err := o.cfg.Collection.FindOne(rctx, bson.D{{Key: "_id", Value: id}},
+		options.FindOne().SetProjection(bson.D{{Key: Field, Value: 1}})).Decode(&doc)
+	if err != nil {
+		return note{}, err
+	}
+	published := map[string]bool{}
+	o.mu.Lock()
+	if h := o.held[docKey(id)]; h != nil {
+		for _, ev := range h.events {
+			published[ev.ID] = true
+		}
+	}
+	o.mu.Unlock()
+	type stored struct {
+		ev  eventbus.Event
+		raw bson.Raw
+	}
+	var due []stored
+	for _, raw := range doc.Outbox {
+		var ev eventbus.Event
+		if err := bson.Unmarshal(raw, &ev); err != nil {
+			return note{}, fmt.Errorf("document %v: undecodable outbox entry: %w", id, err)
+		}
+		if !published[ev.ID] {
+			due = append(due, stored{ev, raw})
+		}
+	}
+	slices.SortStableFunc(due, func(a, b stored) int { return cmp.Compare(a.ev.Version, b.ev.Version) })
+	n := note{id: id, raw: []any{}}
+	for _, d := range due {
+		n.events = append(n.events, d.ev)
+		n.raw = append(n.raw, d.raw)
+	}
+	return n, nil
+}
+
+func eventIDs(events []eventbus.Event) []string {
+	ids := make([]string, len(events))
+	for i, ev := range events {
+		ids[i] = ev.ID
+	}
+	return ids
 }
 
 // remove deletes confirmed events from the document's outbox in one write.
@@ -401,27 +672,36 @@ type pendingDoc struct {
 	Outbox []bson.Raw `bson:"outbox"`
 }
 
-// sweep republishes the pending events older than minAge (and, with
-// skipRelaying, not in this process's relay), those of one document in
-// version order, many documents per pipelined publish, and refreshes the
-// pending gauges. It clears suspect, and sets it again if it failed or left
-// events for another replica's relay.
-func (o *Outbox) sweep(ctx context.Context, minAge time.Duration, skipRelaying bool) (err error) {
+// sweep republishes the pending events older than minAge, those of one
+// document in version order, and adds what it finds due to the backlog count.
+// With relaying (the relay runs) it skips the events the relay holds and
+// hands the due ones to the relay worker of their document, which publishes
+// a document's events in order and, in this process, once; otherwise (a
+// flush) it publishes them itself, many documents per pipelined publish.
+// While the broker is unreachable (or once a publish failed) it only counts:
+// every event not in the relay joins the backlog, young ones too, since
+// nobody can be publishing them. After a complete read it drops from the
+// backlog what it did not find. It clears suspect, and sets it again if it
+// failed, only counted or left events for another replica's relay.
+func (o *Outbox) sweep(ctx context.Context, minAge time.Duration, relaying bool) (err error) {
 	// Cleared first, so that a failure during the sweep keeps it set.
 	o.suspect.Store(false)
 	leftYoung := false
+	publishing := o.brokerReady()
 	defer func() {
-		if err != nil || leftYoung {
+		if err != nil || leftYoung || !publishing {
 			o.suspect.Store(true)
 		}
+		o.refreshOldest()
 	}()
+	mark := o.backlog.mark()
+	found := map[string]bool{}
 	cur, err := o.cfg.Collection.Find(ctx, bson.D{{Key: Field + ".0", Value: bson.D{{Key: "$exists", Value: true}}}},
 		options.Find().SetProjection(bson.D{{Key: Field, Value: 1}}))
 	if err != nil {
 		return err
 	}
 	defer cur.Close(ctx)
-	pending, oldest := 0, time.Time{}
 	var errs []error
 	var batch []note
 	var events []eventbus.Event
@@ -430,16 +710,20 @@ func (o *Outbox) sweep(ctx context.Context, minAge time.Duration, skipRelaying b
 			return
 		}
 		defer func() { batch, events = batch[:0], events[:0] }()
-		if err := o.cfg.Publisher.Publish(ctx, events...); err != nil {
-			errs = append(errs, err)
+		if !publishing {
 			return
 		}
+		if err := o.cfg.Publisher.Publish(ctx, events...); err != nil {
+			errs = append(errs, err)
+			publishing = false // the rest of the sweep only counts
+			return
+		}
+		o.drained.Add(float64(len(events)))
 		for _, n := range batch {
+			o.backlog.done(eventIDs(n.events)...)
 			if err := o.remove(ctx, n.id, n.raw...); err != nil {
 				errs = append(errs, err)
-				continue
 			}
-			pending -= len(n.events)
 		}
 	}
 	for cur.Next(ctx) {
@@ -459,13 +743,10 @@ func (o *Outbox) sweep(ctx context.Context, minAge time.Duration, skipRelaying b
 				errs = append(errs, fmt.Errorf("document %v: undecodable outbox entry: %w", doc.ID, err))
 				continue
 			}
-			pending++
-			if oldest.IsZero() || ev.Time.Before(oldest) {
-				oldest = ev.Time
-			}
+			found[ev.ID] = true
 			switch {
-			case skipRelaying && o.relaying(ev.ID):
-			case time.Since(ev.Time) < minAge:
+			case relaying && o.relaying(ev.ID):
+			case publishing && time.Since(ev.Time) < minAge:
 				leftYoung = true
 			default:
 				due = append(due, stored{ev, raw})
@@ -480,6 +761,26 @@ func (o *Outbox) sweep(ctx context.Context, minAge time.Duration, skipRelaying b
 			n.events = append(n.events, d.ev)
 			n.raw = append(n.raw, d.raw)
 		}
+		o.backlog.add(docKey(doc.ID), n.events...)
+		if relaying {
+			// Published since the read (a catch-up): nothing to hand out
+			// (unpublished filters the rest when the relay gets to them).
+			if !slices.ContainsFunc(n.events, func(ev eventbus.Event) bool { return o.backlog.tracked(ev.ID) }) {
+				continue
+			}
+			if publishing = o.brokerReady(); !publishing {
+				continue // the rest only counts
+			}
+			n.swept = true
+			o.track(n.events, true)
+			select {
+			case o.notes[maphash.String(o.seed, docKey(doc.ID))%uint64(len(o.notes))] <- n:
+			case <-ctx.Done():
+				o.track(n.events, false)
+				return ctx.Err()
+			}
+			continue
+		}
 		batch = append(batch, n)
 		events = append(events, n.events...)
 		if len(events) >= o.cfg.SweepBatch {
@@ -489,13 +790,8 @@ func (o *Outbox) sweep(ctx context.Context, minAge time.Duration, skipRelaying b
 	flush()
 	if err := cur.Err(); err != nil {
 		errs = append(errs, err)
-	}
-	name := o.cfg.Collection.Name()
-	o.cfg.Metrics.OutboxPending.WithLabelValues(name).Set(float64(pending))
-	if oldest.IsZero() || pending == 0 {
-		o.cfg.Metrics.OutboxOldest.WithLabelValues(name).Set(0)
 	} else {
-		o.cfg.Metrics.OutboxOldest.WithLabelValues(name).Set(time.Since(oldest).Seconds())
+		o.backlog.reconcile(mark, found)
 	}
 	return errors.Join(errs...)
 }

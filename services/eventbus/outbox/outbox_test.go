@@ -507,7 +507,9 @@ func (p *countingPublisher) Publish(ctx context.Context, events ...eventbus.Even
 func TestSweepSkipsWhatTheRelayHolds(t *testing.T) {
 	e := newEnv(t)
 	gated := &countingPublisher{next: e.pub, gate: make(chan struct{}), seen: map[string]int{}}
-	ob := New(Config{Collection: e.coll, Publisher: gated, SweepInterval: 20 * time.Millisecond, MinAge: time.Millisecond, Metrics: e.metrics})
+	// MinAge covers the moment between the write and Notify below, when the
+	// event is stored but not yet the relay's (a sweep then may take it).
+	ob := New(Config{Collection: e.coll, Publisher: gated, SweepInterval: 20 * time.Millisecond, MinAge: 50 * time.Millisecond, Metrics: e.metrics})
 	runOutbox(t, ob)
 	ev := event(t, "score.changed", "S", 1)
 	write(t, e.coll, "S", ev)

@@ -75,10 +75,16 @@ func NewHTTPMetrics(reg prometheus.Registerer) *HTTPMetrics {
 	return m
 }
 
+// ReadyFunc is a service's readiness check: an error makes /readyz answer 503
+// problem+json with the error as detail (the instance should get no traffic);
+// otherwise /readyz answers 200 with {"status": "ready"} plus details, which
+// tell what works only partly (a broker outage the service rides out).
+type ReadyFunc func(ctx context.Context) (details map[string]any, err error)
+
 // NewRouter returns a gin engine with recovery into problem+json, request ids,
 // per-request logging and metrics, and /healthz, /readyz, /metrics.
-// ready reports whether the service's dependencies are usable; nil means always.
-func NewRouter(log *zap.Logger, m *HTTPMetrics, ready func(ctx context.Context) error) *gin.Engine {
+// ready reports whether the service can serve; nil means always.
+func NewRouter(log *zap.Logger, m *HTTPMetrics, ready ReadyFunc) *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
@@ -120,15 +126,21 @@ func NewRouter(log *zap.Logger, m *HTTPMetrics, ready func(ctx context.Context) 
 	r.NoMethod(func(c *gin.Context) { WriteProblem(c, http.StatusMethodNotAllowed, "method not allowed") })
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	r.GET("/readyz", func(c *gin.Context) {
+		body := gin.H{}
 		if ready != nil {
 			ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
 			defer cancel()
-			if err := ready(ctx); err != nil {
+			details, err := ready(ctx)
+			if err != nil {
 				WriteProblem(c, http.StatusServiceUnavailable, err.Error())
 				return
 			}
+			for k, v := range details {
+				body[k] = v
+			}
 		}
-		c.JSON(http.StatusOK, gin.H{"status": "ready"})
+		body["status"] = "ready"
+		c.JSON(http.StatusOK, body)
 	})
 	r.GET("/metrics", gin.WrapH(promhttp.Handler()))
 	return r

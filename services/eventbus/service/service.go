@@ -27,7 +27,7 @@ type Config struct {
 	Exchange        string        `env:"EXCHANGE_NAME" envDefault:"event_dispatcher"`
 	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
-	Workers         int           `env:"CONSUMER_WORKERS" envDefault:"8"`
+	Workers         int           `env:"CONSUMER_WORKERS" envDefault:"64"`
 }
 
 // LoadConfig fills the common config and any service-specific struct from the

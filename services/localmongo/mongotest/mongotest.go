@@ -1,11 +1,10 @@
 // Package mongotest starts a fresh localmongo server for a test.
 //
-// By default the server uses the SQLite backend with data in t.TempDir().
-// If MONGOTEST_POSTGRESQL_URL is set (e.g. "postgres://root@127.0.0.1:5432/test"),
-// the PostgreSQL backend is used instead: every server gets its own freshly
+// By default the server keeps its journal in t.TempDir(). If
+// MONGOTEST_POSTGRESQL_URL is set (e.g. "postgres://root@127.0.0.1:5432/test"),
+// the journal is kept in PostgreSQL instead: every server gets its own freshly
 // created PostgreSQL database (a random name, created through that URL and
-// dropped on cleanup), so servers in parallel tests and packages never share
-// data or FerretDB's per-database metadata.
+// dropped on cleanup), so servers in parallel tests and packages never share data.
 package mongotest
 
 import (
@@ -27,11 +26,10 @@ import (
 // EnvPostgreSQLURL names the environment variable that selects the PostgreSQL backend.
 const EnvPostgreSQLURL = "MONGOTEST_POSTGRESQL_URL"
 
-// Start starts a server on 127.0.0.1:0 and closes it when the test ends.
-// FerretDB warnings and errors go to the test log.
-func Start(tb testing.TB) *localmongo.Server {
+// Config is a fresh server configuration for a test: a journal in
+// t.TempDir(), or in a new PostgreSQL database (MONGOTEST_POSTGRESQL_URL).
+func Config(tb testing.TB) localmongo.Config {
 	tb.Helper()
-
 	cfg := localmongo.Config{
 		Addr:   "127.0.0.1:0",
 		Dir:    tb.TempDir(),
@@ -40,12 +38,20 @@ func Start(tb testing.TB) *localmongo.Server {
 	if pgURL := os.Getenv(EnvPostgreSQLURL); pgURL != "" {
 		cfg.PostgreSQLURL = freshPostgreSQLDatabase(tb, pgURL)
 	}
+	return cfg
+}
+
+// Start starts a server on 127.0.0.1:0 and closes it when the test ends.
+// Warnings and errors go to the test log.
+func Start(tb testing.TB) *localmongo.Server {
+	tb.Helper()
+	cfg := Config(tb)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	s, err := localmongo.Start(ctx, cfg)
 	if err != nil {
-		tb.Fatalf("mongotest: cannot start embedded MongoDB (FerretDB): %v", err)
+		tb.Fatalf("mongotest: cannot start the embedded MongoDB-wire server: %v", err)
 	}
 	tb.Cleanup(func() {
 		if err := s.Close(); err != nil {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -32,9 +33,8 @@ type Config struct {
 	Store  Store
 	Logger *zap.Logger
 	// CanWrite, when set, is asked before every change: an error answers 503
-	// and nothing is written. The service uses it to refuse writes while the
-	// broker is unreachable, so that a 2xx always means "stored, and its event
-	// is on its way" rather than "stored, event parked for who knows how long".
+	// with Retry-After and nothing is written. The service uses it to bound
+	// the outbox backlog (BacklogBound.Check).
 	CanWrite func(ctx context.Context) error
 	// Timeout bounds the store work of one request (default 5s).
 	Timeout time.Duration
@@ -79,8 +79,13 @@ func (a *API) writable(ctx context.Context, c *gin.Context) bool {
 	}
 	if err := a.canWrite(ctx); err != nil {
 		service.Log(c.Request.Context(), a.log).Warn("write refused", zap.Error(err))
-		c.Header("Retry-After", "1")
-		service.WriteProblem(c, http.StatusServiceUnavailable, "event broker unavailable, nothing was written; retry later")
+		retry := time.Second
+		var full *BacklogFullError
+		if errors.As(err, &full) {
+			retry = RetryAfter
+		}
+		c.Header("Retry-After", strconv.Itoa(int(retry.Seconds())))
+		service.WriteProblem(c, http.StatusServiceUnavailable, err.Error()+"; nothing was written, retry later")
 		return false
 	}
 	return true

@@ -414,13 +414,22 @@ func TestMongoDownIs503AndWritesNothing(t *testing.T) {
 	}
 }
 
-// 503 (broker down): writes are refused before anything is written, reads
-// still work, and /readyz says why.
-func TestBrokerDownIs503AndWritesNothing(t *testing.T) {
+// The broker down is no reason to refuse writes: they are accepted (their
+// events wait in the outbox) and /readyz stays 200, saying so. Once the
+// backlog is at its bound, every write is refused with 503 problem+json and
+// Retry-After before anything is written, reads still work, and /readyz
+// (still 200) says why; under the bound again, writes are accepted.
+func TestBacklogFullIs503AndWritesNothing(t *testing.T) {
 	s := newServer(t)
 	s.do(t, "POST", "/person", origPerson).expect(t, http.StatusCreated)
-	inc := s.do(t, "POST", "/person/11111/income", origIncome).expect(t, http.StatusCreated).json(t)["id"].(string)
 	s.brokerDown.Store(true)
+	inc := s.do(t, "POST", "/person/11111/income", origIncome).expect(t, http.StatusCreated).json(t)["id"].(string)
+	m := s.do(t, "GET", "/readyz", "").expect(t, http.StatusOK).json(t)
+	if m["broker"] != "unreachable" || !strings.HasPrefix(m["writes"].(string), "accepted") {
+		t.Errorf("readyz with the broker down: %v", m)
+	}
+
+	s.pending.Store(testMaxPending)
 	for _, c := range []struct{ method, path, body string }{
 		{"POST", "/person", `{"cpf": 22222, "name": "x", "date_of_birth": "2000-01-01"}`},
 		{"PUT", "/person/11111", `{"name": "changed", "date_of_birth": "2000-01-01"}`},
@@ -431,14 +440,16 @@ func TestBrokerDownIs503AndWritesNothing(t *testing.T) {
 		{"DELETE", "/person/11111", ""},
 	} {
 		r := s.do(t, c.method, c.path, c.body).expect(t, http.StatusServiceUnavailable)
-		if r.Header().Get("Retry-After") == "" || !strings.Contains(r.problem(t).Detail, "nothing was written") {
-			t.Errorf("%s %s: %s", c.method, c.path, r.body)
+		detail := r.problem(t).Detail
+		if r.Header().Get("Retry-After") != "5" || !strings.Contains(detail, "outbox backlog full") || !strings.Contains(detail, "nothing was written") {
+			t.Errorf("%s %s: Retry-After %q, %s", c.method, c.path, r.Header().Get("Retry-After"), r.body)
 		}
 	}
-	if p := s.do(t, "GET", "/readyz", "").expect(t, http.StatusServiceUnavailable).problem(t); !strings.Contains(p.Detail, "rabbitmq") {
-		t.Errorf("readyz: %+v", p)
+	m = s.do(t, "GET", "/readyz", "").expect(t, http.StatusOK).json(t)
+	if !strings.HasPrefix(m["writes"].(string), "refused: outbox backlog full") {
+		t.Errorf("readyz with the backlog full: %v", m)
 	}
-	m := s.do(t, "GET", "/person/11111", "").expect(t, http.StatusOK).json(t)
+	m = s.do(t, "GET", "/person/11111", "").expect(t, http.StatusOK).json(t)
 	if num(t, m, "version") != "2" || m["name"] != "abc" {
 		t.Errorf("after refused writes: %v", m)
 	}
@@ -446,9 +457,14 @@ func TestBrokerDownIs503AndWritesNothing(t *testing.T) {
 	if got := types(s.outbox(t, 11111)); len(got) != 2 {
 		t.Errorf("refused writes left events: %v", got)
 	}
-	s.brokerDown.Store(false)
-	s.do(t, "GET", "/readyz", "").expect(t, http.StatusOK)
+	s.pending.Store(testMaxPending - 1)
 	s.do(t, "POST", "/person/11111/debt", origDebt).expect(t, http.StatusCreated)
+	s.brokerDown.Store(false)
+	s.pending.Store(0)
+	m = s.do(t, "GET", "/readyz", "").expect(t, http.StatusOK).json(t)
+	if m["broker"] != "connected" || m["writes"] != "accepted" {
+		t.Errorf("readyz after the outage: %v", m)
+	}
 }
 
 // Many clients writing to one person at once all succeed, with distinct,

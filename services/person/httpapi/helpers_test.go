@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -61,8 +60,12 @@ type server struct {
 	router     *gin.Engine
 	env        *persontest.Env
 	logs       *observer.ObservedLogs
-	brokerDown atomic.Bool // CanWrite refuses while set
+	brokerDown atomic.Bool  // the bound's BrokerReady reports false while set
+	pending    atomic.Int64 // the outbox backlog the bound sees (bound: testMaxPending)
 }
+
+// testMaxPending is the test server's backlog bound.
+const testMaxPending = 10
 
 type serverOptions struct {
 	registry prometheus.Registerer // default: a fresh registry
@@ -81,23 +84,22 @@ func newServer(tb testing.TB, opts ...serverOptions) *server {
 	core, logs := observer.New(zap.DebugLevel)
 	s.logs = logs
 	log := zap.New(core)
-	ready := func(ctx context.Context) error {
+	bound := httpapi.BacklogBound{MaxPending: testMaxPending, MaxAge: time.Hour,
+		Backlog: func() (int, time.Time) {
+			if n := s.pending.Load(); n > 0 {
+				return int(n), time.Now().Add(-time.Minute)
+			}
+			return 0, time.Time{}
+		},
+		BrokerReady: func() bool { return !s.brokerDown.Load() }}
+	ready := func(ctx context.Context) (map[string]any, error) {
 		if err := s.env.Store.Ping(ctx); err != nil {
-			return err
+			return nil, err
 		}
-		if s.brokerDown.Load() {
-			return errors.New("rabbitmq: not connected")
-		}
-		return nil
+		return bound.Status(), nil
 	}
 	s.router = service.NewRouter(log, service.NewHTTPMetrics(o.registry), ready)
-	httpapi.Register(s.router, httpapi.Config{Store: s.env.Store, Logger: log, Timeout: 10 * time.Second,
-		CanWrite: func(context.Context) error {
-			if s.brokerDown.Load() {
-				return errors.New("rabbitmq: publisher not connected")
-			}
-			return nil
-		}})
+	httpapi.Register(s.router, httpapi.Config{Store: s.env.Store, Logger: log, Timeout: 10 * time.Second, CanWrite: bound.Check})
 	spec(tb)
 	return s
 }

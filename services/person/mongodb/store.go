@@ -49,6 +49,7 @@ type Store struct {
 	coll   *mongo.Collection
 	outbox *outbox.Outbox
 	locks  cpfLocks
+	adds   addQueues
 	// fault, set by tests only, makes a write command fail before it is sent
 	// (sent false) or lose its answer after it was applied (sent true).
 	fault func(sent bool) error
@@ -192,15 +193,11 @@ func (s *Store) Delete(ctx context.Context, cpf person.CPF) (int64, error) {
 }
 
 // AddItem records an income, asset or debt and returns it with its id.
+// Items added to one person while a change of it is under way queue up, and
+// the next holder of the cpf's turn stores all of them in one write, each
+// with its own version (see batch.go).
 func (s *Store) AddItem(ctx context.Context, cpf person.CPF, kind person.Kind, in person.NewItem) (person.Item, error) {
-	var it person.Item
-	_, err := s.change(ctx, cpf, blind, func(cur doc, next int64) (bson.D, string, any, error) {
-		it = person.Item{ID: uuid.Must(uuid.NewV7()).String(), Kind: kind, Type: in.Type, Value: in.Value,
-			Version: next, CreatedAt: time.Now().UTC()}
-		data := person.ItemData{CPF: cpf, ID: it.ID, Kind: kind, Type: it.Type, Value: it.Value, ValueCents: int64(it.Value)}
-		return bson.D{{Key: "$set", Value: bson.D{{Key: "items." + it.ID, Value: it}}}}, person.ItemEventType(kind, true), data, nil
-	})
-	return it, err
+	return s.addItem(ctx, cpf, kind, in)
 }
 
 // DeleteItem removes one item of the given kind.

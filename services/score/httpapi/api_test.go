@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,11 +34,12 @@ import (
 // env is score's HTTP API on a real store (embedded MongoDB), checked against
 // the OpenAPI document.
 type env struct {
-	t      *testing.T
-	store  *mongodb.Store
-	engine *gin.Engine
-	spec   *openapi3.T
-	router routers.Router
+	t          *testing.T
+	disconnect atomic.Bool // the consumer reports not receiving while set
+	store      *mongodb.Store
+	engine     *gin.Engine
+	spec       *openapi3.T
+	router     routers.Router
 }
 
 func newEnv(t *testing.T, maxWait time.Duration) *env {
@@ -49,15 +51,18 @@ func newEnv(t *testing.T, maxWait time.Duration) *env {
 	}
 	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
 	store := mongodb.New(mongodb.Config{DB: client.Database("score")})
-	engine := service.NewRouter(zap.NewNop(), service.NewHTTPMetrics(prometheus.NewRegistry()), store.Ping)
-	httpapi.Register(engine, store, zap.NewNop(), maxWait)
+	engine := service.NewRouter(zap.NewNop(), service.NewHTTPMetrics(prometheus.NewRegistry()),
+		func(ctx context.Context) (map[string]any, error) { return nil, store.Ping(ctx) })
+	e := &env{t: t, store: store, engine: engine}
+	httpapi.Register(engine, httpapi.Config{Store: store, MaxWait: maxWait, Receiving: func() bool { return !e.disconnect.Load() }})
 
-	spec := loadSpec(t)
-	router, err := gorillamux.NewRouter(spec)
+	e.spec = loadSpec(t)
+	router, err := gorillamux.NewRouter(e.spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, store: store, engine: engine, spec: spec, router: router}
+	e.router = router
+	return e
 }
 
 func loadSpec(t *testing.T) *openapi3.T {
@@ -268,12 +273,37 @@ func TestReadYourWrites(t *testing.T) {
 	}
 }
 
+// While score is not receiving events (its consumer is disconnected) reads are
+// still served, marked stale with the reason; a min_version not reached says
+// that instead; once connected again, reads are fresh.
+func TestReadsWhileDisconnectedAreMarkedStale(t *testing.T) {
+	e := newEnv(t, 200*time.Millisecond)
+	events := readme(t)
+	e.apply(events...)
+	e.disconnect.Store(true)
+	for _, path := range []string{"/11111/score", "/11111"} {
+		r := e.get(path)
+		if r.status != 200 || r.header.Get(httpapi.StaleHeader) != "true" || r.body["stale"] != true ||
+			r.body["stale_reason"] != httpapi.StaleDisconnected || r.body["version"] != 4.0 {
+			t.Errorf("GET %s while disconnected: %d %v %v", path, r.status, r.header, r.body)
+		}
+	}
+	if r := e.get("/11111/score?min_version=9"); r.body["stale_reason"] != httpapi.StaleMinVersion {
+		t.Errorf("min_version not reached while disconnected: %v", r.body)
+	}
+	e.disconnect.Store(false)
+	r := e.get("/11111/score")
+	if r.header.Get(httpapi.StaleHeader) != "" || r.body["stale"] != false || r.body["stale_reason"] != nil {
+		t.Errorf("connected again: %v %v", r.header, r.body)
+	}
+}
+
 // Every route the API serves is in the OpenAPI document and every documented
 // path is served.
 func TestEveryRouteIsDocumented(t *testing.T) {
 	spec := loadSpec(t)
 	engine := service.NewRouter(zap.NewNop(), service.NewHTTPMetrics(prometheus.NewRegistry()), nil)
-	httpapi.Register(engine, nil, zap.NewNop(), time.Second)
+	httpapi.Register(engine, httpapi.Config{MaxWait: time.Second})
 	param := regexp.MustCompile(`:([a-z_]+)`)
 	var served []string
 	for _, r := range engine.Routes() {

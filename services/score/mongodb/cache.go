@@ -1,19 +1,15 @@
 package mongodb
 
-import (
-	"sync"
+import "sync"
 
-	"go.mongodb.org/mongo-driver/v2/bson"
-)
-
-// docCache keeps the documents this process wrote last, as the BSON it wrote,
-// so applying the next event of a cpf and answering a read-your-writes read
+// docCache keeps the documents this process wrote last (read-only: a caller
+// that changes one works on a copy), so applying the next event of a cpf and answering a read-your-writes read
 // need no store read. Writes stay compare-and-swaps on rev: when another
 // replica (or a rebuild) changed a document, the swap misses, the entry is
 // dropped and the document read.
 type docCache struct {
 	mu   sync.Mutex
-	docs map[cacheKey]bson.Raw
+	docs map[cacheKey]stored
 }
 
 type cacheKey struct {
@@ -27,26 +23,18 @@ const maxCached = 10_000
 
 func (c *docCache) get(coll string, cpf int64) (stored, bool) {
 	c.mu.Lock()
-	raw, ok := c.docs[cacheKey{coll, cpf}]
-	c.mu.Unlock()
-	if !ok {
-		return stored{}, false
-	}
-	var st stored
-	if err := bson.Unmarshal(raw, &st); err != nil {
-		return stored{}, false
-	}
-	fill(&st)
-	return st, true
+	defer c.mu.Unlock()
+	st, ok := c.docs[cacheKey{coll, cpf}]
+	return st, ok
 }
 
-func (c *docCache) put(coll string, cpf int64, raw bson.Raw) {
+func (c *docCache) put(coll string, cpf int64, st stored) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.docs == nil || len(c.docs) >= maxCached {
-		c.docs = map[cacheKey]bson.Raw{}
+		c.docs = map[cacheKey]stored{}
 	}
-	c.docs[cacheKey{coll, cpf}] = raw
+	c.docs[cacheKey{coll, cpf}] = st
 }
 
 func (c *docCache) drop(coll string, cpf int64) {

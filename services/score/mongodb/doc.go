@@ -34,7 +34,19 @@
 //     it at its next event or meta read (at most MetaInterval later), moves
 //     its score.changed relay to the new collection and wakes its waiting
 //     readers. The switching replica then publishes score.changed for every
-//     cpf whose score the rebuild corrected, so person's copy heals too.
+//     cpf of the new collection, so person's copy heals too (the replaced
+//     collection cannot tell which scores person holds wrongly).
+//
+// An event applied by a meta document read before the switch lands in the
+// replaced collection as if it were active (its score.changed carries that
+// collection's score) and in the new one without a score.changed. So while a
+// rebuild runs, and whenever an apply took longer than a rebuild needs at
+// least to start and switch, Apply reads the meta document again after its
+// writes: if they may have come after a switch, it applies the event by the
+// fresh meta document (a duplicate changes nothing) and republishes the cpf's
+// score from the new collection, newer than anything the old one published.
+// Writes that the second read shows came before the switch are covered by the
+// scores the switching replica publishes, which it reads after the switch.
 //
 // The replaced collection stays, frozen, until the next rebuild starts (for
 // inspection); a rebuild that does not switch within RebuildTimeout fails and

@@ -27,6 +27,7 @@ type Watch struct {
 	cpf  int64
 	ch   chan struct{}
 	seen int64 // version the reader has seen; guarded by hub.mu
+	want int64 // version the reader waits for (0: any newer one); guarded by hub.mu
 	done bool  // guarded by hub.mu
 }
 
@@ -58,12 +59,17 @@ func (h *Hub) Watch(cpf int64) *Watch {
 	return w
 }
 
-// Seen records the version the reader has; only a higher one wakes it.
-func (w *Watch) Seen(v int64) {
+// Seen records the version the reader has and the one it waits for: only a
+// version above seen and at least want wakes it (want 0: any above seen), so
+// readers of a busy cpf are not woken by every write on the way.
+func (w *Watch) Seen(v, want int64) {
 	w.hub.mu.Lock()
-	w.seen = v
+	w.seen, w.want = v, want
 	w.hub.mu.Unlock()
 }
+
+// wakes reports whether version v is what w waits for; hub.mu is held.
+func (w *Watch) wakes(v int64) bool { return v > w.seen && v >= w.want }
 
 // C is closed when the document may have changed.
 func (w *Watch) C() <-chan struct{} { return w.ch }
@@ -91,12 +97,15 @@ func (h *Hub) drop(w *Watch) {
 	}
 }
 
-// Notify wakes every reader of cpf.
-func (h *Hub) Notify(cpf int64) {
+// Notify tells the readers of cpf that it reached version: it wakes those
+// waiting for it.
+func (h *Hub) Notify(cpf, version int64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for w := range h.waiters[cpf] {
-		h.drop(w)
+		if w.wakes(version) {
+			h.drop(w)
+		}
 	}
 }
 
@@ -163,7 +172,7 @@ func (h *Hub) Run(ctx context.Context) {
 				continue
 			}
 			for w := range h.waiters[cpf] {
-				if v > w.seen {
+				if w.wakes(v) {
 					h.drop(w)
 				}
 			}

@@ -9,7 +9,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/personscore/eventbus"
-	"github.com/personscore/eventbus/outbox"
 	"github.com/personscore/score"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -47,8 +46,9 @@ func (s *Store) readMeta(ctx context.Context) (metaDoc, error) {
 	return m, nil
 }
 
-// casMeta replaces old by next if nobody changed it meanwhile.
-func (s *Store) casMeta(ctx context.Context, old, next metaDoc) (bool, error) {
+// casMeta replaces old by next if nobody changed it meanwhile; next gets its
+// id and revision.
+func (s *Store) casMeta(ctx context.Context, old metaDoc, next *metaDoc) (bool, error) {
 	next.ID, next.Rev = metaID, old.Rev+1
 	if old.Rev == 0 {
 		_, err := s.meta.InsertOne(ctx, next)
@@ -105,7 +105,8 @@ func (s *Store) StartRebuild(ctx context.Context) (score.Rebuild, error) {
 			StartedAt: time.Now().UTC().Truncate(time.Millisecond)}
 		next := m
 		next.Previous, next.Rebuild = "", &r
-		ok, err := s.casMeta(ctx, m, next)
+		casStart := time.Now()
+		ok, err := s.casMeta(ctx, m, &next)
 		if err != nil {
 			return score.Rebuild{}, err
 		}
@@ -113,12 +114,12 @@ func (s *Store) StartRebuild(ctx context.Context) (score.Rebuild, error) {
 			continue
 		}
 		s.log.Info("rebuild started", zap.String("rebuild_id", id), zap.String("from", m.Active), zap.String("target", target))
-		s.remember(next, time.Now())
+		s.remember(next, casStart)
 		// Every replica routes events by a meta document at most metaMaxAge
 		// old: after this wait all of them apply events to the rebuild's
 		// collection too, so none written after a snapshot is missed there.
 		select {
-		case <-time.After(2 * metaMaxAge):
+		case <-time.After(switchAfter):
 		case <-ctx.Done():
 		}
 		ev, err := eventbus.NewEvent(ctx, Source, score.SnapshotRequested, id, 1, score.SnapshotRequest{RebuildID: id})
@@ -181,7 +182,7 @@ func (s *Store) updateRebuild(ctx context.Context, id string, change func(r *sco
 		}
 		next := m
 		next.Rebuild = &r
-		ok, err := s.casMeta(ctx, m, next)
+		ok, err := s.casMeta(ctx, m, &next)
 		if err != nil || ok {
 			return err
 		}
@@ -257,14 +258,16 @@ func (s *Store) advance(ctx context.Context, m metaDoc) error {
 	done.State, done.FinishedAt = score.RebuildDone, &now
 	next := m
 	next.Active, next.Previous, next.Rebuild = r.Target, m.Active, &done
-	ok, err := s.casMeta(ctx, m, next)
+	casStart := time.Now()
+	ok, err := s.casMeta(ctx, m, &next)
 	if err != nil || !ok {
 		return err
 	}
+	s.remember(next, casStart)
 	s.log.Info("rebuild done, read model switched", zap.String("rebuild_id", r.ID), zap.String("from", m.Active),
 		zap.String("to", r.Target), zap.Int64("snapshots", n), zap.Int("documents", len(rebuilt)))
 	s.observe(next)
-	return s.publishCorrections(ctx, m.Active, r.Target)
+	return s.publishScores(ctx, r.Target)
 }
 
 // versionsOf reads the version of every document of coll.
@@ -287,52 +290,31 @@ func versionsOf(ctx context.Context, coll *mongo.Collection) (map[int64]int64, e
 	return out, nil
 }
 
-// publishCorrections publishes score.changed for every cpf whose score or
-// liveness differs between the replaced collection and the new one.
-func (s *Store) publishCorrections(ctx context.Context, from, to string) error {
-	old, err := allDocuments(ctx, s.db.Collection(from))
+// publishScores publishes score.changed from collection name for every cpf
+// it holds. After a switch this is what heals person's copy: the replaced
+// collection cannot tell what person was told (the rebuild exists because it
+// may be damaged: a document it lost and then re-created from later events
+// alone can agree with the rebuilt one while person still shows the score
+// published before the loss), so every cpf gets its rebuilt score, with a
+// version newer than any the replaced collection published.
+func (s *Store) publishScores(ctx context.Context, name string) error {
+	cur, err := s.db.Collection(name).Find(ctx, bson.D{}, options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}}))
 	if err != nil {
 		return err
 	}
-	coll := s.db.Collection(to)
-	cur, err := coll.Find(ctx, bson.D{}, options.Find().SetProjection(bson.D{{Key: outbox.Field, Value: 0}}))
-	if err != nil {
+	var ids []struct {
+		CPF int64 `bson:"_id"`
+	}
+	if err := cur.All(ctx, &ids); err != nil {
 		return err
 	}
-	var docs []stored
-	if err := cur.All(ctx, &docs); err != nil {
-		return err
-	}
-	corrected := 0
-	for _, d := range docs {
-		if o, ok := old[d.CPF]; ok && o.Score == d.Score && o.Live() == d.Live() {
-			continue
-		}
-		if err := s.republishScore(ctx, to, d.CPF); err != nil {
+	for _, id := range ids {
+		if err := s.republishScore(ctx, name, id.CPF); err != nil {
 			return err
 		}
-		corrected++
 	}
-	if corrected > 0 {
-		s.log.Info("published corrected scores", zap.Int("cpfs", corrected))
-	}
+	s.log.Info("published the rebuilt scores", zap.String("collection", name), zap.Int("cpfs", len(ids)))
 	return nil
-}
-
-func allDocuments(ctx context.Context, coll *mongo.Collection) (map[int64]score.Document, error) {
-	cur, err := coll.Find(ctx, bson.D{}, options.Find().SetProjection(bson.D{{Key: outbox.Field, Value: 0}}))
-	if err != nil {
-		return nil, err
-	}
-	var docs []stored
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, err
-	}
-	out := make(map[int64]score.Document, len(docs))
-	for _, d := range docs {
-		out[d.CPF] = d.Document
-	}
-	return out, nil
 }
 
 // republishScore appends score.changed with the current score of cpf.
@@ -354,7 +336,7 @@ func (s *Store) republishScore(ctx context.Context, name string, cpf int64) erro
 			return err
 		}
 		if ok {
-			s.notify(name, cpf, []eventbus.Event{ev})
+			s.notify(name, cpf, st.Version, []eventbus.Event{ev})
 			return nil
 		}
 	}

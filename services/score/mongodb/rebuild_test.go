@@ -291,3 +291,112 @@ func TestRebuildOfOnePerson(t *testing.T) {
 		t.Fatalf("after the switch: %+v, %+v, %v", done, d, err)
 	}
 }
+
+// A replica applies an event by the meta document it read just before another
+// replica switched the read model (and published the rebuilt scores): the event
+// lands in the replaced collection as if it were still active and in the new
+// one as if a rebuild still ran. The newest score.changed of the cpf must
+// still carry the new collection's score, and the new document the event.
+func TestSwitchDuringApply(t *testing.T) {
+	env := startMongo(t)
+	cfg := mongodb.Config{Publisher: &recorder{}}
+	a, b := env.replica(t, cfg), env.replica(t, cfg)
+	ctx := context.Background()
+	person := map[string]any{"cpf": 22222, "name": "a", "date_of_birth": "2000-01-01"}
+	income := map[string]any{"id": "i", "value_cents": 1000_00}
+	applyAll(t, b, []eventbus.Event{ev(t, score.PersonCreated, 1, person), ev(t, "income.created", 2, income)})
+	live := env.db.Collection(mongodb.DefaultCollection)
+	// Damage: the live model lost the income (its score still says 20).
+	if _, err := live.UpdateOne(ctx, bson.D{{Key: "_id", Value: 22222}}, bson.D{{Key: "$unset", Value: bson.D{{Key: "items.i", Value: ""}}}}); err != nil {
+		t.Fatal(err)
+	}
+
+	r, err := b.StartRebuild(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := ev(t, score.PersonSnapshot, 2, map[string]any{"deleted": false, "person": person,
+		"items": []any{map[string]any{"id": "i", "kind": "income", "value_cents": 1000_00, "version": 2}}})
+	applyAll(t, b, []eventbus.Event{snap})
+	completed, _ := eventbus.NewEvent(ctx, "/person", score.SnapshotCompleted, r.ID, 1, score.SnapshotCompletion{RebuildID: r.ID, Count: 1})
+	if err := b.SnapshotCompleted(ctx, completed); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.PinRouting(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Advance(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if act, _ := b.Active(ctx); act != r.Target {
+		t.Fatalf("active %s, want the rebuilt %s", act, r.Target)
+	}
+
+	// An asset worth 50 points: the replaced collection, which lost the
+	// income, computes a score of 50 instead of 70.
+	applyAll(t, a, []eventbus.Event{ev(t, "asset.created", 3, map[string]any{"id": "a", "value_cents": 1000_00})})
+
+	rebuilt, _ := readDoc(t, env.db.Collection(r.Target), 22222)
+	if rebuilt.Version != 3 || rebuilt.Score != 70 || !rebuilt.Live() {
+		t.Fatalf("rebuilt document: version %d score %d live %v, want 3, 70, live", rebuilt.Version, rebuilt.Score, rebuilt.Live())
+	}
+	old, _ := readDoc(t, live, 22222)
+	var newest eventbus.Event
+	for _, e := range append(old.Outbox, rebuilt.Outbox...) {
+		if e.Version > newest.Version {
+			newest = e
+		}
+	}
+	var c scoreChange
+	if newest.ID == "" || newest.DecodeData(&c) != nil || c != (scoreChange{Score: 70, Live: true}) {
+		t.Fatalf("newest score.changed of 22222: %+v (%s), want score 70, live", c, newest.Data)
+	}
+}
+
+// The live model lost a document, and the only later event (a delete) made it
+// anew, agreeing with the rebuilt one (no live person, score 0) while person
+// still shows the score published before the loss. The switch tells person
+// the rebuilt score all the same.
+func TestRebuildTellsPersonWhatTheOldModelLost(t *testing.T) {
+	env := startMongo(t)
+	s := env.replica(t, mongodb.Config{Publisher: &recorder{}})
+	ctx := context.Background()
+	person := map[string]any{"cpf": 22222, "name": "a", "date_of_birth": "2000-01-01"}
+	income := map[string]any{"id": "i", "value_cents": 1000_00}
+	applyAll(t, s, []eventbus.Event{ev(t, score.PersonCreated, 1, person), ev(t, "income.created", 2, income)})
+	live := env.db.Collection(mongodb.DefaultCollection)
+	lost, _ := readDoc(t, live, 22222)
+	told := lost.Outbox // what the relay publishes to person
+	if _, err := live.DeleteOne(ctx, bson.D{{Key: "_id", Value: 22222}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.StartRebuild(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := ev(t, score.PersonSnapshot, 2, map[string]any{"deleted": false, "person": person,
+		"items": []any{map[string]any{"id": "i", "kind": "income", "value_cents": 1000_00, "version": 2}}})
+	applyAll(t, s, []eventbus.Event{ev(t, score.PersonDeleted, 3, map[string]any{"cpf": 22222}), snap})
+	completed, _ := eventbus.NewEvent(ctx, "/person", score.SnapshotCompleted, r.ID, 1, score.SnapshotCompletion{RebuildID: r.ID, Count: 1})
+	if err := s.SnapshotCompleted(ctx, completed); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Advance(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if act, _ := s.Active(ctx); act != r.Target {
+		t.Fatalf("active %s, want the rebuilt %s", act, r.Target)
+	}
+	old, _ := readDoc(t, live, 22222)
+	rebuilt, _ := readDoc(t, env.db.Collection(r.Target), 22222)
+	var newest eventbus.Event
+	for _, e := range slices.Concat(told, old.Outbox, rebuilt.Outbox) {
+		if e.Version > newest.Version {
+			newest = e
+		}
+	}
+	var c scoreChange
+	if newest.ID == "" || newest.DecodeData(&c) != nil || c != (scoreChange{Score: 0, Live: false}) {
+		t.Fatalf("newest score.changed of 22222: %+v (%s), want score 0, not live", c, newest.Data)
+	}
+}

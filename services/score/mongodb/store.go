@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +33,10 @@ const ScoreChanged = "score.changed"
 const fromSnapshot = "from_snapshot"
 
 const maxCASAttempts = 200
+
+// clearDelay is how long published score.changed events wait in a document
+// for its next write to clear them.
+const clearDelay = time.Second
 
 // retireAfter is how long the relay of a replaced collection keeps running.
 const retireAfter = 3 * time.Second
@@ -68,6 +75,7 @@ type Store struct {
 
 	mu      sync.Mutex
 	active  string          // collection serving the read model, as last seen
+	seenRev int64           // revision of the meta document active comes from
 	runCtx  context.Context // set while Run runs
 	relays  map[string]context.CancelFunc
 	obs     map[string]*outbox.Outbox
@@ -85,23 +93,29 @@ type Store struct {
 // written after a snapshot is routed by a meta document that knows the rebuild.
 const metaMaxAge = 250 * time.Millisecond
 
-// routingMeta returns the meta document to route an event by: the last one
-// read, if young enough, else a fresh read.
-func (s *Store) routingMeta(ctx context.Context) (metaDoc, error) {
+// routingMeta returns the meta document to route an event by and when its
+// read started: the last one read, if young enough, else a fresh read.
+func (s *Store) routingMeta(ctx context.Context) (metaDoc, time.Time, error) {
 	s.mu.Lock()
 	m, at := s.routeMeta, s.routeAt
 	s.mu.Unlock()
 	if !at.IsZero() && time.Since(at) < metaMaxAge {
-		return m, nil
+		return m, at, nil
 	}
+	return s.freshMeta(ctx)
+}
+
+// freshMeta reads the meta document, keeps it for routingMeta and follows a
+// switch it shows.
+func (s *Store) freshMeta(ctx context.Context) (metaDoc, time.Time, error) {
 	start := time.Now()
 	m, err := s.readMeta(ctx)
 	if err != nil {
-		return m, err
+		return m, start, err
 	}
 	s.remember(m, start)
 	s.observe(m)
-	return m, nil
+	return m, start, nil
 }
 
 // remember keeps m, read starting at start, for routingMeta.
@@ -212,22 +226,74 @@ func CPF(subject string) (int64, error) {
 // meta document it routes by is at most metaMaxAge old, so an event is never
 // applied only to the old collection once a rebuild has asked for snapshots
 // (see rebuild.go).
+//
+// A switch may happen while the event is being applied by a meta document
+// read before it: the event then reaches the new collection without the
+// score.changed and the wake-up that only the active collection gives, and
+// the replaced one may publish a score.changed from its own, possibly wrong,
+// score after the switching replica published the rebuilt scores. So when a
+// switch could have happened since the routing read (a rebuild was running,
+// or the apply took longer than a rebuild needs at least to start and
+// switch), Apply reads the meta document again once its writes are done. If
+// the routing changed, it applies the event again by the fresh one (a
+// duplicate changes nothing) and, when the active collection changed,
+// republishes the cpf's score from it: that score.changed is newer than any
+// the replaced collection got from this event. If the routing did not change,
+// the writes came before any switch, and the scores the switching replica
+// publishes after it cover them.
 func (s *Store) Apply(ctx context.Context, ev eventbus.Event) error {
 	cpf, err := CPF(ev.Subject)
 	if err != nil {
 		return err
 	}
-	m, err := s.routingMeta(ctx)
+	m, at, err := s.routingMeta(ctx)
 	if err != nil {
 		return err
 	}
-	if err := s.applyTo(ctx, m.Active, cpf, ev, true); err != nil {
-		return err
+	republish := false
+	for range maxCASAttempts {
+		if err := s.applyTo(ctx, m.Active, cpf, ev, true); err != nil {
+			return err
+		}
+		target := rebuildTarget(m)
+		if target != "" {
+			if err := s.applyTo(ctx, target, cpf, ev, false); err != nil {
+				return err
+			}
+		}
+		if republish {
+			if err := s.republishScore(ctx, m.Active, cpf); err != nil {
+				return err
+			}
+		}
+		if target == "" && time.Since(at) < switchAfter {
+			return nil
+		}
+		fresh, freshAt, err := s.freshMeta(ctx)
+		if err != nil {
+			return err
+		}
+		if fresh.Active == m.Active && rebuildTarget(fresh) == target {
+			return nil
+		}
+		republish = fresh.Active != m.Active
+		m, at = fresh, freshAt
 	}
+	return fmt.Errorf("%w: the read model kept switching while applying an event to cpf %d", ErrUnavailable, cpf)
+}
+
+// switchAfter is the least time from a meta document without a running
+// rebuild to a switch: StartRebuild waits that long before it even asks
+// person for snapshots.
+const switchAfter = 2 * metaMaxAge
+
+// rebuildTarget is the collection of m's running rebuild, if any, that Apply
+// writes to besides the active one.
+func rebuildTarget(m metaDoc) string {
 	if r := m.Rebuild; r.Running() && r.Target != m.Active {
-		return s.applyTo(ctx, r.Target, cpf, ev, false)
+		return r.Target
 	}
-	return nil
+	return ""
 }
 
 // nextRev is the revision after rev: it grows by at least one and follows the
@@ -250,7 +316,10 @@ func (s *Store) applyTo(ctx context.Context, name string, cpf int64, ev eventbus
 				return err
 			}
 		}
+		// st may be the cache's (read-only): Apply works on a copy.
 		d := st.Document
+		d.Items, d.Removed = maps.Clone(st.Items), maps.Clone(st.Removed)
+		d.Applied.Ahead = slices.Clone(st.Applied.Ahead)
 		before, wasLive, rev := d.Score, d.Live(), d.Rev
 		changed, err := score.Apply(&d, ev)
 		if err != nil {
@@ -272,13 +341,19 @@ func (s *Store) applyTo(ctx context.Context, name string, cpf int64, ev eventbus
 			}
 			events = append(events, out)
 		}
-		ok, err := s.write(ctx, coll, stored{Document: d, FromSnapshot: st.FromSnapshot || mark}, found, rev, events)
+		next := stored{Document: d, FromSnapshot: st.FromSnapshot || mark}
+		var ok bool
+		if found {
+			ok, err = s.writeChange(ctx, coll, st, next, rev, events)
+		} else {
+			ok, err = s.write(ctx, coll, next, false, rev, events)
+		}
 		if err != nil {
 			return err
 		}
 		if ok {
 			if primary {
-				s.notify(name, cpf, events)
+				s.notify(name, cpf, d.Version, events)
 			}
 			return nil
 		}
@@ -295,8 +370,8 @@ func scoreChanged(ctx context.Context, d score.Document) (eventbus.Event, error)
 }
 
 // notify hands new score.changed events to the collection's relay and wakes
-// the readers of cpf.
-func (s *Store) notify(name string, cpf int64, events []eventbus.Event) {
+// the readers of cpf waiting for version.
+func (s *Store) notify(name string, cpf, version int64, events []eventbus.Event) {
 	if len(events) > 0 {
 		s.mu.Lock()
 		ob := s.obs[name]
@@ -305,7 +380,7 @@ func (s *Store) notify(name string, cpf int64, events []eventbus.Event) {
 			ob.Notify(cpf, events...)
 		}
 	}
-	s.hub.Notify(cpf)
+	s.hub.Notify(cpf, version)
 }
 
 // write stores st if nobody changed it since revision rev; false means retry.
@@ -316,12 +391,95 @@ func (s *Store) write(ctx context.Context, coll *mongo.Collection, st stored, fo
 		return false, err
 	}
 	ok, err := s.writeRaw(ctx, coll, st.CPF, raw, found, rev, events)
-	if ok {
-		s.cache.put(coll.Name(), st.CPF, raw)
-	} else {
-		s.cache.drop(coll.Name(), st.CPF)
-	}
+	s.cached(coll.Name(), st, ok)
 	return ok, err
+}
+
+// cached keeps st as the cpf's document after a successful write, and
+// forgets the cpf after a failed one.
+func (s *Store) cached(coll string, st stored, ok bool) {
+	if ok {
+		s.cache.put(coll, st.CPF, st)
+	} else {
+		s.cache.drop(coll, st.CPF)
+	}
+}
+
+// writeChange stores next over prev (the document at revision rev) with an
+// update of only what changed: items and removed entries one by one, the
+// other fields whole, so a write costs the same whatever the number of items.
+func (s *Store) writeChange(ctx context.Context, coll *mongo.Collection, prev, next stored, rev int64, events []eventbus.Event) (bool, error) {
+	head := next
+	head.Items, head.Removed = nil, nil
+	raw, err := bson.Marshal(head)
+	if err != nil {
+		return false, err
+	}
+	var fields bson.D
+	if err := bson.Unmarshal(raw, &fields); err != nil {
+		return false, err
+	}
+	set := make(bson.D, 0, len(fields)+4)
+	for _, f := range fields {
+		if f.Key != "_id" && f.Key != "items" && f.Key != "removed" {
+			set = append(set, f)
+		}
+	}
+	var unset bson.D
+	set, unset = diffMap(set, unset, "items", prev.Items, next.Items)
+	set, unset = diffMap(set, unset, "removed", prev.Removed, next.Removed)
+	// A new score.changed supersedes every older one of the cpf (person keeps
+	// the latest by version), so it replaces the outbox: the write also
+	// clears what the relay published, sparing it a write of its own.
+	replaced := func(bool) {}
+	if len(events) > 0 {
+		set = append(set, bson.E{Key: outbox.Field, Value: events})
+		s.mu.Lock()
+		ob := s.obs[coll.Name()]
+		s.mu.Unlock()
+		if ob != nil {
+			replaced = ob.Replaced(next.CPF)
+		}
+	}
+	update := bson.D{{Key: "$set", Value: set}}
+	if len(unset) > 0 {
+		update = append(update, bson.E{Key: "$unset", Value: unset})
+	}
+	res, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: next.CPF}, {Key: "rev", Value: rev}}, update)
+	if err != nil {
+		replaced(false)
+		s.cache.drop(coll.Name(), next.CPF)
+		return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	ok := res.MatchedCount == 1
+	replaced(ok)
+	s.cached(coll.Name(), next, ok)
+	return ok, nil
+}
+
+// diffMap adds to set and unset what turns map field name from prev into
+// next, entry by entry; the whole map when a key cannot be a path component.
+func diffMap[V comparable](set, unset bson.D, name string, prev, next map[string]V) (bson.D, bson.D) {
+	var s, u bson.D
+	for k, v := range next {
+		if old, ok := prev[k]; !ok || old != v {
+			s = append(s, bson.E{Key: name + "." + k, Value: v})
+		}
+	}
+	for k := range prev {
+		if _, ok := next[k]; !ok {
+			u = append(u, bson.E{Key: name + "." + k, Value: ""})
+		}
+	}
+	for _, e := range append(slices.Clone(s), u...) {
+		if k := e.Key[len(name)+1:]; k == "" || strings.ContainsAny(k, ".$") {
+			if next == nil {
+				next = map[string]V{}
+			}
+			return append(set, bson.E{Key: name, Value: next}), unset
+		}
+	}
+	return append(set, s...), append(unset, u...)
 }
 
 func (s *Store) writeRaw(ctx context.Context, coll *mongo.Collection, cpf int64, raw bson.Raw, found bool, rev int64, events []eventbus.Event) (bool, error) {
@@ -400,7 +558,7 @@ func (s *Store) WaitForVersion(ctx context.Context, cpf, min int64) (score.Docum
 			w.Close()
 			return st.Document, false, score.ErrNotFound
 		}
-		w.Seen(st.Version)
+		w.Seen(st.Version, min)
 		select {
 		case <-w.C():
 			w.Close()
@@ -503,10 +661,17 @@ func (s *Store) Run(ctx context.Context) error {
 }
 
 // observe takes note of the meta document: when the active collection
-// changed, the relay follows it and every waiting reader reads again.
+// changed, the relay follows it and every waiting reader reads again. A meta
+// document older than one observed before (reads by Run and Apply overlap)
+// changes nothing.
 func (s *Store) observe(m metaDoc) {
 	s.mu.Lock()
 	old := s.active
+	if m.Rev < s.seenRev {
+		s.mu.Unlock()
+		return
+	}
+	s.seenRev = m.Rev
 	if old == m.Active {
 		s.mu.Unlock()
 		return
@@ -535,8 +700,10 @@ func (s *Store) startRelay(name string) {
 	}
 	ob, ok := s.obs[name]
 	if !ok {
+		// Published score.changed wait up to clearDelay for the cpf's next
+		// write, which replaces them (writeChange).
 		ob = outbox.New(outbox.Config{Collection: s.db.Collection(name), Publisher: s.cfg.Publisher, Logger: s.log,
-			SweepInterval: s.cfg.OutboxSweep})
+			SweepInterval: s.cfg.OutboxSweep, ClearDelay: clearDelay})
 		s.obs[name] = ob
 	}
 	ctx, cancel := context.WithCancel(s.runCtx)

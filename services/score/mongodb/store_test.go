@@ -104,7 +104,10 @@ func TestScoreChangedOnlyWhenTheScoreChanges(t *testing.T) {
 		{"person deleted", ev(t, score.PersonDeleted, 6, map[string]any{"cpf": 22222}), []scoreChange{{0, false}}},
 		{"stale event of the deleted person", ev(t, "debt.created", 4, map[string]any{"id": "d", "value_cents": 19_99}), nil},
 	}
+	// A new score.changed supersedes the older ones (person keeps the latest),
+	// so the outbox holds the latest one; a step that changes no score adds none.
 	var want []scoreChange
+	var lastID string
 	coll := env.db.Collection(mongodb.DefaultCollection)
 	for _, st := range steps {
 		if err := s.Apply(context.Background(), st.ev); err != nil {
@@ -112,9 +115,13 @@ func TestScoreChangedOnlyWhenTheScoreChanges(t *testing.T) {
 		}
 		want = append(want, st.want...)
 		d, _ := readDoc(t, coll, 22222)
-		if got := changes(t, d.Outbox); !reflect.DeepEqual(got, want) {
-			t.Fatalf("after %s: score.changed %+v, want %+v", st.name, got, want)
+		if got := changes(t, d.Outbox); !reflect.DeepEqual(got, want[len(want)-1:]) {
+			t.Fatalf("after %s: score.changed %+v, want the latest of %+v", st.name, got, want)
 		}
+		if id := d.Outbox[0].ID; (id != lastID) != (st.want != nil) {
+			t.Fatalf("after %s: new score.changed %v, want %v", st.name, id != lastID, st.want != nil)
+		}
+		lastID = d.Outbox[0].ID
 	}
 	if _, err := s.Get(context.Background(), 22222); !errors.Is(err, score.ErrNotFound) {
 		t.Fatalf("Get of a deleted person: %v, want ErrNotFound", err)

@@ -28,6 +28,7 @@ import (
 var (
 	solo, cluster       *chaos.Fleet
 	soloErr, clusterErr error
+	clusterTries        map[string]int // tries of each node's join when the cluster formed
 	soloReady           = make(chan struct{})
 	clusterReady        = make(chan struct{})
 	fleetsDir           string
@@ -35,7 +36,7 @@ var (
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	needSolo, needCluster := selected("TestBrokerDown"), selected("TestClusterFailover")
+	needSolo, needCluster := selected("TestBrokerDown"), selected("TestClusterFailover") || selected("TestClusterAllDown")
 	if needSolo || needCluster {
 		var err error
 		fleetsDir, err = os.MkdirTemp("", "chaos-rabbit-")
@@ -66,7 +67,9 @@ func TestMain(m *testing.M) {
 				ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 				defer cancel()
 				if clusterErr = cluster.StartAll(ctx); clusterErr == nil {
-					clusterErr = cluster.Cluster(ctx)
+					clusterTries, clusterErr = cluster.Cluster(ctx, func(format string, args ...any) {
+						fmt.Fprintf(os.Stderr, "private RabbitMQ cluster: "+format+"\n", args...)
+					})
 				}
 			}
 		}()

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -254,7 +255,15 @@ func (n *Node) StartApp(ctx context.Context) error {
 func (n *Node) Running() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.cmd != nil
+	if n.cmd == nil {
+		return false
+	}
+	select {
+	case <-n.exited:
+		return false
+	default:
+		return true
+	}
 }
 
 // Kill kills the node's whole process group with sig and waits for it to exit
@@ -282,6 +291,7 @@ func (n *Node) Kill(sig syscall.Signal, timeout time.Duration) {
 // Stop stops the node cleanly (rabbitmqctl stop), killing it if that fails.
 func (n *Node) Stop(ctx context.Context) {
 	if !n.Running() {
+		n.Kill(syscall.SIGKILL, time.Second) // forgets a VM that exited by itself
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
@@ -312,40 +322,135 @@ func (f *Fleet) StopAll() {
 	wg.Wait()
 }
 
-// Cluster joins every other node of the fleet to the first one, concurrently.
-func (f *Fleet) Cluster(ctx context.Context) error {
+// ClusterTries bounds how often Cluster tries to join one node.
+const ClusterTries = 5
+
+// Cluster makes the fleet one cluster around its first node and returns once
+// every node's cluster_status lists every node running. Nodes that are running
+// members already are left alone (so calling it on a formed cluster only
+// checks it); the others join one at a time, since concurrent joins contend
+// for the seed's mnesia schema. A join that fails (on a busy machine mnesia has
+// crashed start_app right after join_cluster with a badmatch) is tried again
+// from a fully reset node, up to ClusterTries times; logf is told why each
+// failed try failed. Tries tells how many tries each joined node took.
+func (f *Fleet) Cluster(ctx context.Context, logf func(format string, args ...any)) (tries map[string]int, err error) {
 	seed := f.Nodes[0]
-	var wg sync.WaitGroup
-	errs := make([]error, len(f.Nodes))
+	tries = map[string]int{}
 	for i, n := range f.Nodes[1:] {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for _, args := range [][]string{{"stop_app"}, {"reset"}, {"join_cluster", seed.Name}, {"start_app"}} {
-				if _, err := n.Ctl(ctx, args...); err != nil {
-					errs[i] = err
-					return
+		members := f.Nodes[:i+2]
+		if f.holds(ctx, members) == nil {
+			continue
+		}
+		var last error
+		for try := 1; try <= ClusterTries; try++ {
+			tries[n.Name] = try
+			if last = f.join(ctx, seed, n, try > 1); last == nil {
+				if last = f.waitHolds(ctx, members); last == nil {
+					break
 				}
 			}
-			errs[i] = n.WaitReady(ctx)
-		}()
+			logf("joining %s to %s, try %d of %d failed: %v", n.Name, seed.Name, try, ClusterTries, last)
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		if last != nil {
+			return tries, fmt.Errorf("%s did not join %s's cluster in %d tries; last: %w", n.Name, seed.Name, tries[n.Name], last)
+		}
 	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	return tries, f.waitHolds(ctx, f.Nodes)
+}
+
+// join joins n to seed's cluster: stop_app, reset, join_cluster, start_app.
+// With hard (a retry), or when the node's VM is down, or reset fails, n is
+// reset by force_reset or, failing that, by wiping its data and restarting
+// its VM; seed then forgets the half-joined node.
+func (f *Fleet) join(ctx context.Context, seed, n *Node, hard bool) error {
+	reset := n.Running()
+	if reset {
+		if _, err := n.Ctl(ctx, "stop_app"); err != nil {
+			reset = false
+		}
+	}
+	if reset {
+		_, err := n.Ctl(ctx, "reset")
+		reset = err == nil
+	}
+	if hard || !reset {
+		if err := n.forceReset(ctx); err != nil {
+			return err
+		}
+		// Not an error when seed never knew n.
+		_, _ = seed.Ctl(ctx, "forget_cluster_node", n.Name)
+	}
+	for _, args := range [][]string{{"join_cluster", seed.Name}, {"start_app"}} {
+		if _, err := n.Ctl(ctx, args...); err != nil {
+			return err
+		}
+	}
+	return n.WaitReady(ctx)
+}
+
+// forceReset leaves n running with its app stopped and no cluster state:
+// force_reset, or else a fresh VM on wiped data.
+func (n *Node) forceReset(ctx context.Context) error {
+	if n.Running() {
+		if _, err := n.Ctl(ctx, "stop_app"); err == nil {
+			if _, err := n.Ctl(ctx, "force_reset"); err == nil {
+				return nil
+			}
+		}
+	}
+	n.Kill(syscall.SIGKILL, 10*time.Second)
+	if err := os.RemoveAll(filepath.Join(n.dir, "mnesia")); err != nil {
 		return err
 	}
-	out, err := seed.Ctl(ctx, "cluster_status", "--formatter", "json")
-	if err != nil {
+	if err := n.Start(ctx); err != nil {
 		return err
 	}
-	var st struct {
-		Running []string `json:"running_nodes"`
+	_, err := n.Ctl(ctx, "stop_app")
+	return err
+}
+
+// waitHolds waits, up to two minutes, until members form a cluster.
+func (f *Fleet) waitHolds(ctx context.Context, members []*Node) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	for {
+		err := f.holds(ctx, members)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Second):
+		}
 	}
-	if err := json.Unmarshal([]byte(jsonPart(out)), &st); err != nil {
-		return fmt.Errorf("cluster_status: %v: %s", err, out)
-	}
-	if len(st.Running) != len(f.Nodes) {
-		return fmt.Errorf("cluster has %d running nodes, want %d: %s", len(st.Running), len(f.Nodes), out)
+}
+
+// holds checks that every one of members, asked by cluster_status, lists all
+// of them as running nodes.
+func (f *Fleet) holds(ctx context.Context, members []*Node) error {
+	for _, n := range members {
+		if !n.Running() {
+			return fmt.Errorf("%s is not running", n.Name)
+		}
+		out, err := n.Ctl(ctx, "cluster_status", "--formatter", "json")
+		if err != nil {
+			return err
+		}
+		var st struct {
+			Running []string `json:"running_nodes"`
+		}
+		if err := json.Unmarshal([]byte(jsonPart(out)), &st); err != nil {
+			return fmt.Errorf("cluster_status of %s: %v: %s", n.Name, err, out)
+		}
+		for _, m := range members {
+			if !slices.Contains(st.Running, m.Name) {
+				return fmt.Errorf("%s sees running nodes %v, without %s", n.Name, st.Running, m.Name)
+			}
+		}
 	}
 	return nil
 }

@@ -55,6 +55,13 @@ type options struct {
 	grow          int
 	profile       bool
 
+	bench      bool
+	keep       bool
+	itemsRatio bool
+	lagRate    float64
+	backends   string
+	workloads  string
+
 	out      string
 	quiet    bool
 	progress io.Writer
@@ -74,7 +81,7 @@ func run() error {
 	flag.StringVar(&o.personURL, "person", "http://127.0.0.1:8080", "person's base URL (without -start-stack)")
 	flag.StringVar(&o.scoreURL, "score", "http://127.0.0.1:8081", "score's base URL (without -start-stack)")
 	flag.BoolVar(&o.startStack, "start-stack", false, "build and start localmongo, person and score on free ports, in a fresh RabbitMQ vhost and store")
-	flag.StringVar(&o.backend, "backend", "sqlite", "embedded store backend with -start-stack: sqlite or postgresql")
+	flag.StringVar(&o.backend, "backend", "file", "embedded store journal with -start-stack: file or postgresql")
 	flag.StringVar(&o.pgURL, "pg", envOr("LOADGEN_POSTGRESQL_URL", "postgres://root@127.0.0.1:5432/test"), "PostgreSQL server for the postgresql backend (a fresh database is created beside this one and dropped)")
 	flag.StringVar(&o.amqpURL, "amqp", envOr("AMQP_URL", "amqp://guest:guest@localhost:5672/"), "RabbitMQ (a fresh vhost is created on it with -start-stack)")
 	flag.StringVar(&o.binDir, "bin", "", "folder with prebuilt localmongo, person and score (default: build them)")
@@ -92,6 +99,12 @@ func run() error {
 	flag.IntVar(&o.persons, "persons", 100, "cap on the persons created (deleted ones are created again); -suite creates them all first")
 	flag.IntVar(&o.grow, "grow", 500, "with -suite: then grow to this many persons and measure saturation again (0: skip)")
 	flag.BoolVar(&o.profile, "profile", false, "CPU-profile person, score and localmongo during a saturation run (alone, or at the end of -suite)")
+	flag.BoolVar(&o.bench, "bench", false, "run issue 14's workloads (-workloads) on fresh systems (-backends): full rate with -concurrency clients, then half that rate with every write's lag")
+	flag.BoolVar(&o.itemsRatio, "items-ratio", true, "with -bench: also compare writes to a person with 5 items and one with 5,000")
+	flag.BoolVar(&o.keep, "keep", false, "keep each started system's folder (store data, stack.log)")
+	flag.Float64Var(&o.lagRate, "lag-rate", 200, "with -bench: rate of the lag run (default 200/s, half of issue 14's 400 writes/s; 0: half the rate the full run reached)")
+	flag.StringVar(&o.backends, "backends", "file,postgresql", "with -bench: store journals (file, postgresql)")
+	flag.StringVar(&o.workloads, "workloads", "spread,hot", "with -bench: spread (200 persons × 3 items) and hot (1 person × 600 items)")
 	flag.StringVar(&o.out, "out", "", "folder for the JSON results and PNG plots (default: none)")
 	flag.BoolVar(&o.quiet, "quiet", false, "no progress line")
 	flag.Uint64Var(&o.seed, "seed", 0, "random seed (0: random)")
@@ -117,6 +130,8 @@ func run() error {
 	defer stop()
 
 	switch {
+	case o.bench:
+		return runBench(ctx, o)
 	case o.suite:
 		return runSuite(ctx, o)
 	case o.profile:
@@ -237,7 +252,11 @@ func startSystem(ctx context.Context, o options, binDir, backend string, pprof b
 	if err != nil {
 		return nil, err
 	}
-	sys.cleanup = append(sys.cleanup, func() { os.RemoveAll(dir) })
+	if o.keep {
+		logf("keeping %s", dir)
+	} else {
+		sys.cleanup = append(sys.cleanup, func() { os.RemoveAll(dir) })
+	}
 	logf("stack output: %s", filepath.Join(dir, "stack.log"))
 	logFile, err := os.Create(filepath.Join(dir, "stack.log"))
 	if err != nil {

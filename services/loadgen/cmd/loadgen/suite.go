@@ -320,7 +320,7 @@ func runSuite(ctx context.Context, o options) error {
 	imageSizes(ctx, suite.Sizes)
 	_ = save()
 
-	for _, backend := range []string{"sqlite", "postgresql"} {
+	for _, backend := range []string{"file", "postgresql"} {
 		if ctx.Err() != nil {
 			return errInterrupted
 		}
@@ -559,7 +559,7 @@ func profileRun(ctx context.Context, o options) (map[string]ProfileInfo, error) 
 		return nil, err
 	}
 	defer cleanup()
-	sys, err := startSystem(ctx, o, bin, "sqlite", true)
+	sys, err := startSystem(ctx, o, bin, "file", true)
 	if err != nil {
 		return nil, err
 	}

@@ -1,15 +1,14 @@
-// Command localmongo runs an embedded MongoDB-wire server (FerretDB with a
-// write gate) for local development.
+// Command localmongo runs the embedded MongoDB-wire server for local
+// development.
 //
 // Environment:
 //
 //	LOCALMONGO_ADDR            listen address (default 127.0.0.1:27017)
-//	LOCALMONGO_DIR             SQLite data directory (default .data/mongo)
-//	LOCALMONGO_POSTGRESQL_URL  use this PostgreSQL database instead of SQLite
+//	LOCALMONGO_DIR             data directory: the journal (default .data/mongo)
+//	LOCALMONGO_POSTGRESQL_URL  keep the journal in this PostgreSQL database instead
 //	LOCALMONGO_PPROF_ADDR      serve net/http/pprof here (off by default), to
 //	                           profile the store under load
-//	LOG_LEVEL                  debug, info (default), warn, error; FerretDB's
-//	                           own logs are shown only at debug
+//	LOG_LEVEL                  debug, info (default), warn, error
 package main
 
 import (
@@ -71,7 +70,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	backend := zap.String("sqlite_dir", cfg.Dir)
+	backend := zap.String("dir", cfg.Dir)
 	if cfg.PostgreSQLURL != "" {
 		backend = zap.String("backend", "postgresql") // the URL may hold a password
 	}

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -33,6 +32,11 @@ type config struct {
 type personConfig struct {
 	// ConsumerName names person's queues: <name>.queue, <name>.dlq, ...
 	ConsumerName string `env:"CONSUMER_NAME" envDefault:"person"`
+	// OutboxMaxPending and OutboxMaxAge bound the outbox backlog: writes are
+	// accepted while the broker is unreachable until this process counts
+	// that many unpublished events, or its oldest is that old (0: no bound).
+	OutboxMaxPending int           `env:"OUTBOX_MAX_PENDING" envDefault:"100000"`
+	OutboxMaxAge     time.Duration `env:"OUTBOX_MAX_AGE" envDefault:"1h"`
 }
 
 func main() {
@@ -97,24 +101,18 @@ func run(ctx context.Context, cfg config, log *zap.Logger, reg prometheus.Regist
 	scoreevents.Register(consumer, store)
 	snapshots.Register(consumer, store, pub, log) // answers score's rebuild requests
 
-	ready := func(ctx context.Context) error {
+	// The broker is not needed to take writes: their events wait in the
+	// outbox, up to the backlog's bounds. Only the store makes person unready.
+	bound := httpapi.BacklogBound{Backlog: ob.Backlog, MaxPending: cfg.OutboxMaxPending, MaxAge: cfg.OutboxMaxAge,
+		BrokerReady: func() bool { return pub.Ready() && consumer.Ready() }}
+	ready := func(ctx context.Context) (map[string]any, error) {
 		if err := store.Ping(ctx); err != nil {
-			return fmt.Errorf("mongodb: %w", err)
+			return nil, fmt.Errorf("mongodb: %w", err)
 		}
-		if !pub.Ready() || !consumer.Ready() {
-			return errors.New("rabbitmq: not connected")
-		}
-		return nil
-	}
-	// Writes are refused (503, nothing written) while the broker is unreachable.
-	canWrite := func(context.Context) error {
-		if !pub.Ready() {
-			return errors.New("rabbitmq: publisher not connected")
-		}
-		return nil
+		return bound.Status(), nil
 	}
 	router := service.NewRouter(log, service.NewHTTPMetrics(reg), ready)
-	httpapi.Register(router, httpapi.Config{Store: store, Logger: log, CanWrite: canWrite})
+	httpapi.Register(router, httpapi.Config{Store: store, Logger: log, CanWrite: bound.Check})
 	srv := &http.Server{Addr: cfg.HTTPAddr, Handler: router, ReadHeaderTimeout: 5 * time.Second}
 
 	// Shutdown order: stop taking requests and finish those in flight, then flush

@@ -76,6 +76,29 @@ func (b *broker) tap() <-chan amqp.Delivery {
 	return d
 }
 
+// waitConsuming waits until the service consumes from queue (declared, bound and with
+// a consumer): person's consumer starts in the background, and an event published
+// before its queue is bound reaches only the tap.
+func (b *broker) waitConsuming(queue string) {
+	b.t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		ch, err := b.conn.Channel() // a failed passive declare closes its channel
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+		if err == nil {
+			_ = ch.Close()
+			if q.Consumers > 0 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("nothing consumes from %s: %v", queue, err)
+		}
+	}
+}
+
 func (b *broker) cleanup() {
 	names := []string{b.consumer + ".tap", eventbus.WorkQueue(b.consumer), eventbus.DeadLetterQueue(b.consumer)}
 	// The consumer's delay queues, whatever the library names them: list ours.
@@ -123,11 +146,18 @@ type app struct {
 // start runs the service on the given MongoDB and broker.
 func start(t *testing.T, b *broker, log *zap.Logger, mongoURI, brokerURL string) *app {
 	t.Helper()
+	return startWith(t, b, log, mongoURI, brokerURL, personConfig{OutboxMaxPending: 100_000, OutboxMaxAge: time.Hour})
+}
+
+// startWith is start with person's own settings (the consumer name is the broker's).
+func startWith(t *testing.T, b *broker, log *zap.Logger, mongoURI, brokerURL string, own personConfig) *app {
+	t.Helper()
 	addr := freeAddr(t)
+	own.ConsumerName = b.consumer
 	cfg := config{
 		Config: service.Config{HTTPAddr: addr, AMQPURL: brokerURL, MongoURI: mongoURI, MongoDatabase: "person",
 			Exchange: b.exchange, LogLevel: "info", ShutdownTimeout: 20 * time.Second, Workers: 2},
-		personConfig: personConfig{ConsumerName: b.consumer},
+		personConfig: own,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &app{base: "http://" + addr, cancel: cancel, done: make(chan error, 1)}
@@ -248,6 +278,7 @@ func TestServiceEndToEndAndGracefulShutdown(t *testing.T) {
 		"asset.created 11111@3": true, "debt.created 11111@4": true}, 30*time.Second)
 
 	// score.changed, as the score service publishes it, through the library.
+	b.waitConsuming(eventbus.WorkQueue(b.consumer))
 	conn := eventbus.Open(eventbus.ConnConfig{URLs: []string{amqpURL}, Name: "person-test-score"})
 	defer conn.Close()
 	pub := eventbus.NewPublisher(conn, eventbus.PublisherConfig{Exchange: b.exchange})
@@ -345,30 +376,76 @@ func TestServiceEndToEndAndGracefulShutdown(t *testing.T) {
 	}
 }
 
-// /readyz is 200 exactly while MongoDB answers and the broker is connected;
-// /healthz stays 200; writes are refused with 503 (and write nothing) while the
-// broker is unreachable, and work again once it is back.
+// /readyz is 200 exactly while MongoDB answers, whether or not the broker is
+// connected, and its body tells the two apart; /healthz stays 200. While the
+// broker is unreachable writes are accepted into the outbox backlog up to
+// OUTBOX_MAX_PENDING, then refused with 503 and Retry-After, nothing written;
+// once the broker is back the backlog drains by itself, in version order,
+// and writes are accepted again.
 func TestReadinessFollowsDependencies(t *testing.T) {
+	const bound = 5
 	b := newBroker(t)
+	events := b.tap()
 	mongoSrv := mongotest.Start(t)
 	mongoHost := strings.TrimPrefix(strings.Split(mongoSrv.URI(), "/?")[0], "mongodb://")
 	mongoProxy := persontest.StartProxy(t, mongoHost)
 	brokerProxy := persontest.StartProxy(t, "127.0.0.1:5672")
-	a := start(t, b, zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)),
-		persontest.ProxiedURI(mongoProxy), "amqp://guest:guest@"+brokerProxy.Addr()+"/")
+	a := startWith(t, b, zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)),
+		persontest.ProxiedURI(mongoProxy), "amqp://guest:guest@"+brokerProxy.Addr()+"/",
+		personConfig{OutboxMaxPending: bound, OutboxMaxAge: time.Hour})
 	a.must(t, "POST", "/person", `{"cpf": 1, "name": "a", "date_of_birth": "2000-01-01"}`, 201)
+	a.waitReadyz(t, func(m map[string]any) bool { return m["broker"] == "connected" && pending(m) == 0 })
 
 	brokerProxy.Cut()
-	a.waitReady(t, http.StatusServiceUnavailable)
+	a.waitReadyz(t, func(m map[string]any) bool { return m["broker"] == "unreachable" })
 	a.must(t, "GET", "/healthz", "", 200)
-	a.must(t, "POST", "/person/1/debt", `{"value": 1}`, 503)
-	a.must(t, "POST", "/person", `{"cpf": 2, "name": "b", "date_of_birth": "2000-01-01"}`, 503)
-	if m := a.must(t, "GET", "/person/1", "", 200); m["version"] != float64(1) {
+	for range bound {
+		a.must(t, "POST", "/person/1/debt", `{"value": 1}`, 201)
+	}
+	for _, w := range []struct{ path, body string }{
+		{"/person/1/debt", `{"value": 1}`},
+		{"/person", `{"cpf": 2, "name": "b", "date_of_birth": "2000-01-01"}`},
+	} {
+		code, hdr, m := a.callHeader("POST", w.path, w.body)
+		if code != 503 || hdr.Get("Retry-After") != "5" || hdr.Get("Content-Type") != "application/problem+json" ||
+			!strings.Contains(fmt.Sprint(m["detail"]), "outbox backlog full") {
+			t.Errorf("POST %s past the bound: %d %v %v", w.path, code, hdr, m)
+		}
+	}
+	if m := a.must(t, "GET", "/person/1", "", 200); m["version"] != float64(1+bound) {
 		t.Errorf("a refused write changed the person: %v", m)
 	}
 	a.must(t, "GET", "/person/2", "", 404)
+	if m := a.must(t, "GET", "/readyz", "", 200); pending(m) != bound || !strings.HasPrefix(fmt.Sprint(m["writes"]), "refused") {
+		t.Errorf("readyz with the backlog full: %v", m)
+	}
+
 	brokerProxy.Restore()
-	a.waitReady(t, http.StatusOK)
+	a.waitReadyz(t, func(m map[string]any) bool { return m["broker"] == "connected" && pending(m) == 0 })
+	var versions []int64
+	seen := map[int64]bool{}
+	deadline := time.After(30 * time.Second)
+	for len(seen) < 1+bound {
+		select {
+		case d := <-events:
+			ev, err := eventbus.ParseEvent(d.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ev.Subject == "1" && !seen[ev.Version] {
+				seen[ev.Version] = true
+				versions = append(versions, ev.Version)
+			}
+		case <-deadline:
+			t.Fatalf("after the outage only versions %v were published", versions)
+		}
+	}
+	for i, v := range versions {
+		if v != int64(i+1) {
+			t.Errorf("published in order %v, want 1..%d", versions, 1+bound)
+			break
+		}
+	}
 	a.must(t, "POST", "/person/1/debt", `{"value": 1}`, 201)
 
 	mongoProxy.Cut()
@@ -377,7 +454,43 @@ func TestReadinessFollowsDependencies(t *testing.T) {
 	a.must(t, "POST", "/person/1/debt", `{"value": 1}`, 503)
 	mongoProxy.Restore()
 	a.waitReady(t, http.StatusOK)
-	if m := a.must(t, "GET", "/person/1", "", 200); m["version"] != float64(2) {
-		t.Errorf("version %v, want 2", m["version"])
+	if m := a.must(t, "GET", "/person/1", "", 200); m["version"] != float64(2+bound) {
+		t.Errorf("version %v, want %d", m["version"], 2+bound)
 	}
+}
+
+// pending is the outbox backlog a /readyz body reports.
+func pending(m map[string]any) float64 {
+	ob, _ := m["outbox"].(map[string]any)
+	n, _ := ob["pending"].(float64)
+	return n
+}
+
+// waitReadyz polls /readyz until it answers 200 with a body ok accepts.
+func (a *app) waitReadyz(t *testing.T, ok func(map[string]any) bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		code, m, err := a.call("GET", "/readyz", "")
+		if err == nil && code == 200 && ok(m) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz never answered as wanted: %d %v %v", code, m, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (a *app) callHeader(method, path, body string) (int, http.Header, map[string]any) {
+	req, _ := http.NewRequest(method, a.base+path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, nil
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&m)
+	return resp.StatusCode, resp.Header, m
 }

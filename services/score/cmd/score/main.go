@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/personscore/eventbus"
@@ -78,17 +79,26 @@ func run() error {
 		Workers: cfg.Workers, ShutdownTimeout: cfg.ShutdownTimeout, Logger: log})
 	personevents.Register(consumer, store)
 
-	ready := func(ctx context.Context) error {
+	// Once score has consumed from its queue, reads need only the store:
+	// while the broker is unreachable they are served, marked stale (see
+	// httpapi.StaleHeader). Before that, score is not ready: its queue may
+	// not even exist yet, so person's events would find no route to it.
+	var attached atomic.Bool
+	ready := func(ctx context.Context) (map[string]any, error) {
 		if err := store.Ping(ctx); err != nil {
-			return fmt.Errorf("mongodb: %w", err)
+			return nil, fmt.Errorf("mongodb: %w", err)
 		}
-		if !pub.Ready() || !consumer.Ready() {
-			return errors.New("rabbitmq: not connected")
+		if pub.Ready() && consumer.Ready() {
+			attached.Store(true)
+			return map[string]any{"broker": "connected", "reads": "served"}, nil
 		}
-		return nil
+		if !attached.Load() {
+			return nil, errors.New("rabbitmq: not consuming from its queue yet since start")
+		}
+		return map[string]any{"broker": "unreachable", "reads": "served, marked stale: " + httpapi.StaleDisconnected}, nil
 	}
 	router := service.NewRouter(log, service.NewHTTPMetrics(prometheus.DefaultRegisterer), ready)
-	httpapi.Register(router, store, log, extra.MinVersionWait)
+	httpapi.Register(router, httpapi.Config{Store: store, Logger: log, MaxWait: extra.MinVersionWait, Receiving: consumer.Ready})
 	srv := &http.Server{Addr: cfg.HTTPAddr, Handler: router, ReadHeaderTimeout: 5 * time.Second}
 
 	var adminSrv *http.Server

@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/personscore/loadgen"
+	"github.com/personscore/stack"
+)
+
+// workloads are issue 14's: 600 writes of the seed's items from 16 clients,
+// spread over 200 persons or all to one.
+var workloads = map[string]struct{ persons, writes int }{
+	"spread": {200, 600},
+	"hot":    {1, 600},
+}
+
+// BenchResult is one `make bench` run.
+type BenchResult struct {
+	Machine Machine       `json:"machine"`
+	Runs    []*BenchEntry `json:"runs"`
+	Items   []*ItemsEntry `json:"items_ratio,omitempty"`
+	// Profile: CPU profiles of a closed-loop run (mixed writes, file journal).
+	Profile map[string]ProfileInfo `json:"profile,omitempty"`
+	// Store: the embedded store's own sequential rates.
+	Store []loadgen.StoreResult `json:"store,omitempty"`
+}
+
+// ItemsEntry compares writes to a person with few items and one with many,
+// on one system, measured alternately: a write should cost the same.
+type ItemsEntry struct {
+	Backend string                    `json:"backend"`
+	Runs    []*loadgen.WorkloadResult `json:"runs"`
+	// Ratio is the writes/s of the small person over the big one's (1: same cost).
+	Ratio float64 `json:"ratio"`
+}
+
+// BenchEntry is one workload on one backend: full rate, then half of it.
+type BenchEntry struct {
+	Backend  string                  `json:"backend"`
+	Workload string                  `json:"workload"`
+	Full     *loadgen.WorkloadResult `json:"full"`
+	Half     *loadgen.WorkloadResult `json:"half"`
+	Profile  map[string]ProfileInfo  `json:"profile,omitempty"`
+}
+
+// runBench runs every workload of -workloads on every backend of -backends,
+// each on a fresh system: closed loop with -concurrency clients, then open
+// loop at half the rate it reached with every write's lag measured.
+func runBench(ctx context.Context, o options) error {
+	bin, cleanup, err := binaries(ctx, o, loadgen.BuildOptions{})
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	res := &BenchResult{Machine: machine(ctx, o.pgURL)}
+	res.Machine.LoadAvg = append(res.Machine.LoadAvg, loadAvg("start"))
+	if o.storeDuration > 0 {
+		if res.Store, err = storeBench(ctx, o); err != nil {
+			return err
+		}
+		res.Machine.LoadAvg = append(res.Machine.LoadAvg, loadAvg("after store"))
+	}
+	for _, backend := range strings.Split(o.backends, ",") {
+		for _, name := range strings.Split(o.workloads, ",") {
+			if name == "" {
+				continue
+			}
+			wl, ok := workloads[name]
+			if !ok {
+				return fmt.Errorf("unknown workload %q (spread, hot)", name)
+			}
+			e, err := benchOne(ctx, o, bin, backend, name, wl.persons, wl.writes)
+			if e != nil {
+				res.Runs = append(res.Runs, e)
+			}
+			res.Machine.LoadAvg = append(res.Machine.LoadAvg, loadAvg("after "+backend+" "+name))
+			_ = writeJSON(o.out, "bench.json", res)
+			if err != nil {
+				return err
+			}
+		}
+	}
+	if o.itemsRatio {
+		for _, backend := range strings.Split(o.backends, ",") {
+			e, err := itemsRatio(ctx, o, bin, backend)
+			if e != nil {
+				res.Items = append(res.Items, e)
+			}
+			_ = writeJSON(o.out, "bench.json", res)
+			if err != nil {
+				return err
+			}
+		}
+	}
+	if o.profile && ctx.Err() == nil {
+		p, err := profileRun(ctx, o)
+		if err != nil {
+			logf("profile: %v", err)
+		}
+		res.Profile = p
+		res.Machine.LoadAvg = append(res.Machine.LoadAvg, loadAvg("after profile"))
+		_ = writeJSON(o.out, "bench.json", res)
+	}
+	fmt.Print(benchTable(res))
+	if o.out != "" {
+		return os.WriteFile(filepath.Join(o.out, "bench.md"), []byte(benchTable(res)), 0o644)
+	}
+	return nil
+}
+
+func benchOne(ctx context.Context, o options, bin, backend, name string, persons, writes int) (*BenchEntry, error) {
+	sys, err := startSystem(ctx, o, bin, backend, false)
+	if err != nil {
+		return nil, err
+	}
+	defer sys.close()
+	client := loadgen.NewClient(sys.URL(stack.Person), sys.URL(stack.Score), 64)
+	e := &BenchEntry{Backend: backend, Workload: name}
+	base := cpfBase()
+	cfg := loadgen.WorkloadConfig{Name: name + " " + backend, Persons: persons, Writes: writes, Clients: o.concurrency, CPFBase: base}
+	if backend != "postgresql" { // FerretDB has no `top`
+		cfg.StoreURI = sys.MongoURI()
+	}
+	if e.Full, err = loadgen.RunWorkload(ctx, cfg, client); err != nil {
+		return e, err
+	}
+	printWorkload(e.Full)
+	if _, err := loadgen.Quiesce(ctx, []string{client.PersonURL, client.ScoreURL}, 2*time.Second, 3*time.Minute); err != nil {
+		logf("quiesce: %v", err)
+	}
+	cfg.StoreURI = ""
+	cfg.Rate = o.lagRate
+	if cfg.Rate <= 0 {
+		cfg.Rate = e.Full.Throughput / 2
+	}
+	cfg.Name += fmt.Sprintf(" at %.0f per s", cfg.Rate)
+	cfg.CPFBase = base + 100_000
+	if e.Half, err = loadgen.RunWorkload(ctx, cfg, client); err != nil {
+		return e, err
+	}
+	printWorkload(e.Half)
+	if o.out != "" {
+		for _, r := range []*loadgen.WorkloadResult{e.Full, e.Half} {
+			rr := &loadgen.RunResult{Name: r.Name, TargetRate: r.TargetRate, Timeline: r.Timeline, TimelineStepS: r.TimelineStepS, Errors: r.Errors}
+			file := filepath.Join(o.out, strings.ReplaceAll(r.Name, " ", "-")+".png")
+			if err := loadgen.PlotTimeline(rr, file); err != nil {
+				logf("plot: %v", err)
+			}
+		}
+	}
+	return e, nil
+}
+
+func printWorkload(r *loadgen.WorkloadResult) {
+	logf("%-28s %6.1f writes/s (%d writes, %d errors, %.2fs)  latency p50 %.1fms p99 %.1fms  lag p50 %.1fms p99 %.1fms  caught up %.0fms after the last write  exact %v",
+		r.Name, r.Throughput, r.Writes, r.Errors, r.ElapsedS, r.Latency.P50MS, r.Latency.P99MS, r.Lag.P50MS, r.Lag.P99MS, r.CatchUpMS, r.Exact)
+	for _, m := range r.Mismatches[:min(5, len(r.Mismatches))] {
+		logf("  mismatch: %s", m)
+	}
+	for _, m := range r.ErrorSamples[:min(3, len(r.ErrorSamples))] {
+		logf("  error: %s", m)
+	}
+}
+
+func benchTable(r *BenchResult) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "| backend | workload | writes/s (16 clients) | write p50/p99 ms | caught up after last write | exact | half rate | lag p50 | lag p95 | lag p99 | lag max ms |\n")
+	fmt.Fprintf(&b, "|---|---|---:|---|---:|---|---:|---:|---:|---:|---:|\n")
+	for _, e := range r.Runs {
+		f, h := e.Full, e.Half
+		if f == nil {
+			continue
+		}
+		half := "| | | | | |"
+		if h != nil {
+			half = fmt.Sprintf("%.0f/s (%.1f) | %.1f | %.1f | %.1f | %.0f |", h.TargetRate, h.Throughput, h.Lag.P50MS, h.Lag.P95MS, h.Lag.P99MS, h.Lag.MaxMS)
+			if !h.Exact {
+				half += " (half-rate run not exact)"
+			}
+		}
+		fmt.Fprintf(&b, "| %s | %s | %.1f | %.1f / %.1f | %.0f ms | %v | %s\n", e.Backend, e.Workload, f.Throughput,
+			f.Latency.P50MS, f.Latency.P99MS, f.CatchUpMS, f.Exact, half)
+	}
+	for _, it := range r.Items {
+		fmt.Fprintf(&b, "\n%s: writes/s to a person with 5 items ÷ to one with 5,000 (2,000 writes each, 16 clients, twice, alternating): **%.2f**", it.Backend, it.Ratio)
+		for _, run := range it.Runs {
+			fmt.Fprintf(&b, "; %s %.0f/s", run.Name, run.Throughput)
+		}
+		b.WriteString("\n")
+	}
+	for _, e := range r.Runs {
+		if e.Full != nil && e.Full.StoreCommandsPerWrite != nil {
+			fmt.Fprintf(&b, "\n%s %s: store commands per write: person %.2f, score %.2f (", e.Backend, e.Workload,
+				e.Full.StoreCommandsPerWrite["person"], e.Full.StoreCommandsPerWrite["score"])
+			var parts []string
+			for k, v := range e.Full.StoreCommandsPerWrite {
+				if strings.Contains(k, " ") && v >= 0.01 {
+					parts = append(parts, fmt.Sprintf("%s %.2f", k, v))
+				}
+			}
+			sort.Strings(parts)
+			b.WriteString(strings.Join(parts, ", ") + ")\n")
+		}
+	}
+	return b.String()
+}
+
+// itemsRatio preloads one person with 5 items and one with 5,000, then writes
+// 2,000 items to each from -concurrency clients, twice, alternating.
+func itemsRatio(ctx context.Context, o options, bin, backend string) (*ItemsEntry, error) {
+	sys, err := startSystem(ctx, o, bin, backend, false)
+	if err != nil {
+		return nil, err
+	}
+	defer sys.close()
+	client := loadgen.NewClient(sys.URL(stack.Person), sys.URL(stack.Score), 64)
+	e := &ItemsEntry{Backend: backend}
+	base := cpfBase()
+	var small, big float64
+	for round := range 2 {
+		for _, items := range []int{5, 5000} {
+			cfg := loadgen.WorkloadConfig{Name: fmt.Sprintf("person with %d items %s", items, backend), Persons: 1, Writes: 2000,
+				Clients: o.concurrency, Items: items, CPFBase: base + int64(round*10+len(e.Runs))}
+			r, err := loadgen.RunWorkload(ctx, cfg, client)
+			if err != nil {
+				return e, err
+			}
+			printWorkload(r)
+			e.Runs = append(e.Runs, r)
+			if items == 5 {
+				small += r.Throughput
+			} else {
+				big += r.Throughput
+			}
+		}
+	}
+	if big > 0 {
+		e.Ratio = small / big
+	}
+	logf("items ratio on %s: a person with 5 items takes %.2f× the writes/s of one with 5,000", backend, e.Ratio)
+	return e, nil
+}
