@@ -199,3 +199,32 @@ smoke:
 	done; \
 	echo "score for 11111 not available through port 81 after 30s" >&2; exit 1
 # --- end kubernetes ---
+
+# --- local node: a real single-node cluster on this machine (k8s/local, docs/KUBERNETES.md) ---
+# Everything it runs is built here from Go modules (k8s/hack/build-control-plane.sh node)
+# and Debian packages; it needs root. State in NODE_STATE, removed by cluster-down.
+NODE_STATE ?= /var/lib/personscore-node
+NODE       := $(BIN)/node -root $(CURDIR) -state $(NODE_STATE)
+
+.PHONY: node-tools cluster-up cluster-down test-cluster
+
+node-tools:
+	nice -n 10 k8s/hack/build-control-plane.sh node
+	cd k8s/local && CGO_ENABLED=0 $(GO) build -o $(BIN)/node ./cmd/node
+	cd k8s/local && CGO_ENABLED=0 $(GO) build -ldflags=-s -o $(BIN)/pause ./cmd/pause
+
+# Starts (or completes) the node, its add-ons and both charts; harmless when it runs.
+cluster-up: node-tools $(BIN)/helm images chart-deps
+	$(NODE) up
+
+# Stops every process by PID, undoes every host change and checks the host against the
+# record taken before the first change; harmless when nothing runs.
+cluster-down:
+	cd k8s/local && CGO_ENABLED=0 $(GO) build -o $(BIN)/node ./cmd/node
+	$(NODE) down
+
+# End-to-end tests against the node (brings it up first when needed).
+test-cluster: cluster-up
+	cd k8s/local && KUBECONFIG=$(NODE_STATE)/kubeconfig/admin.kubeconfig HELM=$(BIN)/helm REPO_ROOT=$(CURDIR) \
+	  $(GO) test -count=1 -timeout 60m -v ./...
+# --- end local node ---
