@@ -65,12 +65,12 @@ func TestReplicasApplyingOneCPFConcurrently(t *testing.T) {
 	if len(chain) == 0 {
 		t.Fatal("no score.changed at all")
 	}
-	prev := scoreChange{}
-	for i, c := range chain {
-		if c == prev {
-			t.Fatalf("score.changed #%d repeats %+v: published without a change", i, c)
+	// The outbox keeps only the newest score.changed once published ones are cleared, so
+	// the chain may start anywhere: compare each event with the one before it.
+	for i := 1; i < len(chain); i++ {
+		if chain[i] == chain[i-1] {
+			t.Fatalf("score.changed #%d repeats %+v: published without a change", i, chain[i])
 		}
-		prev = c
 	}
 	if last := chain[len(chain)-1]; last.Score != d.Score || last.Live != d.Live() {
 		t.Fatalf("last score.changed %+v, document score %d live %v", last, d.Score, d.Live())
