@@ -282,19 +282,7 @@ func TestClusterAllDown(t *testing.T) {
 	if clusterErr != nil {
 		t.Fatalf("starting a private RabbitMQ cluster: %v", clusterErr)
 	}
-	seed := cluster.Nodes[0]
-	vhost := "chaos-" + chaos.NewID()[:8]
-	if err := seed.AddVhost(t.Context(), vhost); err != nil {
-		t.Fatal(err)
-	}
-	var urls []string
-	for _, n := range cluster.Nodes {
-		urls = append(urls, n.URL(vhost))
-	}
-	list := strings.Join(urls, ",")
-	h := newHarness(t, setup{amqpURL: seed.URL(vhost), serviceAMQP: func(string) map[string]string {
-		return map[string]string{stack.Person: list, stack.Score: list}
-	}})
+	h, _, _ := newClusterHarness(t)
 	w := &chaos.Workload{Client: h.client, CPFs: cpfs(1_200_001, 24), Writers: 6, DeleteOneIn: 8}
 	stop := w.Start(t.Context())
 	h.sleep(4 * time.Second)

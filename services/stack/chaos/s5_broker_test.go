@@ -167,19 +167,7 @@ func TestClusterFailover(t *testing.T) {
 		formation += fmt.Sprintf(", rejoined at this test's start with tries %s", triesText(rejoined))
 	}
 	t.Log(formation)
-	seed := cluster.Nodes[0]
-	vhost := "chaos-" + chaos.NewID()[:8]
-	if err := seed.AddVhost(t.Context(), vhost); err != nil {
-		t.Fatal(err)
-	}
-	var urls []string
-	for _, n := range cluster.Nodes {
-		urls = append(urls, n.URL(vhost))
-	}
-	list := strings.Join(urls, ",")
-	h := newHarness(t, setup{amqpURL: seed.URL(vhost), serviceAMQP: func(string) map[string]string {
-		return map[string]string{stack.Person: list, stack.Score: list}
-	}})
+	h, seed, vhost := newClusterHarness(t)
 	q := queueLeader(t, seed, vhost, "score.queue")
 	if q.Type != "quorum" || len(q.Members) != 3 {
 		t.Fatalf("score.queue is %s with members %v, want a quorum queue on all 3 nodes", q.Type, q.Members)
@@ -289,4 +277,24 @@ func triesText(tries map[string]int) string {
 		}
 	}
 	return strings.Join(parts, ", ")
+}
+
+// newClusterHarness runs the services against every node of the private cluster, in a
+// fresh vhost made on its first node (the seed).
+func newClusterHarness(t *testing.T) (h *harness, seed *chaos.Node, vhost string) {
+	t.Helper()
+	seed = cluster.Nodes[0]
+	vhost = "chaos-" + chaos.NewID()[:8]
+	if err := seed.AddVhost(t.Context(), vhost); err != nil {
+		t.Fatal(err)
+	}
+	var urls []string
+	for _, n := range cluster.Nodes {
+		urls = append(urls, n.URL(vhost))
+	}
+	list := strings.Join(urls, ",")
+	h = newHarness(t, setup{amqpURL: seed.URL(vhost), serviceAMQP: func(string) map[string]string {
+		return map[string]string{stack.Person: list, stack.Score: list}
+	}})
+	return h, seed, vhost
 }
