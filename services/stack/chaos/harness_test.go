@@ -29,6 +29,7 @@ var (
 	solo, cluster       *chaos.Fleet
 	soloErr, clusterErr error
 	clusterTries        map[string]int // tries of each node's join when the cluster formed
+	startTries          map[string]int // starts each private node took
 	soloReady           = make(chan struct{})
 	clusterReady        = make(chan struct{})
 	fleetsDir           string
@@ -53,7 +54,9 @@ func TestMain(m *testing.M) {
 			if soloErr == nil {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 				defer cancel()
-				soloErr = solo.StartAll(ctx)
+				var tries map[string]int
+				tries, soloErr = solo.StartAll(ctx, fleetLog("private RabbitMQ node"))
+				noteStartTries(tries)
 			}
 		}()
 	} else {
@@ -66,10 +69,10 @@ func TestMain(m *testing.M) {
 			if clusterErr == nil {
 				ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 				defer cancel()
-				if clusterErr = cluster.StartAll(ctx); clusterErr == nil {
-					clusterTries, clusterErr = cluster.Cluster(ctx, func(format string, args ...any) {
-						fmt.Fprintf(os.Stderr, "private RabbitMQ cluster: "+format+"\n", args...)
-					})
+				tries, err := cluster.StartAll(ctx, fleetLog("private RabbitMQ cluster"))
+				noteStartTries(tries)
+				if clusterErr = err; clusterErr == nil {
+					clusterTries, clusterErr = cluster.Cluster(ctx, fleetLog("private RabbitMQ cluster"))
 				}
 			}
 		}()
@@ -95,6 +98,25 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(code)
+}
+
+func fleetLog(prefix string) func(format string, args ...any) {
+	return func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, prefix+": "+format+"\n", args...)
+	}
+}
+
+var startTriesMu sync.Mutex
+
+func noteStartTries(tries map[string]int) {
+	startTriesMu.Lock()
+	defer startTriesMu.Unlock()
+	if startTries == nil {
+		startTries = map[string]int{}
+	}
+	for name, n := range tries {
+		startTries[name] = n
+	}
 }
 
 // selected reports whether -run selects the top-level test name.

@@ -280,7 +280,7 @@ func (h *harness) probeRefusal(cpf int64) string {
 func TestClusterAllDown(t *testing.T) {
 	<-clusterReady
 	if clusterErr != nil {
-		t.Fatalf("starting a private RabbitMQ cluster: %v", clusterErr)
+		t.Fatalf("starting a private RabbitMQ cluster (starts per node %v, join tries per node %v): %v", startTries, clusterTries, clusterErr)
 	}
 	h, _, _ := newClusterHarness(t)
 	w := &chaos.Workload{Client: h.client, CPFs: cpfs(1_200_001, 24), Writers: 6, DeleteOneIn: 8}

@@ -200,12 +200,25 @@ func (n *Node) WaitReady(ctx context.Context) error {
 		n.mu.Unlock()
 		select {
 		case <-exited:
-			return fmt.Errorf("%s exited while starting; see %s", n.Name, filepath.Join(n.dir, "console.log"))
+			return fmt.Errorf("%s exited while starting; %s ends with:\n%s", n.Name, filepath.Join(n.dir, "console.log"), n.consoleTail(15))
 		case <-ctx.Done():
 			return fmt.Errorf("%s not ready: %w", n.Name, ctx.Err())
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// consoleTail returns the last lines of the node's console log.
+func (n *Node) consoleTail(lines int) string {
+	b, err := os.ReadFile(filepath.Join(n.dir, "console.log"))
+	if err != nil {
+		return err.Error()
+	}
+	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	return strings.Join(all, "\n")
 }
 
 // Ready reports whether the node answers AMQP now.
@@ -300,16 +313,52 @@ func (n *Node) Stop(ctx context.Context) {
 	n.Kill(syscall.SIGTERM, 20*time.Second)
 }
 
-// StartAll starts the fleet's nodes concurrently.
-func (f *Fleet) StartAll(ctx context.Context) error {
+// StartTries bounds how often StartAll starts one node.
+const StartTries = 3
+
+// StartAll starts the fleet's nodes concurrently. A node whose VM exits while
+// it boots (a port taken between choosing and binding it, a busy machine) is
+// started again on fresh ports and wiped data, up to StartTries times; logf
+// is told why each failed try failed. Tries tells how many starts each node took.
+func (f *Fleet) StartAll(ctx context.Context, logf func(format string, args ...any)) (tries map[string]int, err error) {
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	tries = map[string]int{}
 	errs := make([]error, len(f.Nodes))
 	for i, n := range f.Nodes {
 		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = n.Start(ctx) }()
+		go func() {
+			defer wg.Done()
+			for try := 1; try <= StartTries; try++ {
+				mu.Lock()
+				tries[n.Name] = try
+				mu.Unlock()
+				if errs[i] = n.Start(ctx); errs[i] == nil || ctx.Err() != nil {
+					return
+				}
+				logf("starting %s, try %d of %d failed: %v", n.Name, try, StartTries, errs[i])
+				n.Kill(syscall.SIGKILL, 10*time.Second)
+				if errs[i] = n.renew(); errs[i] != nil {
+					return
+				}
+			}
+		}()
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	return tries, errors.Join(errs...)
+}
+
+// renew gives a stopped node fresh ports and empty data, keeping its name.
+func (n *Node) renew() error {
+	ports, err := freePorts(2)
+	if err != nil {
+		return err
+	}
+	if err := os.RemoveAll(filepath.Join(n.dir, "mnesia")); err != nil {
+		return err
+	}
+	n.Port, n.DistPort = ports[0], ports[1]
+	return n.prepare()
 }
 
 // StopAll stops every node.

@@ -153,7 +153,7 @@ func findQueue(ctx context.Context, via *chaos.Node, vhost, queue string) (chaos
 func TestClusterFailover(t *testing.T) {
 	<-clusterReady
 	if clusterErr != nil {
-		t.Fatalf("starting a private RabbitMQ cluster (tries per node %v): %v", clusterTries, clusterErr)
+		t.Fatalf("starting a private RabbitMQ cluster (starts per node %v, join tries per node %v): %v", startTries, clusterTries, clusterErr)
 	}
 	// The cluster formed while other scenarios ran; an earlier run of this
 	// test killed and restarted one of its nodes. Check that it holds (or
@@ -162,7 +162,7 @@ func TestClusterFailover(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the private RabbitMQ cluster does not hold (rejoin tries per node %v): %v", rejoined, err)
 	}
-	formation := fmt.Sprintf("cluster formed with join tries %s", triesText(clusterTries))
+	formation := fmt.Sprintf("cluster formed with starts %s and join tries %s", triesText(startTries), triesText(clusterTries))
 	if len(rejoined) > 0 {
 		formation += fmt.Sprintf(", rejoined at this test's start with tries %s", triesText(rejoined))
 	}
