@@ -223,8 +223,9 @@ cluster-down:
 	cd k8s/local && CGO_ENABLED=0 $(GO) build -o $(BIN)/node ./cmd/node
 	$(NODE) down
 
-# End-to-end tests against the node (brings it up first when needed).
-test-cluster: cluster-up
+# End-to-end tests against the node (brings it up first when needed); one of them runs
+# `make dev SKAFFOLD_PROFILE=local-node` (skaffold run, then a skaffold dev iteration).
+test-cluster: cluster-up $(BIN)/skaffold
 	cd k8s/local && KUBECONFIG=$(NODE_STATE)/kubeconfig/admin.kubeconfig HELM=$(BIN)/helm REPO_ROOT=$(CURDIR) \
 	  $(GO) test -count=1 -timeout 60m -v ./...
 # --- end local node ---
