@@ -15,6 +15,10 @@ MOD=github.com/GoogleContainerTools/skaffold/v2
 export GOWORK=off GOFLAGS=-mod=mod CGO_ENABLED=0
 
 dir="$CACHE/skaffold/$SKAFFOLD_VERSION"
+# One build at a time across clones (they share $CACHE; a second would delete the first's).
+mkdir -p "$CACHE"
+exec 9>"$CACHE/skaffold.lock"
+flock 9
 if [[ ! -x "$dir/skaffold" || "${FORCE:-0}" == 1 ]]; then
   rm -rf "$dir"; mkdir -p "$dir/module"; cd "$dir/module"
   t0=$SECONDS
@@ -34,5 +38,6 @@ if [[ ! -x "$dir/skaffold" || "${FORCE:-0}" == 1 ]]; then
   mv ../skaffold.tmp ../skaffold
   echo ">> skaffold $SKAFFOLD_VERSION built in $((SECONDS - t0))s (cached in $dir)" >&2
 fi
+flock -u 9
 mkdir -p "$BIN"
 cmp -s "$dir/skaffold" "$BIN/skaffold" 2>/dev/null || install -m 0755 "$dir/skaffold" "$BIN/skaffold"

@@ -15,6 +15,10 @@ CACHE="${PERSONSCORE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/personscore}"
 source "$ROOT/k8s/images/images.env"
 
 step() { echo "==> $*" >&2; }
+# lock NAME / unlock: one cache fill at a time across clones and processes (they share
+# $CACHE; a second build of the same entry would delete the first one's work).
+lock() { exec 9>"$CACHE/$1.lock"; flock 9; }
+unlock() { flock -u 9; exec 9>&-; }
 mkdir -p "$OUT" "$CACHE"
 (cd "$ROOT/k8s/test" && go build -o "$BIN/build-image" ./cmd/build-image)
 build_image() { "$BIN/build-image" -root "$ROOT" "$@"; }
@@ -35,6 +39,7 @@ operator() {
   local v="$RABBITMQ_OPERATOR_VERSION"
   local dir="$CACHE/cluster-operator/$v"
   step "rabbitmq-cluster-operator: $RABBITMQ_OPERATOR_IMAGE from $RABBITMQ_OPERATOR_MODULE@$v"
+  lock cluster-operator
   if [[ ! -x "$dir/manager" ]]; then
     local t0=$SECONDS
     rm -rf "$dir"; mkdir -p "$dir/module"
@@ -49,6 +54,7 @@ operator() {
     mv "$dir/manager.tmp" "$dir/manager"
     echo "    go build in $((SECONDS - t0))s (cached in $dir)" >&2
   fi
+  unlock
   build_image -binary "$dir/manager" -name manager -version "${v#v}" -port 8080 -port 8081 \
     -tag "$RABBITMQ_OPERATOR_IMAGE" -out "$OUT/rabbitmq-cluster-operator.tar"
 }
@@ -59,12 +65,14 @@ rabbitmq() {
   key="$(printf '%s %s %s' "$RABBITMQ_DEBIAN_SUITE" "$RABBITMQ_DEBIAN_MIRROR" "$(sha256sum < "$ROOT/k8s/images/rabbitmq-rootfs.sh")" | sha256sum | cut -c1-16)"
   local dir="$CACHE/rabbitmq/$key"
   step "rabbitmq: $RABBITMQ_IMAGE from Debian $RABBITMQ_DEBIAN_SUITE's rabbitmq-server"
+  lock rabbitmq
   if [[ ! -f "$dir/rootfs.version" ]]; then
     local t0=$SECONDS
     rm -rf "$CACHE/rabbitmq"; mkdir -p "$dir"
     nice -n 10 "$ROOT/k8s/images/rabbitmq-rootfs.sh" "$dir/rootfs" "$RABBITMQ_DEBIAN_SUITE" "$RABBITMQ_DEBIAN_MIRROR"
     echo "    root filesystem in $((SECONDS - t0))s (cached in $dir)" >&2
   fi
+  unlock
   # What the RabbitMQ Cluster Operator expects of the image: the server as the default
   # command, uid 999, bash, HOME=/var/lib/rabbitmq (the Erlang cookie), logs on stdout.
   # Its containers have a read-only root filesystem: RabbitMQ 3.10 writes its upgrade log
