@@ -107,6 +107,8 @@ func copyRepo(t *testing.T) string {
 		}
 		rel, _ := filepath.Rel(repoRoot, path)
 		switch {
+		case rel == ".git" && !d.IsDir(): // a worktree's .git file
+			return nil
 		case rel == "bin" || rel == ".data" || rel == ".git":
 			return filepath.SkipDir
 		case d.IsDir() && filepath.Base(rel) == "charts" && filepath.Dir(filepath.Dir(rel)) == "charts":
