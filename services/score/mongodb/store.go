@@ -242,9 +242,24 @@ func CPF(subject string) (int64, error) {
 // the writes came before any switch, and the scores the switching replica
 // publishes after it cover them.
 func (s *Store) Apply(ctx context.Context, ev eventbus.Event) error {
-	cpf, err := CPF(ev.Subject)
+	return s.ApplyBatch(ctx, []eventbus.Event{ev})
+}
+
+// ApplyBatch applies events of one cpf as Apply applies one, with one write
+// per collection for all of them and one score.changed for their result. It
+// fails as a whole (nothing written) if any of them is malformed.
+func (s *Store) ApplyBatch(ctx context.Context, evs []eventbus.Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	cpf, err := CPF(evs[0].Subject)
 	if err != nil {
 		return err
+	}
+	for _, ev := range evs[1:] {
+		if ev.Subject != evs[0].Subject {
+			return fmt.Errorf("mongodb: a batch of subjects %q and %q", evs[0].Subject, ev.Subject)
+		}
 	}
 	m, at, err := s.routingMeta(ctx)
 	if err != nil {
@@ -252,12 +267,12 @@ func (s *Store) Apply(ctx context.Context, ev eventbus.Event) error {
 	}
 	republish := false
 	for range maxCASAttempts {
-		if err := s.applyTo(ctx, m.Active, cpf, ev, true); err != nil {
+		if err := s.applyTo(ctx, m.Active, cpf, evs, true); err != nil {
 			return err
 		}
 		target := rebuildTarget(m)
 		if target != "" {
-			if err := s.applyTo(ctx, target, cpf, ev, false); err != nil {
+			if err := s.applyTo(ctx, target, cpf, evs, false); err != nil {
 				return err
 			}
 		}
@@ -303,10 +318,10 @@ func nextRev(rev int64) int64 {
 	return max(rev+1, time.Now().UnixMicro())
 }
 
-// applyTo applies ev to one collection. The active collection (primary)
+// applyTo applies evs to one collection. The active collection (primary)
 // publishes score.changed and wakes readers; a rebuild's collection marks the
 // documents a snapshot reached.
-func (s *Store) applyTo(ctx context.Context, name string, cpf int64, ev eventbus.Event, primary bool) error {
+func (s *Store) applyTo(ctx context.Context, name string, cpf int64, evs []eventbus.Event, primary bool) error {
 	coll := s.db.Collection(name)
 	for attempt := range maxCASAttempts {
 		st, found := s.cache.get(name, cpf)
@@ -321,11 +336,16 @@ func (s *Store) applyTo(ctx context.Context, name string, cpf int64, ev eventbus
 		d.Items, d.Removed = maps.Clone(st.Items), maps.Clone(st.Removed)
 		d.Applied.Ahead = slices.Clone(st.Applied.Ahead)
 		before, wasLive, rev := d.Score, d.Live(), d.Rev
-		changed, err := score.Apply(&d, ev)
-		if err != nil {
-			return err
+		changed, snapshot := false, false
+		for _, ev := range evs {
+			c, err := score.Apply(&d, ev)
+			if err != nil {
+				return err
+			}
+			changed = changed || c
+			snapshot = snapshot || ev.Type == score.PersonSnapshot
 		}
-		mark := !primary && ev.Type == score.PersonSnapshot && !st.FromSnapshot
+		mark := !primary && snapshot && !st.FromSnapshot
 		if !changed && !mark {
 			return nil
 		}
@@ -343,6 +363,7 @@ func (s *Store) applyTo(ctx context.Context, name string, cpf int64, ev eventbus
 		}
 		next := stored{Document: d, FromSnapshot: st.FromSnapshot || mark}
 		var ok bool
+		var err error
 		if found {
 			ok, err = s.writeChange(ctx, coll, st, next, rev, events)
 		} else {

@@ -56,6 +56,14 @@ func (r *replica) Apply(ctx context.Context, ev eventbus.Event) error {
 	return r.store.Apply(ctx, ev)
 }
 
+func (r *replica) ApplyBatch(ctx context.Context, evs []eventbus.Event) error {
+	err := r.store.ApplyBatch(ctx, evs)
+	if err == nil { // a failed batch comes back event by event, through Apply
+		r.applied.Add(int64(len(evs)))
+	}
+	return err
+}
+
 func (r *replica) SnapshotCompleted(ctx context.Context, ev eventbus.Event) error {
 	return r.store.SnapshotCompleted(ctx, ev)
 }
