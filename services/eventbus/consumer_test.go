@@ -564,3 +564,87 @@ func TestConsumerRejectsBadConfig(t *testing.T) {
 		t.Error("Run without handlers succeeded")
 	}
 }
+
+// HandleBatch: the events of a subject that wait together reach the batch
+// handler in order; the other types run on their own at their turn; a
+// failed batch is handled again event by event.
+func TestBatchHandlerKeepsOrderAndFallsBack(t *testing.T) {
+	f := newFixture(t)
+	conn := openConn(t, ConnConfig{})
+	cfg := ConsumerConfig{Service: uniq("eb-batch"), Exchange: f.exchange, Workers: 1, Metrics: f.metrics}
+	f.trackService(cfg)
+	c := NewConsumer(conn, cfg)
+	gate := make(chan struct{})
+	var mu sync.Mutex
+	order := map[string][]int64{}
+	var batches, biggest, failedBatches, single atomic.Int32
+	record := func(evs ...Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, ev := range evs {
+			order[ev.Subject] = append(order[ev.Subject], ev.Version)
+		}
+	}
+	one := func(ctx context.Context, ev Event) error {
+		<-gate
+		single.Add(1)
+		record(ev)
+		return nil
+	}
+	c.Handle("item.changed", one)
+	c.Handle("item.renamed", one)
+	c.HandleBatch([]string{"item.changed"}, func(ctx context.Context, evs []Event) error {
+		<-gate
+		for _, ev := range evs {
+			if ev.Type != "item.changed" || ev.Subject != evs[0].Subject {
+				t.Errorf("batch of %s %s with %s %s", evs[0].Type, evs[0].Subject, ev.Type, ev.Subject)
+			}
+			if ev.Subject == "s0" && ev.Version == 13 {
+				failedBatches.Add(1)
+				return errors.New("refused")
+			}
+		}
+		batches.Add(1)
+		for {
+			m := biggest.Load()
+			if int32(len(evs)) <= m || biggest.CompareAndSwap(m, int32(len(evs))) {
+				break
+			}
+		}
+		record(evs...)
+		return nil
+	})
+	startConsumer(t, c)
+	const subjects, versions = 3, 30
+	var events []Event
+	for v := int64(1); v <= versions; v++ {
+		for s := range subjects {
+			typ := "item.changed"
+			if v%10 == 5 {
+				typ = "item.renamed"
+			}
+			events = append(events, mustEvent(t, typ, fmt.Sprint("s", s), v, nil))
+		}
+	}
+	publish(t, newPub(t, f, conn), events...)
+	time.Sleep(200 * time.Millisecond) // let the deliveries queue behind the gate
+	close(gate)
+	waitFor(t, 30*time.Second, "all events handled", func() bool {
+		return testutil.ToFloat64(f.metrics.Consumed.WithLabelValues(cfg.Service, "item.changed"))+
+			testutil.ToFloat64(f.metrics.Consumed.WithLabelValues(cfg.Service, "item.renamed")) == subjects*versions
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for s, got := range order {
+		if !slices.IsSorted(got) || len(got) != versions {
+			t.Errorf("subject %s applied in order %v", s, got)
+		}
+	}
+	if biggest.Load() < 2 {
+		t.Errorf("no batch of more than one event (biggest %d)", biggest.Load())
+	}
+	if failedBatches.Load() == 0 {
+		t.Error("the batch holding s0's version 13 never came")
+	}
+	t.Logf("%d batches (biggest %d), %d failed, %d events on their own", batches.Load(), biggest.Load(), failedBatches.Load(), single.Load())
+}

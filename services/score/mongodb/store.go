@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/personscore/eventbus"
@@ -83,8 +84,9 @@ type Store struct {
 
 	cache docCache
 
-	routeMeta metaDoc   // the meta document Apply routes events by
-	routeAt   time.Time // when the read of routeMeta started
+	routeMeta metaDoc     // the meta document Apply routes events by
+	routeAt   time.Time   // when the read of routeMeta started
+	applying  atomic.Bool // an event was applied since Run last read ahead
 }
 
 // metaMaxAge is how old the meta document Apply routes an event by may be
@@ -92,6 +94,27 @@ type Store struct {
 // starting a rebuild before it asks person for snapshots, so every event
 // written after a snapshot is routed by a meta document that knows the rebuild.
 const metaMaxAge = 250 * time.Millisecond
+
+// readAhead is how often Run reads the meta document while events are being
+// applied, so that routingMeta seldom has to read it in an event's path.
+const readAhead = metaMaxAge / 3
+
+// readAheadLoop keeps the meta document young for routingMeta while events
+// come in, until ctx ends.
+func (s *Store) readAheadLoop(ctx context.Context) {
+	tick := time.NewTicker(readAhead)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			if s.applying.Swap(false) {
+				_, _, _ = s.freshMeta(ctx) // a failed read leaves it to routingMeta
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
 
 // routingMeta returns the meta document to route an event by and when its
 // read started: the last one read, if young enough, else a fresh read.
@@ -256,6 +279,7 @@ func (s *Store) ApplyBatch(ctx context.Context, evs []eventbus.Event) error {
 	if err != nil {
 		return err
 	}
+	s.applying.Store(true)
 	for _, ev := range evs[1:] {
 		if ev.Subject != evs[0].Subject {
 			return fmt.Errorf("mongodb: a batch of subjects %q and %q", evs[0].Subject, ev.Subject)
@@ -646,8 +670,9 @@ func (s *Store) Run(ctx context.Context) error {
 		s.startRelay(s.active)
 	}
 	s.mu.Unlock()
-	hubDone := make(chan struct{})
+	hubDone, aheadDone := make(chan struct{}), make(chan struct{})
 	go func() { defer close(hubDone); s.hub.Run(ctx) }()
+	go func() { defer close(aheadDone); s.readAheadLoop(ctx) }()
 
 	tick := time.NewTicker(s.cfg.MetaInterval)
 	defer tick.Stop()
@@ -676,6 +701,7 @@ func (s *Store) Run(ctx context.Context) error {
 			s.mu.Unlock()
 			s.relayWG.Wait()
 			<-hubDone
+			<-aheadDone
 			return nil
 		}
 	}
