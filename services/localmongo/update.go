@@ -58,27 +58,39 @@ func unsetPath(container any, path []string) (any, bool) {
 // it once, and finds its keys by an index instead of a scan. A nil cow copies
 // every time.
 type cow struct {
-	owned map[*bson.E]map[string]int // first element of an owned document → its key positions, built on demand
+	owned map[*bson.E]*ownedDoc // by the document's first element
 }
 
-// indexFrom is the size from which an owned document's keys are indexed.
-const indexFrom = 32
+type ownedDoc struct {
+	pos   map[string]int // key → position, once built
+	scans int            // lookups by scan so far
+}
 
-// find returns the position of key in c, or -1.
+// An owned document of indexFrom fields or more is indexed after
+// scansBeforeIndex lookups (building the index costs about that many scans).
+const (
+	indexFrom        = 32
+	scansBeforeIndex = 8
+)
+
+// find returns the position of key in c, or -1. An owned document is
+// indexed once it has been scanned a few times.
 func (w *cow) find(c bson.D, key string) int {
 	if w != nil && len(c) >= indexFrom {
-		if pos, ok := w.owned[&c[0]]; ok {
-			if pos == nil {
-				pos = make(map[string]int, len(c))
+		if o, ok := w.owned[&c[0]]; ok {
+			if o.pos == nil && o.scans >= scansBeforeIndex {
+				o.pos = make(map[string]int, len(c))
 				for i := len(c) - 1; i >= 0; i-- { // the first of duplicate keys wins
-					pos[c[i].Key] = i
+					o.pos[c[i].Key] = i
 				}
-				w.owned[&c[0]] = pos
 			}
-			if i, ok := pos[key]; ok {
-				return i
+			if o.pos != nil {
+				if i, ok := o.pos[key]; ok {
+					return i
+				}
+				return -1
 			}
-			return -1
+			o.scans++
 		}
 	}
 	for i, e := range c {
@@ -108,29 +120,29 @@ func (w *cow) adopt(c bson.D) {
 		return
 	}
 	if w.owned == nil {
-		w.owned = map[*bson.E]map[string]int{}
+		w.owned = map[*bson.E]*ownedDoc{}
 	}
 	if _, ok := w.owned[&c[0]]; !ok {
-		w.owned[&c[0]] = nil
+		w.owned[&c[0]] = &ownedDoc{}
 	}
 }
 
 // appendField adds a field to c, owned or not.
 func (w *cow) appendField(c bson.D, e bson.E) bson.D {
 	out := w.own(c, 1+len(c)/4)
-	var pos map[string]int
+	var o *ownedDoc
 	if w != nil && len(out) > 0 {
-		pos = w.owned[&out[0]]
+		o = w.owned[&out[0]]
+		delete(w.owned, &out[0])
 	}
 	out = append(out, e)
 	if w != nil {
-		if len(c) > 0 && &out[0] != &c[0] {
-			delete(w.owned, &c[0])
-		}
 		w.adopt(out)
-		if pos != nil {
-			pos[e.Key] = len(out) - 1
-			w.owned[&out[0]] = pos
+		if o != nil {
+			if o.pos != nil {
+				o.pos[e.Key] = len(out) - 1
+			}
+			w.owned[&out[0]] = o
 		}
 	}
 	return out
