@@ -87,6 +87,8 @@ type Store struct {
 	routeMeta metaDoc     // the meta document Apply routes events by
 	routeAt   time.Time   // when the read of routeMeta started
 	applying  atomic.Bool // an event was applied since Run last read ahead
+	metaRead  *metaRead   // the meta read under way, if any
+	metaNext  *metaRead   // the one to start after it, if any
 }
 
 // metaMaxAge is how old the meta document Apply routes an event by may be
@@ -119,13 +121,74 @@ func (s *Store) readAheadLoop(ctx context.Context) {
 // routingMeta returns the meta document to route an event by and when its
 // read started: the last one read, if young enough, else a fresh read.
 func (s *Store) routingMeta(ctx context.Context) (metaDoc, time.Time, error) {
+	return s.metaSince(ctx, time.Now().Add(-metaMaxAge), true)
+}
+
+// metaSince returns a meta document whose read started after t, and when:
+// the last one read (if last), the one being read if it started after t, or
+// else the next read, which starts once the one under way is done. Callers
+// share reads, so applies that finish together cost one or two reads, not
+// one each.
+func (s *Store) metaSince(ctx context.Context, t time.Time, last bool) (metaDoc, time.Time, error) {
 	s.mu.Lock()
-	m, at := s.routeMeta, s.routeAt
-	s.mu.Unlock()
-	if !at.IsZero() && time.Since(at) < metaMaxAge {
+	if last && s.routeAt.After(t) {
+		m, at := s.routeMeta, s.routeAt
+		s.mu.Unlock()
 		return m, at, nil
 	}
-	return s.freshMeta(ctx)
+	cur := s.metaRead
+	join := s.metaNext
+	if cur != nil && cur.start.After(t) {
+		join = cur
+	}
+	if join != nil {
+		s.mu.Unlock()
+		return join.wait(ctx)
+	}
+	next := &metaRead{done: make(chan struct{})}
+	s.metaNext = next
+	s.mu.Unlock()
+	if cur != nil {
+		select {
+		case <-cur.done:
+		case <-ctx.Done():
+		}
+	}
+	s.mu.Lock()
+	s.metaNext = nil
+	next.start = time.Now()
+	s.metaRead = next
+	s.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		next.err = fmt.Errorf("%w: %v", ErrUnavailable, err)
+	} else {
+		next.m, _, next.err = s.freshMeta(ctx)
+	}
+	close(next.done)
+	s.mu.Lock()
+	if s.metaRead == next {
+		s.metaRead = nil
+	}
+	s.mu.Unlock()
+	return next.m, next.start, next.err
+}
+
+// metaRead is a read of the meta document for metaSince; start, m and err
+// are set before done closes.
+type metaRead struct {
+	start time.Time
+	done  chan struct{}
+	m     metaDoc
+	err   error
+}
+
+func (r *metaRead) wait(ctx context.Context) (metaDoc, time.Time, error) {
+	select {
+	case <-r.done:
+		return r.m, r.start, r.err
+	case <-ctx.Done():
+		return metaDoc{}, time.Time{}, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+	}
 }
 
 // freshMeta reads the meta document, keeps it for routingMeta and follows a
@@ -308,7 +371,7 @@ func (s *Store) ApplyBatch(ctx context.Context, evs []eventbus.Event) error {
 		if target == "" && time.Since(at) < switchAfter {
 			return nil
 		}
-		fresh, freshAt, err := s.freshMeta(ctx)
+		fresh, freshAt, err := s.metaSince(ctx, time.Now(), false)
 		if err != nil {
 			return err
 		}
