@@ -364,11 +364,7 @@ func TestPerSubjectOrderUnderConcurrency(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	for s, got := range order {
-		if !slices.IsSorted(got) || len(got) != versions {
-			t.Errorf("subject %s handled in order %v", s, got)
-		}
-	}
+	checkOrder(t, order, versions)
 	if maxRunning.Load() < 2 {
 		t.Errorf("at most %d handlers ran at once; workers are not concurrent", maxRunning.Load())
 	}
@@ -635,11 +631,7 @@ func TestBatchHandlerKeepsOrderAndFallsBack(t *testing.T) {
 	})
 	mu.Lock()
 	defer mu.Unlock()
-	for s, got := range order {
-		if !slices.IsSorted(got) || len(got) != versions {
-			t.Errorf("subject %s applied in order %v", s, got)
-		}
-	}
+	checkOrder(t, order, versions)
 	if biggest.Load() < 2 {
 		t.Errorf("no batch of more than one event (biggest %d)", biggest.Load())
 	}
@@ -647,4 +639,14 @@ func TestBatchHandlerKeepsOrderAndFallsBack(t *testing.T) {
 		t.Error("the batch holding s0's version 13 never came")
 	}
 	t.Logf("%d batches (biggest %d), %d failed, %d events on their own", batches.Load(), biggest.Load(), failedBatches.Load(), single.Load())
+}
+
+// checkOrder fails unless every subject saw versions 1..versions in order.
+func checkOrder(t *testing.T, order map[string][]int64, versions int) {
+	t.Helper()
+	for s, got := range order {
+		if !slices.IsSorted(got) || len(got) != versions {
+			t.Errorf("subject %s handled in order %v", s, got)
+		}
+	}
 }
