@@ -425,6 +425,9 @@ func (c *Consumer) workBatch(ctx context.Context, jobs []job) {
 		if !j.ev.Time.IsZero() {
 			tm.lag.Observe(time.Since(j.ev.Time).Seconds())
 		}
+		if ce := c.log.Check(zapcore.DebugLevel, "event handled"); ce != nil {
+			ce.Write(append(EventFields(j.ev), zap.Int("attempt", attemptOf(j.d)+1), zap.Int("batch", len(jobs)))...)
+		}
 	}
 }
 
