@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/personscore/contract"
 )
 
 // CPF identifies a person (the aggregate key). Clients send it as a JSON
@@ -33,9 +35,9 @@ func ParseCPF(s string) (CPF, error) {
 type Kind string
 
 const (
-	Income Kind = "income"
-	Asset  Kind = "asset"
-	Debt   Kind = "debt"
+	Income Kind = contract.Income
+	Asset  Kind = contract.Asset
+	Debt   Kind = contract.Debt
 )
 
 // ParseKind accepts income, asset or debt.

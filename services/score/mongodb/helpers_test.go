@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
 	"github.com/personscore/localmongo/mongotest"
 	"github.com/personscore/score"
@@ -131,7 +132,7 @@ func changes(t *testing.T, events []eventbus.Event) []scoreChange {
 	slices.SortFunc(events, func(a, b eventbus.Event) int { return int(a.Version - b.Version) })
 	var out []scoreChange
 	for i, ev := range events {
-		if ev.Type != mongodb.ScoreChanged {
+		if ev.Type != contract.ScoreChanged {
 			t.Fatalf("outbox holds %s", ev.Type)
 		}
 		if i > 0 && ev.Version <= events[i-1].Version {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
 	"github.com/personscore/eventbus/outbox"
 	"github.com/personscore/score"
@@ -25,9 +26,6 @@ const DefaultCollection = "scores"
 
 // Source is the CloudEvents source of score's events.
 const Source = "/score"
-
-// ScoreChanged is the type of the event published when a cpf's score changes.
-const ScoreChanged = "score.changed"
 
 // fromSnapshot marks, in a rebuild's collection, a document a snapshot was applied to.
 const fromSnapshot = "from_snapshot"
@@ -325,7 +323,7 @@ func (s *Store) applyTo(ctx context.Context, name string, cpf int64, ev eventbus
 		if err != nil {
 			return err
 		}
-		mark := !primary && ev.Type == score.PersonSnapshot && !st.FromSnapshot
+		mark := !primary && ev.Type == contract.PersonSnapshot && !st.FromSnapshot
 		if !changed && !mark {
 			return nil
 		}
@@ -365,8 +363,8 @@ func (s *Store) applyTo(ctx context.Context, name string, cpf int64, ev eventbus
 }
 
 func scoreChanged(ctx context.Context, d score.Document) (eventbus.Event, error) {
-	return eventbus.NewEvent(ctx, Source, ScoreChanged, strconv.FormatInt(d.CPF, 10), d.Rev,
-		map[string]any{"cpf": d.CPF, "score": d.Score, "live": d.Live(), "version": d.Version})
+	return eventbus.NewEvent(ctx, Source, contract.ScoreChanged, contract.Subject(d.CPF), d.Rev,
+		contract.ScoreChangedData{CPF: d.CPF, Score: d.Score, Live: d.Live(), Version: d.Version})
 }
 
 // notify hands new score.changed events to the collection's relay and wakes

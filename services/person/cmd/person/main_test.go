@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
 	"github.com/personscore/eventbus/service"
 	"github.com/personscore/localmongo/mongotest"
-	"github.com/personscore/person"
 	"github.com/personscore/person/internal/persontest"
 	"github.com/personscore/person/mongodb"
 	"github.com/prometheus/client_golang/prometheus"
@@ -289,7 +289,7 @@ func TestServiceEndToEndAndGracefulShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range []struct{ score, version int64 }{{4970, 4}, {20, 2}} { // the older one arrives late
-		ev, err := eventbus.NewEvent(ctx, "/score", person.ScoreChanged, "11111", s.version, person.ScoreData{CPF: 11111, Score: s.score})
+		ev, err := eventbus.NewEvent(ctx, "/score", contract.ScoreChanged, "11111", s.version, contract.ScoreChangedData{CPF: 11111, Score: s.score})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
 	"github.com/personscore/score"
 	"github.com/personscore/score/admin"
@@ -36,7 +37,7 @@ type source struct {
 }
 
 func (s *source) snapshotRequested(ctx context.Context, ev eventbus.Event) error {
-	var req score.SnapshotRequest
+	var req contract.SnapshotRequest
 	if err := ev.DecodeData(&req); err != nil {
 		return err
 	}
@@ -48,8 +49,8 @@ func (s *source) snapshotRequested(ctx context.Context, ev eventbus.Event) error
 	snaps = append(snaps, snaps[s.rng.IntN(len(snaps))]) // a duplicate delivery
 	s.rng.Shuffle(len(snaps), func(i, j int) { snaps[i], snaps[j] = snaps[j], snaps[i] })
 	s.mu.Unlock()
-	done, err := eventbus.NewEvent(ctx, historytest.Source, score.SnapshotCompleted, req.RebuildID, 1,
-		score.SnapshotCompletion{RebuildID: req.RebuildID, Count: int64(len(s.hs))})
+	done, err := eventbus.NewEvent(ctx, historytest.Source, contract.SnapshotCompleted, req.RebuildID, 1,
+		contract.SnapshotCompletion{RebuildID: req.RebuildID, Count: int64(len(s.hs))})
 	if err != nil {
 		return err
 	}
@@ -94,8 +95,8 @@ func TestRebuildEqualsIncrementalModel(t *testing.T) {
 		src.hs = append(src.hs, historytest.Generate(rng, int64(90_000+i), 0))
 	}
 	person := b.Consumer(brokertest.Unique("person"), 1)
-	person.Handle(score.SnapshotRequested, src.snapshotRequested)
-	person.Handle(mongodb.ScoreChanged, func(context.Context, eventbus.Event) error { return nil })
+	person.Handle(contract.SnapshotRequested, src.snapshotRequested)
+	person.Handle(contract.ScoreChanged, func(context.Context, eventbus.Event) error { return nil })
 	b.Run(person)
 
 	// Incremental build: random histories, delivered shuffled with duplicates.
