@@ -153,15 +153,11 @@ func start(t *testing.T, b *broker, log *zap.Logger, mongoURI, brokerURL string)
 func startWith(t *testing.T, b *broker, log *zap.Logger, mongoURI, brokerURL string, own personConfig) *app {
 	t.Helper()
 	addr := freeAddr(t)
-	own.ConsumerName = b.consumer
-	cfg := config{
-		Config: service.Config{HTTPAddr: addr, AMQPURL: brokerURL, MongoURI: mongoURI, MongoDatabase: "person",
-			Exchange: b.exchange, LogLevel: "info", ShutdownTimeout: 20 * time.Second, Workers: 2},
-		personConfig: own,
-	}
+	cfg := service.Config{HTTPAddr: addr, AMQPURL: brokerURL, MongoURI: mongoURI, MongoDatabase: "person",
+		ConsumerName: b.consumer, Exchange: b.exchange, LogLevel: "info", ShutdownTimeout: 20 * time.Second, Workers: 2}
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &app{base: "http://" + addr, cancel: cancel, done: make(chan error, 1)}
-	go func() { a.done <- run(ctx, cfg, log, prometheus.NewRegistry()) }()
+	go func() { a.done <- service.Run(ctx, spec(&own), cfg, log, prometheus.NewRegistry()) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
