@@ -79,11 +79,12 @@ func PersonEventTypes() []string {
 // Subject is the subject of an event about the person with this cpf.
 func Subject(cpf int64) string { return strconv.FormatInt(cpf, 10) }
 
-// PersonDetails are the fields of a person.
+// PersonDetails are the fields of a person. Both services also store them
+// under the same names (person.Details and score.Person are this type).
 type PersonDetails struct {
-	Name        string `json:"name"`
-	Address     string `json:"address"`
-	DateOfBirth string `json:"date_of_birth"`
+	Name        string `json:"name" bson:"name"`
+	Address     string `json:"address" bson:"address"`
+	DateOfBirth string `json:"date_of_birth" bson:"date_of_birth"`
 }
 
 // PersonData is the data of person.created and person.updated.

@@ -16,7 +16,7 @@ func ItemEventType(k Kind, created bool) string { return contract.ItemEventType(
 
 // PersonData is the data of person.created and person.updated.
 func PersonData(cpf CPF, d Details) contract.PersonData {
-	return contract.PersonData{CPF: int64(cpf), PersonDetails: contract.PersonDetails(d)}
+	return contract.PersonData{CPF: int64(cpf), PersonDetails: d}
 }
 
 // DeletedData is the data of person.deleted.
@@ -41,8 +41,7 @@ func SnapshotData(cpf CPF, deleted bool, d Details, items map[string]Item) contr
 	if deleted {
 		return data
 	}
-	det := contract.PersonDetails(d)
-	data.Person = &det
+	data.Person = &d
 	for _, it := range items {
 		item := ItemCreatedData(cpf, it)
 		item.Version = it.Version

@@ -50,11 +50,7 @@ func ParseKind(s string) (Kind, bool) {
 }
 
 // Details are the fields of a person a client may set.
-type Details struct {
-	Name        string `json:"name" bson:"name"`
-	Address     string `json:"address" bson:"address"`
-	DateOfBirth string `json:"date_of_birth" bson:"date_of_birth"`
-}
+type Details = contract.PersonDetails
 
 // Item is an income, asset or debt of a person.
 type Item struct {

@@ -30,11 +30,7 @@ func Points(kind string, cents int64) int64 {
 }
 
 // Person holds the person fields the read model keeps.
-type Person struct {
-	Name        string `json:"name" bson:"name"`
-	Address     string `json:"address" bson:"address"`
-	DateOfBirth string `json:"date_of_birth" bson:"date_of_birth"`
-}
+type Person = contract.PersonDetails
 
 // Item is an income, asset or debt with its points.
 type Item struct {
@@ -112,7 +108,7 @@ func Apply(d *Document, ev eventbus.Event) (bool, error) {
 			return false, err
 		}
 		if v > d.PersonVersion && v > d.DeletedVersion {
-			person := Person(p.PersonDetails)
+			person := p.PersonDetails
 			d.Person, d.PersonVersion = &person, v
 		}
 	case contract.PersonDeleted:
@@ -163,7 +159,7 @@ func applySnapshot(d *Document, v int64, s contract.SnapshotData) {
 	if v >= d.PersonVersion && v >= d.DeletedVersion {
 		d.Person, d.PersonVersion = nil, v
 		if !s.Deleted && s.Person != nil {
-			p := Person(*s.Person)
+			p := *s.Person
 			d.Person = &p
 		}
 	}

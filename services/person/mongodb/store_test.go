@@ -323,7 +323,7 @@ func TestUpdateAndDeleteItem(t *testing.T) {
 	evs := pending(t, env, cpf)
 	checkOneEventPerVersion(t, evs, cpf, 1, 5)
 	var pd contract.PersonData
-	if err := json.Unmarshal(evs[1].Data, &pd); err != nil || evs[1].Type != contract.PersonUpdated || person.Details(pd.PersonDetails) != det || pd.CPF != int64(cpf) {
+	if err := json.Unmarshal(evs[1].Data, &pd); err != nil || evs[1].Type != contract.PersonUpdated || pd.PersonDetails != det || pd.CPF != int64(cpf) {
 		t.Errorf("update event %s %s", evs[1].Type, evs[1].Data)
 	}
 	var del contract.ItemData
