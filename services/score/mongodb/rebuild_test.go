@@ -77,7 +77,7 @@ func TestRebuildFromSnapshots(t *testing.T) {
 	for i, h := range hs {
 		applyAll(t, replicas[i%2], h.Delivery(rng, true, 0.5, 1))
 	}
-	live := env.db.Collection(mongodb.DefaultCollection)
+	live := env.DB.Collection(mongodb.DefaultCollection)
 	for _, h := range hs {
 		if got := semantics(t, live)[h.CPF]; !reflect.DeepEqual(got, h.Want(h.Final())) {
 			t.Fatalf("incremental model of %d: %v, want %v", h.CPF, got, h.Want(h.Final()))
@@ -152,7 +152,7 @@ func TestRebuildFromSnapshots(t *testing.T) {
 	if done.Active != r.Target || done.Snapshotted != int64(len(hs)) || done.FinishedAt == nil {
 		t.Fatalf("done: %+v", done)
 	}
-	rebuilt := semantics(t, env.db.Collection(r.Target))
+	rebuilt := semantics(t, env.DB.Collection(r.Target))
 	if len(rebuilt) != len(hs) {
 		t.Fatalf("rebuilt model has %d documents, want %d", len(rebuilt), len(hs))
 	}
@@ -197,7 +197,7 @@ func TestRebuildFromSnapshots(t *testing.T) {
 	from := len(h.Events)
 	h.Extend(rng, 2)
 	applyAll(t, a, h.Events[from:])
-	if got := semantics(t, env.db.Collection(r.Target))[h.CPF]; !reflect.DeepEqual(got, h.Want(h.Final())) {
+	if got := semantics(t, env.DB.Collection(r.Target))[h.CPF]; !reflect.DeepEqual(got, h.Want(h.Final())) {
 		t.Fatalf("after the switch: %v, want %v", got, h.Want(h.Final()))
 	}
 	if old := semantics(t, live)[h.CPF]; old.Version == h.Final() {
@@ -209,7 +209,7 @@ func TestRebuildFromSnapshots(t *testing.T) {
 	if err != nil || r2.From != r.Target {
 		t.Fatalf("second rebuild = %+v, %v", r2, err)
 	}
-	names, err := env.db.ListCollectionNames(ctx, bson.D{})
+	names, err := env.DB.ListCollectionNames(ctx, bson.D{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,7 +306,7 @@ func TestSwitchDuringApply(t *testing.T) {
 	person := map[string]any{"cpf": 22222, "name": "a", "date_of_birth": "2000-01-01"}
 	income := map[string]any{"id": "i", "value_cents": 1000_00}
 	applyAll(t, b, []eventbus.Event{ev(t, contract.PersonCreated, 1, person), ev(t, "income.created", 2, income)})
-	live := env.db.Collection(mongodb.DefaultCollection)
+	live := env.DB.Collection(mongodb.DefaultCollection)
 	// Damage: the live model lost the income (its score still says 20).
 	if _, err := live.UpdateOne(ctx, bson.D{{Key: "_id", Value: 22222}}, bson.D{{Key: "$unset", Value: bson.D{{Key: "items.i", Value: ""}}}}); err != nil {
 		t.Fatal(err)
@@ -337,7 +337,7 @@ func TestSwitchDuringApply(t *testing.T) {
 	// income, computes a score of 50 instead of 70.
 	applyAll(t, a, []eventbus.Event{ev(t, "asset.created", 3, map[string]any{"id": "a", "value_cents": 1000_00})})
 
-	rebuilt, _ := readDoc(t, env.db.Collection(r.Target), 22222)
+	rebuilt, _ := readDoc(t, env.DB.Collection(r.Target), 22222)
 	if rebuilt.Version != 3 || rebuilt.Score != 70 || !rebuilt.Live() {
 		t.Fatalf("rebuilt document: version %d score %d live %v, want 3, 70, live", rebuilt.Version, rebuilt.Score, rebuilt.Live())
 	}
@@ -365,7 +365,7 @@ func TestRebuildTellsPersonWhatTheOldModelLost(t *testing.T) {
 	person := map[string]any{"cpf": 22222, "name": "a", "date_of_birth": "2000-01-01"}
 	income := map[string]any{"id": "i", "value_cents": 1000_00}
 	applyAll(t, s, []eventbus.Event{ev(t, contract.PersonCreated, 1, person), ev(t, "income.created", 2, income)})
-	live := env.db.Collection(mongodb.DefaultCollection)
+	live := env.DB.Collection(mongodb.DefaultCollection)
 	lost, _ := readDoc(t, live, 22222)
 	told := lost.Outbox // what the relay publishes to person
 	if _, err := live.DeleteOne(ctx, bson.D{{Key: "_id", Value: 22222}}); err != nil {
@@ -389,7 +389,7 @@ func TestRebuildTellsPersonWhatTheOldModelLost(t *testing.T) {
 		t.Fatalf("active %s, want the rebuilt %s", act, r.Target)
 	}
 	old, _ := readDoc(t, live, 22222)
-	rebuilt, _ := readDoc(t, env.db.Collection(r.Target), 22222)
+	rebuilt, _ := readDoc(t, env.DB.Collection(r.Target), 22222)
 	var newest eventbus.Event
 	for _, e := range slices.Concat(told, old.Outbox, rebuilt.Outbox) {
 		if e.Version > newest.Version {

@@ -55,7 +55,7 @@ func TestReplicasApplyingOneCPFConcurrently(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	d, ok := readDoc(t, env.db.Collection(mongodb.DefaultCollection), h.CPF)
+	d, ok := readDoc(t, env.DB.Collection(mongodb.DefaultCollection), h.CPF)
 	if !ok {
 		t.Fatal("no document")
 	}
@@ -109,7 +109,7 @@ func TestScoreChangedOnlyWhenTheScoreChanges(t *testing.T) {
 	// so the outbox holds the latest one; a step that changes no score adds none.
 	var want []scoreChange
 	var lastID string
-	coll := env.db.Collection(mongodb.DefaultCollection)
+	coll := env.DB.Collection(mongodb.DefaultCollection)
 	for _, st := range steps {
 		if err := s.Apply(context.Background(), st.ev); err != nil {
 			t.Fatalf("%s: %v", st.name, err)

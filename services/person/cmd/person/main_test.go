@@ -15,6 +15,7 @@ import (
 
 	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
+	"github.com/personscore/eventbus/eventbustest"
 	"github.com/personscore/eventbus/service"
 	"github.com/personscore/localmongo/mongotest"
 	"github.com/personscore/person/internal/persontest"
@@ -28,8 +29,6 @@ import (
 	"go.uber.org/zap/zaptest"
 )
 
-const amqpURL = "amqp://guest:guest@127.0.0.1:5672/"
-
 // broker is a channel on the test broker with the exchange and queues this
 // test declared, all deleted when the test ends.
 type broker struct {
@@ -42,16 +41,16 @@ type broker struct {
 
 func newBroker(t *testing.T) *broker {
 	t.Helper()
-	conn, err := amqp.Dial(amqpURL)
+	conn, err := amqp.Dial(eventbustest.BrokerURL())
 	if err != nil {
-		t.Fatalf("RabbitMQ at %s is required: %v", amqpURL, err)
+		t.Fatalf("RabbitMQ at %s is required: %v", eventbustest.BrokerURL(), err)
 	}
 	ch, err := conn.Channel()
 	if err != nil {
 		t.Fatal(err)
 	}
-	suffix := persontest.RandomSuffix()
-	b := &broker{t: t, conn: conn, ch: ch, exchange: "person-test-" + suffix, consumer: "person-test-" + suffix}
+	name := eventbustest.Unique("person-test")
+	b := &broker{t: t, conn: conn, ch: ch, exchange: name, consumer: name}
 	if err := ch.ExchangeDeclare(b.exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +263,7 @@ func collect(t *testing.T, deliveries <-chan amqp.Delivery, want map[string]bool
 func TestServiceEndToEndAndGracefulShutdown(t *testing.T) {
 	b := newBroker(t)
 	events := b.tap()
-	a := start(t, b, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), mongotest.Start(t).URI(), amqpURL)
+	a := start(t, b, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), mongotest.Start(t).URI(), eventbustest.BrokerURL())
 
 	a.must(t, "POST", "/person", `{"cpf": 11111, "name": "abc", "address": "abc", "date_of_birth": "2019-06-15T19:23:55-03:00"}`, 201)
 	a.must(t, "POST", "/person/11111/income", `{"type": "renting", "value": 1000}`, 201)
@@ -275,7 +274,7 @@ func TestServiceEndToEndAndGracefulShutdown(t *testing.T) {
 
 	// score.changed, as the score service publishes it, through the library.
 	b.waitConsuming(eventbus.WorkQueue(b.consumer))
-	conn := eventbus.Open(eventbus.ConnConfig{URLs: []string{amqpURL}, Name: "person-test-score"})
+	conn := eventbus.Open(eventbus.ConnConfig{URLs: []string{eventbustest.BrokerURL()}, Name: "person-test-score"})
 	defer conn.Close()
 	pub := eventbus.NewPublisher(conn, eventbus.PublisherConfig{Exchange: b.exchange})
 	defer pub.Close()

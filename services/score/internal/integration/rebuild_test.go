@@ -12,10 +12,11 @@ import (
 
 	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
+	"github.com/personscore/eventbus/eventbustest"
 	"github.com/personscore/score"
 	"github.com/personscore/score/admin"
-	"github.com/personscore/score/internal/brokertest"
 	"github.com/personscore/score/internal/historytest"
+	"github.com/personscore/score/internal/scoretest"
 	"github.com/personscore/score/mongodb"
 	"go.uber.org/zap"
 )
@@ -81,9 +82,9 @@ func (s *source) write(h *historytest.History, n int) []eventbus.Event {
 // A second rebuild runs while person keeps writing, and converges to the
 // exact final state too.
 func TestRebuildEqualsIncrementalModel(t *testing.T) {
-	b := brokertest.New(t)
+	b := scoretest.New(t)
 	env := startMongo(t)
-	service := brokertest.Unique("score")
+	service := eventbustest.Unique("score")
 	a := startReplica(t, env, b, service, true)
 	startReplica(t, env, b, service, true)
 
@@ -94,7 +95,7 @@ func TestRebuildEqualsIncrementalModel(t *testing.T) {
 	for i := range 8 {
 		src.hs = append(src.hs, historytest.Generate(rng, int64(90_000+i), 0))
 	}
-	person := b.Consumer(brokertest.Unique("person"), 1)
+	person := b.Consumer(eventbustest.Unique("person"), 1)
 	person.Handle(contract.SnapshotRequested, src.snapshotRequested)
 	person.Handle(contract.ScoreChanged, func(context.Context, eventbus.Event) error { return nil })
 	b.Run(person)
@@ -116,7 +117,7 @@ func TestRebuildEqualsIncrementalModel(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitVersions(t, a.store, env, src.hs, 60*time.Second)
-	incremental := semantics(t, env.db.Collection(mongodb.DefaultCollection))
+	incremental := semantics(t, env.DB.Collection(mongodb.DefaultCollection))
 	for _, h := range src.hs {
 		if want := h.Want(h.Final()); !reflect.DeepEqual(incremental[h.CPF], want) {
 			t.Fatalf("seed %d: incremental document of %d\n got %v\nwant %v", seed, h.CPF, incremental[h.CPF], want)
@@ -150,7 +151,7 @@ func TestRebuildEqualsIncrementalModel(t *testing.T) {
 	if first.Active != first.Target || first.From != mongodb.DefaultCollection || first.Snapshotted != int64(len(src.hs)) {
 		t.Fatalf("first rebuild: %+v", first)
 	}
-	rebuilt := semantics(t, env.db.Collection(first.Target))
+	rebuilt := semantics(t, env.DB.Collection(first.Target))
 	if !reflect.DeepEqual(rebuilt, incremental) {
 		for cpf, inc := range incremental {
 			if !reflect.DeepEqual(rebuilt[cpf], inc) {
@@ -198,7 +199,7 @@ func TestRebuildEqualsIncrementalModel(t *testing.T) {
 		t.Fatalf("second rebuild: %+v", second)
 	}
 	waitVersions(t, a.store, env, src.hs, 60*time.Second)
-	final := semantics(t, env.db.Collection(second.Target))
+	final := semantics(t, env.DB.Collection(second.Target))
 	for _, h := range src.hs {
 		if want := h.Want(h.Final()); !reflect.DeepEqual(final[h.CPF], want) {
 			t.Fatalf("seed %d: after a rebuild under writes, cpf %d\n got %v\nwant %v", seed, h.CPF, final[h.CPF], want)
