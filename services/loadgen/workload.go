@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/personscore/stack/measure"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -42,25 +43,25 @@ type WorkloadConfig struct {
 
 // WorkloadResult is what one workload run measured.
 type WorkloadResult struct {
-	Name       string  `json:"name"`
-	Persons    int     `json:"persons"`
-	Clients    int     `json:"clients"`
-	TargetRate float64 `json:"target_rate"`
-	Writes     int     `json:"writes"` // 2xx
-	Errors     int     `json:"errors"`
-	ElapsedS   float64 `json:"elapsed_s"` // first write sent to last 2xx
-	Throughput float64 `json:"throughput_per_s"`
-	Latency    Summary `json:"write_latency"`
-	Lag        Summary `json:"lag"` // open loop only
+	Name       string          `json:"name"`
+	Persons    int             `json:"persons"`
+	Clients    int             `json:"clients"`
+	TargetRate float64         `json:"target_rate"`
+	Writes     int             `json:"writes"` // 2xx
+	Errors     int             `json:"errors"`
+	ElapsedS   float64         `json:"elapsed_s"` // first write sent to last 2xx
+	Throughput float64         `json:"throughput_per_s"`
+	Latency    measure.Summary `json:"write_latency"`
+	Lag        measure.Summary `json:"lag"` // open loop only
 	// CatchUpMS runs from the last write's 2xx until score showed every write
 	// of every person (0: already there at the last 2xx).
 	CatchUpMS float64 `json:"catch_up_ms"`
 	// Exact: every person's versions were distinct, its items in person and
 	// its score in score are exactly what the writes made.
-	Exact        bool     `json:"exact"`
-	Mismatches   []string `json:"mismatches,omitempty"`
-	ErrorSamples []string `json:"error_samples,omitempty"`
-	Timeline     []Second `json:"timeline"`
+	Exact        bool             `json:"exact"`
+	Mismatches   []string         `json:"mismatches,omitempty"`
+	ErrorSamples []string         `json:"error_samples,omitempty"`
+	Timeline     []measure.Second `json:"timeline"`
 	// TimelineStepS is the length of a Timeline bucket in seconds.
 	TimelineStepS float64 `json:"timeline_step_s"`
 	// StoreCommandsPerWrite: store commands per 2xx write, by database
@@ -137,14 +138,14 @@ func RunWorkload(ctx context.Context, cfg WorkloadConfig, c *Client) (*WorkloadR
 	}
 	var (
 		mu      sync.Mutex
-		samples []Sample
+		samples []measure.Sample
 		lags    []time.Duration
 		lastAt  time.Time
 		errs    []string
 		probes  sync.WaitGroup
 	)
 	start := time.Now()
-	record := func(s Sample, err error) {
+	record := func(s measure.Sample, err error) {
 		mu.Lock()
 		defer mu.Unlock()
 		samples = append(samples, s)
@@ -157,7 +158,7 @@ func RunWorkload(ctx context.Context, cfg WorkloadConfig, c *Client) (*WorkloadR
 		begin := time.Now()
 		v, err := c.addItem(ctx, p, cfg.Items*len(persons)+i)
 		at := time.Now()
-		s := Sample{At: at.Sub(start), Latency: at.Sub(begin), Lag: -1, OK: err == nil}
+		s := measure.Sample{At: at.Sub(start), Latency: at.Sub(begin), Lag: -1, OK: err == nil}
 		mu.Lock()
 		if err == nil && at.After(lastAt) {
 			lastAt = at
@@ -240,14 +241,14 @@ func RunWorkload(ctx context.Context, cfg WorkloadConfig, c *Client) (*WorkloadR
 	if elapsed > 0 {
 		res.Throughput = float64(res.Writes) / elapsed.Seconds()
 	}
-	res.Latency, res.Lag = Summarize(lat), Summarize(lags)
+	res.Latency, res.Lag = measure.Summarize(lat), measure.Summarize(lags)
 	if !lastAt.IsZero() {
-		res.CatchUpMS = max(ms(catchUp.Sub(lastAt)), 0)
+		res.CatchUpMS = max(measure.MS(catchUp.Sub(lastAt)), 0)
 	}
 	res.Mismatches = append(mism, checkPersons(ctx, c, persons)...)
 	res.Exact = len(res.Mismatches) == 0 && res.Errors == 0
 	res.ErrorSamples = errs
-	res.Timeline = TimelineStep(samples, elapsed, timelineStep)
+	res.Timeline = measure.TimelineStep(samples, elapsed, timelineStep)
 	res.TimelineStepS = timelineStep.Seconds()
 	return res, nil
 }
@@ -339,7 +340,7 @@ func (c *Client) addItem(ctx context.Context, p *wlPerson, i int) (int64, error)
 	p.mu.Lock()
 	p.versions = append(p.versions, v)
 	p.items++
-	p.score += Points(it.kind, it.cents)
+	p.score += measure.Points(it.kind, it.cents)
 	p.mu.Unlock()
 	return v, nil
 }

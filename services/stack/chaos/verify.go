@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/personscore/stack/measure"
 )
 
 // Verified is what Verify found.
@@ -198,7 +200,7 @@ func expectFromPerson(ctx context.Context, p *Person, personURL string, deadline
 			errs = append(errs, fmt.Sprintf("item %s has id %s in person, %s in the 201 answer", tag, iv.ID, it.ID))
 		}
 		exp.Items[iv.ID] = it.Value * 100
-		exp.Score += Points(it.Kind, it.Value)
+		exp.Score += measure.Points(it.Kind, it.Value*100)
 	}
 	applied, unknownApplied := int64(1), 0
 	for _, it := range p.items {

@@ -28,6 +28,7 @@ import (
 
 	"github.com/personscore/loadgen"
 	"github.com/personscore/stack"
+	"github.com/personscore/stack/measure"
 )
 
 type options struct {
@@ -222,7 +223,7 @@ func (s *system) pids() map[string]int {
 			out[n] = pid
 		}
 	}
-	if pid := loadgen.FindProcess("beam.smp"); pid > 0 {
+	if pid := measure.FindProcess("beam.smp"); pid > 0 {
 		out["rabbitmq"] = pid
 	}
 	return out
@@ -347,12 +348,12 @@ func runOnce(ctx context.Context, o options) error {
 	model.MaxPersons = o.persons
 	cfg := loadgen.RunConfig{Name: "run", Rate: o.rate, Concurrency: o.concurrency, Duration: o.duration, Count: o.count,
 		Mix: o.mix, LagSample: o.lagSample, Seed: o.seed, Progress: o.progress}
-	var sampler *loadgen.Sampler
+	var sampler *measure.Sampler
 	out := map[string]any{}
 	if sys != nil {
 		idle := readProcs(sys.pids())
 		out["idle"] = idle
-		sampler = loadgen.StartSampler(sys.pids(), 250*time.Millisecond)
+		sampler = measure.StartSampler(sys.pids(), 250*time.Millisecond)
 	}
 	step := measureStep(ctx, sys, client, model, cfg)
 	if sampler != nil {
@@ -362,7 +363,7 @@ func runOnce(ctx context.Context, o options) error {
 	out["run"] = step
 	printStep(step)
 	if o.check {
-		if _, err := loadgen.Quiesce(ctx, []string{client.PersonURL, client.ScoreURL}, 3*time.Second, 5*time.Minute); err != nil {
+		if _, err := measure.Quiesce(ctx, []string{client.PersonURL, client.ScoreURL}, 3*time.Second, 5*time.Minute); err != nil {
 			logf("before the check: %v", err)
 		}
 		chk := loadgen.Check(ctx, model, client, 16, 30*time.Second)
@@ -385,10 +386,10 @@ func cpfBase() int64 {
 	return 10_000_000_000 + rand.Int64N(80_000_000_000)/1_000_000*1_000_000
 }
 
-func readProcs(pids map[string]int) map[string]loadgen.Proc {
-	out := map[string]loadgen.Proc{}
+func readProcs(pids map[string]int) map[string]measure.Proc {
+	out := map[string]measure.Proc{}
 	for n, pid := range pids {
-		if p, err := loadgen.ReadProc(pid); err == nil {
+		if p, err := measure.ReadProc(pid); err == nil {
 			out[n] = p
 		}
 	}
