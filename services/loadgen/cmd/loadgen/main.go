@@ -273,8 +273,9 @@ func startSystem(ctx context.Context, o options, binDir, backend string, pprof b
 		}
 	}
 	env := []string{"MIN_VERSION_WAIT=10s"}
-	os.Unsetenv("LOCALMONGO_POSTGRESQL_URL")
-	os.Unsetenv("PPROF_ADDR_LOCALMONGO")
+	// localmongo's own settings; empty values override any inherited ones
+	// (an empty LOCALMONGO_POSTGRESQL_URL is the file journal).
+	mongoEnv := []string{"LOCALMONGO_POSTGRESQL_URL=", "PPROF_ADDR_LOCALMONGO="}
 	if backend == "postgresql" {
 		u, drop, err := loadgen.FreshPostgreSQL(ctx, o.pgURL, "loadgen")
 		if err != nil {
@@ -282,25 +283,21 @@ func startSystem(ctx context.Context, o options, binDir, backend string, pprof b
 		}
 		sys.cleanup = append(sys.cleanup, drop)
 		sys.pgURL = u
-		// The stack passes its own environment on to localmongo.
-		os.Setenv("LOCALMONGO_POSTGRESQL_URL", u)
+		mongoEnv = append(mongoEnv, "LOCALMONGO_POSTGRESQL_URL="+u)
 	}
 	if pprof {
 		sys.pprof = map[string]string{stack.Mongo: addrs[3], stack.Person: addrs[4], stack.Score: addrs[5]}
-		os.Setenv("PPROF_ADDR_LOCALMONGO", addrs[3])
+		mongoEnv = append(mongoEnv, "PPROF_ADDR_LOCALMONGO="+addrs[3])
 		env = append(env, "PPROF_ADDR_PERSON="+addrs[4], "PPROF_ADDR_SCORE="+addrs[5])
 	}
 	cfg := stack.Config{BinDir: binDir, DataDir: filepath.Join(dir, "mongo"), AMQPURL: vhost,
-		MongoAddr: addrs[0], PersonAddr: addrs[1], ScoreAddr: addrs[2], Env: env, Output: logFile}
+		MongoAddr: addrs[0], PersonAddr: addrs[1], ScoreAddr: addrs[2], Env: env, Output: logFile,
+		ServiceEnv: map[string][]string{stack.Mongo: mongoEnv}}
 	s, err := stack.Start(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%w (see %s)", err, sys.logFile)
 	}
 	sys.Stack = s
-	sys.cleanup = append(sys.cleanup, func() {
-		os.Unsetenv("LOCALMONGO_POSTGRESQL_URL")
-		os.Unsetenv("PPROF_ADDR_LOCALMONGO")
-	})
 	ok = true
 	return sys, nil
 }
