@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -347,43 +346,32 @@ func (c *Client) addItem(ctx context.Context, p *wlPerson, i int) (int64, error)
 
 // post sends a JSON body and returns the version of a 2xx answer.
 func (c *Client) post(ctx context.Context, path, body string) (int64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.PersonURL+path, bytes.NewBufferString(body))
-	if err != nil {
-		return 0, err
+	a := measure.Call(ctx, c.writes, http.MethodPost, c.PersonURL+path, json.RawMessage(body))
+	raw := a.Body
+	if a.Err != nil {
+		return 0, a.Err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.writes.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	raw, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return 0, fmt.Errorf("POST %s: %d %s", path, resp.StatusCode, bytes.TrimSpace(raw))
+	if a.Status/100 != 2 {
+		return 0, fmt.Errorf("POST %s: %d %s", path, a.Status, bytes.TrimSpace(raw))
 	}
 	var out struct {
 		Version int64 `json:"version"`
 	}
 	if err := json.Unmarshal(raw, &out); err != nil || out.Version <= 0 {
-		return 0, fmt.Errorf("POST %s: %d without a version: %s", path, resp.StatusCode, raw)
+		return 0, fmt.Errorf("POST %s: %d without a version: %s", path, a.Status, raw)
 	}
 	return out.Version, nil
 }
 
 // itemCount reads GET /person/{cpf} and counts its items.
 func (c *Client) itemCount(ctx context.Context, cpf int64) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.PersonURL+"/person/"+strconv.FormatInt(cpf, 10), nil)
-	if err != nil {
-		return 0, err
+	a := measure.Call(ctx, c.reads, http.MethodGet, c.PersonURL+"/person/"+strconv.FormatInt(cpf, 10), nil)
+	raw := a.Body
+	if a.Err != nil {
+		return 0, a.Err
 	}
-	resp, err := c.reads.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	raw, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("GET person: %d %s", resp.StatusCode, raw)
+	if a.Status != http.StatusOK {
+		return 0, fmt.Errorf("GET person: %d %s", a.Status, raw)
 	}
 	var out map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &out); err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"sort"
@@ -72,22 +71,16 @@ var verifyHTTP = &http.Client{Timeout: 10 * time.Second}
 func getJSON(ctx context.Context, url string, v any) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := verifyHTTP.Do(req)
-	if err != nil {
-		return 0, err
+	a := measure.Call(ctx, verifyHTTP, http.MethodGet, url, nil)
+	if a.Err != nil {
+		return a.Status, a.Err
 	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return resp.StatusCode, err
-	}
-	if resp.StatusCode == http.StatusOK && v != nil {
-		if err := json.Unmarshal(raw, v); err != nil {
-			return resp.StatusCode, fmt.Errorf("%s: %v: %s", url, err, truncate(string(raw), 200))
+	if a.Status == http.StatusOK && v != nil {
+		if err := json.Unmarshal(a.Body, v); err != nil {
+			return a.Status, fmt.Errorf("%s: %v: %s", url, err, truncate(string(a.Body), 200))
 		}
 	}
-	return resp.StatusCode, nil
+	return a.Status, nil
 }
 
 // Verify checks, for every person of the ledger, that person's state is
