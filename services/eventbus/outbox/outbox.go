@@ -407,9 +407,6 @@ func (o *Outbox) Run(ctx context.Context, flushTimeout time.Duration) error {
 	}
 }
 
-// Flush publishes every pending event now, whatever its age.
-func (o *Outbox) Flush(ctx context.Context) error { return o.sweep(ctx, 0, false) }
-
 // relay publishes notified events in batches: one pipelined publish for many
 // documents, then one removal per document. What it has published but not
 // cleared when ctx ends stays held, and Run clears it at shutdown, so it is

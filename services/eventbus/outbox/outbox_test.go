@@ -427,7 +427,7 @@ func TestRecoveryAfterCrashBetweenWriteAndPublish(t *testing.T) {
 	ob := New(Config{Collection: e.coll, Publisher: e.pub, Metrics: e.metrics})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := ob.Flush(ctx); err != nil {
+	if err := ob.sweep(ctx, 0, false); err != nil {
 		t.Fatalf("sweep: %v", err)
 	}
 	got := e.received(t, 5*time.Second, func(g []eventbus.Event) bool { return len(g) == 1 })

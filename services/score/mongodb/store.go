@@ -145,9 +145,6 @@ func New(cfg Config) *Store {
 	return s
 }
 
-// Hub is the store's read-your-writes notifier.
-func (s *Store) Hub() *Hub { return s.hub }
-
 // stored is a document as the collection holds it.
 type stored struct {
 	score.Document `bson:",inline"`
