@@ -77,47 +77,12 @@ func main() {
 }
 
 func run() error {
-	var o options
-	mix := flag.String("mix", loadgen.DefaultMix.String(), "weights of the writes: "+loadgen.DefaultMix.String())
-	flag.StringVar(&o.personURL, "person", "http://127.0.0.1:8080", "person's base URL (without -start-stack)")
-	flag.StringVar(&o.scoreURL, "score", "http://127.0.0.1:8081", "score's base URL (without -start-stack)")
-	flag.BoolVar(&o.startStack, "start-stack", false, "build and start localmongo, person and score on free ports, in a fresh RabbitMQ vhost and store")
-	flag.StringVar(&o.backend, "backend", "file", "embedded store journal with -start-stack: file or postgresql")
-	flag.StringVar(&o.pgURL, "pg", envOr("LOADGEN_POSTGRESQL_URL", "postgres://root@127.0.0.1:5432/test"), "PostgreSQL server for the postgresql backend (a fresh database is created beside this one and dropped)")
-	flag.StringVar(&o.amqpURL, "amqp", envOr("AMQP_URL", "amqp://guest:guest@localhost:5672/"), "RabbitMQ (a fresh vhost is created on it with -start-stack)")
-	flag.StringVar(&o.binDir, "bin", "", "folder with prebuilt localmongo, person and score (default: build them)")
-	flag.Float64Var(&o.rate, "rate", 0, "target writes per second (0: closed loop, -concurrency writers back to back)")
-	flag.IntVar(&o.concurrency, "concurrency", 8, "writes in flight at most")
-	flag.DurationVar(&o.duration, "duration", 30*time.Second, "how long to write")
-	flag.IntVar(&o.count, "count", 0, "stop after this many writes (0: only -duration)")
-	flag.Float64Var(&o.lagSample, "lag-sample", 1, "fraction of writes whose replication lag is measured")
-	flag.Float64Var(&o.suiteLagSample, "suite-lag-sample", 0.5, "with -suite: fraction of writes whose lag is measured in the rate steps")
-	flag.BoolVar(&o.check, "check", true, "check every cpf's score at the end")
-	flag.BoolVar(&o.storeBench, "store-bench", false, "measure the embedded store's sequential rates (SQLite and PostgreSQL) and exit")
-	flag.DurationVar(&o.storeDuration, "store-duration", 8*time.Second, "length of each store-bench operation")
-	flag.BoolVar(&o.suite, "suite", false, "run every benchmark of docs/BENCHMARKS.md (store, rate sweep on both backends, resources, start-up, sizes, profiles)")
-	flag.DurationVar(&o.step, "step", 30*time.Second, "length of each step of the rate sweep (-suite)")
-	flag.IntVar(&o.persons, "persons", 100, "cap on the persons created (deleted ones are created again); -suite creates them all first")
-	flag.IntVar(&o.grow, "grow", 500, "with -suite: then grow to this many persons and measure saturation again (0: skip)")
-	flag.BoolVar(&o.profile, "profile", false, "CPU-profile person, score and localmongo during a saturation run (alone, or at the end of -suite)")
-	flag.BoolVar(&o.bench, "bench", false, "run issue 14's workloads (-workloads) on fresh systems (-backends): full rate with -concurrency clients, then half that rate with every write's lag")
-	flag.BoolVar(&o.itemsRatio, "items-ratio", true, "with -bench: also compare writes to a person with 5 items and one with 5,000")
-	flag.BoolVar(&o.keep, "keep", false, "keep each started system's folder (store data, stack.log)")
-	flag.Float64Var(&o.lagRate, "lag-rate", 200, "with -bench: rate of the lag run (default 200/s, half of issue 14's 400 writes/s; 0: half the rate the full run reached)")
-	flag.StringVar(&o.backends, "backends", "file,postgresql", "with -bench: store journals (file, postgresql)")
-	flag.StringVar(&o.workloads, "workloads", "spread,hot", "with -bench: spread (200 persons × 3 items) and hot (1 person × 600 items)")
-	flag.StringVar(&o.out, "out", "", "folder for the JSON results and PNG plots (default: none)")
-	flag.BoolVar(&o.quiet, "quiet", false, "no progress line")
-	flag.Uint64Var(&o.seed, "seed", 0, "random seed (0: random)")
-	flag.Parse()
-
-	m, err := loadgen.ParseMix(*mix)
+	o, err := parseOptions(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
 	if err != nil {
 		return err
-	}
-	o.mix = m
-	if o.seed == 0 {
-		o.seed = rand.Uint64()
 	}
 	if !o.quiet && os.Getenv("CI") != "true" && isTerminal(os.Stdout) {
 		o.progress = os.Stdout
@@ -155,6 +120,56 @@ func run() error {
 	default:
 		return runOnce(ctx, o)
 	}
+}
+
+// parseOptions reads the command line; a seed of 0 becomes a random one.
+func parseOptions(args []string) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	mix := fs.String("mix", loadgen.DefaultMix.String(), "weights of the writes: "+loadgen.DefaultMix.String())
+	fs.StringVar(&o.personURL, "person", "http://127.0.0.1:8080", "person's base URL (without -start-stack)")
+	fs.StringVar(&o.scoreURL, "score", "http://127.0.0.1:8081", "score's base URL (without -start-stack)")
+	fs.BoolVar(&o.startStack, "start-stack", false, "build and start localmongo, person and score on free ports, in a fresh RabbitMQ vhost and store")
+	fs.StringVar(&o.backend, "backend", "file", "embedded store journal with -start-stack: file or postgresql")
+	fs.StringVar(&o.pgURL, "pg", envOr("LOADGEN_POSTGRESQL_URL", "postgres://root@127.0.0.1:5432/test"), "PostgreSQL server for the postgresql backend (a fresh database is created beside this one and dropped)")
+	fs.StringVar(&o.amqpURL, "amqp", envOr("AMQP_URL", "amqp://guest:guest@localhost:5672/"), "RabbitMQ (a fresh vhost is created on it with -start-stack)")
+	fs.StringVar(&o.binDir, "bin", "", "folder with prebuilt localmongo, person and score (default: build them)")
+	fs.Float64Var(&o.rate, "rate", 0, "target writes per second (0: closed loop, -concurrency writers back to back)")
+	fs.IntVar(&o.concurrency, "concurrency", 8, "writes in flight at most")
+	fs.DurationVar(&o.duration, "duration", 30*time.Second, "how long to write")
+	fs.IntVar(&o.count, "count", 0, "stop after this many writes (0: only -duration)")
+	fs.Float64Var(&o.lagSample, "lag-sample", 1, "fraction of writes whose replication lag is measured")
+	fs.Float64Var(&o.suiteLagSample, "suite-lag-sample", 0.5, "with -suite: fraction of writes whose lag is measured in the rate steps")
+	fs.BoolVar(&o.check, "check", true, "check every cpf's score at the end")
+	fs.BoolVar(&o.storeBench, "store-bench", false, "measure the embedded store's sequential rates (SQLite and PostgreSQL) and exit")
+	fs.DurationVar(&o.storeDuration, "store-duration", 8*time.Second, "length of each store-bench operation")
+	fs.BoolVar(&o.suite, "suite", false, "run every benchmark of docs/BENCHMARKS.md (store, rate sweep on both backends, resources, start-up, sizes, profiles)")
+	fs.DurationVar(&o.step, "step", 30*time.Second, "length of each step of the rate sweep (-suite)")
+	fs.IntVar(&o.persons, "persons", 100, "cap on the persons created (deleted ones are created again); -suite creates them all first")
+	fs.IntVar(&o.grow, "grow", 500, "with -suite: then grow to this many persons and measure saturation again (0: skip)")
+	fs.BoolVar(&o.profile, "profile", false, "CPU-profile person, score and localmongo during a saturation run (alone, or at the end of -suite)")
+	fs.BoolVar(&o.bench, "bench", false, "run issue 14's workloads (-workloads) on fresh systems (-backends): full rate with -concurrency clients, then half that rate with every write's lag")
+	fs.BoolVar(&o.itemsRatio, "items-ratio", true, "with -bench: also compare writes to a person with 5 items and one with 5,000")
+	fs.BoolVar(&o.keep, "keep", false, "keep each started system's folder (store data, stack.log)")
+	fs.Float64Var(&o.lagRate, "lag-rate", 200, "with -bench: rate of the lag run (default 200/s, half of issue 14's 400 writes/s; 0: half the rate the full run reached)")
+	fs.StringVar(&o.backends, "backends", "file,postgresql", "with -bench: store journals (file, postgresql)")
+	fs.StringVar(&o.workloads, "workloads", "spread,hot", "with -bench: spread (200 persons × 3 items) and hot (1 person × 600 items)")
+	fs.StringVar(&o.out, "out", "", "folder for the JSON results and PNG plots (default: none)")
+	fs.BoolVar(&o.quiet, "quiet", false, "no progress line")
+	fs.Uint64Var(&o.seed, "seed", 0, "random seed (0: random)")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+
+	m, err := loadgen.ParseMix(*mix)
+	if err != nil {
+		return o, fmt.Errorf("-mix: %w", err)
+	}
+	o.mix = m
+	if o.seed == 0 {
+		o.seed = rand.Uint64()
+	}
+	return o, nil
 }
 
 func isTerminal(f *os.File) bool {
