@@ -102,9 +102,8 @@ func (c *Client) Do(ctx context.Context, op Op, p *Person, rng *rand.Rand) Write
 		w.Outcome, w.Err = Refused, fmt.Errorf("%s %s: %d %s", method, path, a.Status, bytes.TrimSpace(raw))
 	case a.Status == http.StatusServiceUnavailable:
 		// The store failed or timed out. The API says "nothing was written",
-		// but a store call that timed out may still be applied later (a
-		// create answered 503 here was later found to exist), so the tool
-		// treats the outcome as unknown; Check finds out what happened.
+		// but a store call that timed out may still be applied later, so the
+		// tool treats the outcome as unknown; Check finds out what happened.
 		w.Outcome, w.Err = Ambiguous, fmt.Errorf("%s %s: %d %s", method, path, a.Status, bytes.TrimSpace(raw))
 		p.Failed, p.FailedOp = true, op
 	case a.Status/100 != 2:
