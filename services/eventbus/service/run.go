@@ -67,23 +67,26 @@ func (rt *Runtime) Background(run func(ctx context.Context) error) {
 }
 
 // Main is a service's main function: it reads the configuration from the
-// environment (the common Config and the service's own struct, own), runs the
-// service until SIGINT or SIGTERM and exits with status 1 if it fails.
-func Main(spec Spec, own any) {
+// environment (the common Config and the service's own settings, Own, a
+// struct of env tags), runs the service spec describes until SIGINT or
+// SIGTERM and exits with status 1 if it fails.
+func Main[Own any](spec func(own *Own) Spec) {
+	var own Own
+	s := spec(&own)
 	fail := func(err error) {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", spec.Name, err)
+		fmt.Fprintf(os.Stderr, "%s: %v\n", s.Name, err)
 		os.Exit(1)
 	}
-	cfg, err := LoadConfig(own)
+	cfg, err := LoadConfig(&own)
 	if err != nil {
 		fail(err)
 	}
-	log, err := NewLogger(spec.Name, cfg.LogLevel)
+	log, err := NewLogger(s.Name, cfg.LogLevel)
 	if err != nil {
 		fail(err)
 	}
 	ctx, stop := SignalContext()
-	err = Run(ctx, spec, cfg, log, prometheus.DefaultRegisterer)
+	err = Run(ctx, s, cfg, log, prometheus.DefaultRegisterer)
 	stop()
 	_ = log.Sync()
 	if err != nil {

@@ -24,10 +24,7 @@ type personConfig struct {
 	OutboxMaxAge     time.Duration `env:"OUTBOX_MAX_AGE" envDefault:"1h"`
 }
 
-func main() {
-	var own personConfig
-	service.Main(spec(&own), &own)
-}
+func main() { service.Main(spec) }
 
 // spec is how person starts; service.Run gives the shutdown order: the outbox
 // is flushed after the consumer stopped, so every write that got a 2xx is

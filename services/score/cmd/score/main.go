@@ -28,10 +28,7 @@ type scoreConfig struct {
 	RebuildTimeout time.Duration `env:"REBUILD_TIMEOUT" envDefault:"30m"`
 }
 
-func main() {
-	var own scoreConfig
-	service.Main(spec(&own), &own)
-}
+func main() { service.Main(spec) }
 
 func spec(own *scoreConfig) service.Spec {
 	return service.Spec{Name: "score", HTTPAddr: ":8081", Build: func(rt *service.Runtime) error {
