@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/personscore/eventbus/eventbustest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -109,7 +110,7 @@ func TestRetryScheduleThenDeadLetter(t *testing.T) {
 	// Not monotonic on purpose: each attempt must wait its own delay. The
 	// first is long enough for the other event to be published meanwhile.
 	delays := []time.Duration{800 * time.Millisecond, 100 * time.Millisecond, 300 * time.Millisecond}
-	cfg := ConsumerConfig{Service: uniq("eb-retry"), Exchange: f.exchange, Workers: 1, RetryDelays: delays,
+	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-retry"), Exchange: f.exchange, Workers: 1, RetryDelays: delays,
 		Metrics: f.metrics, Logger: zap.New(core)}
 	f.trackService(cfg)
 	c := NewConsumer(conn, cfg)
@@ -213,7 +214,7 @@ func mustJSON(t testing.TB, ev Event) []byte {
 func TestRetryAfterErrorAndPanic(t *testing.T) {
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: uniq("eb-panic"), Exchange: f.exchange, Workers: 2,
+	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-panic"), Exchange: f.exchange, Workers: 2,
 		RetryDelays: []time.Duration{50 * time.Millisecond, 50 * time.Millisecond}, Metrics: f.metrics}
 	f.trackService(cfg)
 	c := NewConsumer(conn, cfg)
@@ -254,7 +255,7 @@ func TestRetryAfterErrorAndPanic(t *testing.T) {
 func TestMalformedMessagesDeadLetteredAtOnce(t *testing.T) {
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: uniq("eb-malformed"), Exchange: f.exchange, Workers: 2,
+	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-malformed"), Exchange: f.exchange, Workers: 2,
 		RetryDelays: []time.Duration{50 * time.Millisecond}, Metrics: f.metrics}
 	f.trackService(cfg)
 	c := NewConsumer(conn, cfg)
@@ -317,7 +318,7 @@ func TestMalformedMessagesDeadLetteredAtOnce(t *testing.T) {
 func TestPerSubjectOrderUnderConcurrency(t *testing.T) {
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: uniq("eb-order"), Exchange: f.exchange, Workers: 8, Metrics: f.metrics}
+	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-order"), Exchange: f.exchange, Workers: 8, Metrics: f.metrics}
 	f.trackService(cfg)
 	c := NewConsumer(conn, cfg)
 	const subjects, versions = 24, 40
@@ -376,7 +377,7 @@ func TestPerSubjectOrderUnderConcurrency(t *testing.T) {
 func TestGracefulShutdownDrainsInFlight(t *testing.T) {
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: uniq("eb-shutdown"), Exchange: f.exchange, Workers: 2, Metrics: f.metrics,
+	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-shutdown"), Exchange: f.exchange, Workers: 2, Metrics: f.metrics,
 		ShutdownTimeout: 5 * time.Second}
 	f.trackService(cfg)
 	c := NewConsumer(conn, cfg)
@@ -417,7 +418,7 @@ func TestGracefulShutdownDrainsInFlight(t *testing.T) {
 func TestShutdownDeadline(t *testing.T) {
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: uniq("eb-deadline"), Exchange: f.exchange, Workers: 1, Metrics: f.metrics,
+	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-deadline"), Exchange: f.exchange, Workers: 1, Metrics: f.metrics,
 		ShutdownTimeout: 300 * time.Millisecond}
 	f.trackService(cfg)
 	c := NewConsumer(conn, cfg)
@@ -450,7 +451,7 @@ func TestShutdownDeadline(t *testing.T) {
 func TestTopologyDeclaredIdempotently(t *testing.T) {
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: uniq("eb-topology"), Exchange: f.exchange, Metrics: f.metrics, DeliveryLimit: 7,
+	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-topology"), Exchange: f.exchange, Metrics: f.metrics, DeliveryLimit: 7,
 		RetryDelays: []time.Duration{250 * time.Millisecond, time.Second}}
 	f.trackService(cfg)
 	for range 2 { // a restart redeclares the same topology
@@ -513,7 +514,7 @@ func TestTraceContextPropagated(t *testing.T) {
 
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: uniq("eb-trace"), Exchange: f.exchange, Metrics: f.metrics}
+	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-trace"), Exchange: f.exchange, Metrics: f.metrics}
 	f.trackService(cfg)
 	c := NewConsumer(conn, cfg)
 	got := make(chan trace.SpanContext, 1)
@@ -567,7 +568,7 @@ func TestConsumerRejectsBadConfig(t *testing.T) {
 func TestBatchHandlerKeepsOrderAndFallsBack(t *testing.T) {
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: uniq("eb-batch"), Exchange: f.exchange, Workers: 1, Metrics: f.metrics}
+	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-batch"), Exchange: f.exchange, Workers: 1, Metrics: f.metrics}
 	f.trackService(cfg)
 	c := NewConsumer(conn, cfg)
 	gate := make(chan struct{})

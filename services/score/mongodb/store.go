@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
 	"github.com/personscore/eventbus/outbox"
 	"github.com/personscore/score"
@@ -26,9 +27,6 @@ const DefaultCollection = "scores"
 
 // Source is the CloudEvents source of score's events.
 const Source = "/score"
-
-// ScoreChanged is the type of the event published when a cpf's score changes.
-const ScoreChanged = "score.changed"
 
 // fromSnapshot marks, in a rebuild's collection, a document a snapshot was applied to.
 const fromSnapshot = "from_snapshot"
@@ -233,9 +231,6 @@ func New(cfg Config) *Store {
 	return s
 }
 
-// Hub is the store's read-your-writes notifier.
-func (s *Store) Hub() *Hub { return s.hub }
-
 // stored is a document as the collection holds it.
 type stored struct {
 	score.Document `bson:",inline"`
@@ -430,7 +425,7 @@ func (s *Store) applyTo(ctx context.Context, name string, cpf int64, evs []event
 				return err
 			}
 			changed = changed || c
-			snapshot = snapshot || ev.Type == score.PersonSnapshot
+			snapshot = snapshot || ev.Type == contract.PersonSnapshot
 		}
 		mark := !primary && snapshot && !st.FromSnapshot
 		if !changed && !mark {
@@ -473,8 +468,8 @@ func (s *Store) applyTo(ctx context.Context, name string, cpf int64, evs []event
 }
 
 func scoreChanged(ctx context.Context, d score.Document) (eventbus.Event, error) {
-	return eventbus.NewEvent(ctx, Source, ScoreChanged, strconv.FormatInt(d.CPF, 10), d.Rev,
-		map[string]any{"cpf": d.CPF, "score": d.Score, "live": d.Live(), "version": d.Version})
+	return eventbus.NewEvent(ctx, Source, contract.ScoreChanged, contract.Subject(d.CPF), d.Rev,
+		contract.ScoreChangedData{CPF: d.CPF, Score: d.Score, Live: d.Live(), Version: d.Version})
 }
 
 // notify hands new score.changed events to the collection's relay and wakes

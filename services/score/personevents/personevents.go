@@ -5,8 +5,8 @@ package personevents
 import (
 	"context"
 
+	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
-	"github.com/personscore/score"
 )
 
 // Store is what the handlers need (mongodb.Store).
@@ -19,9 +19,9 @@ type Store interface {
 // Register subscribes c to every event type the read model understands; the
 // events of one cpf waiting together are applied together.
 func Register(c *eventbus.Consumer, store Store) {
-	for _, typ := range score.EventTypes() {
+	for _, typ := range contract.PersonEventTypes() {
 		c.Handle(typ, store.Apply)
 	}
-	c.HandleBatch(score.EventTypes(), store.ApplyBatch)
-	c.Handle(score.SnapshotCompleted, store.SnapshotCompleted)
+	c.HandleBatch(contract.PersonEventTypes(), store.ApplyBatch)
+	c.Handle(contract.SnapshotCompleted, store.SnapshotCompleted)
 }
