@@ -271,28 +271,34 @@ func TestServiceImages(t *testing.T) {
 	}
 }
 
-// The Dockerfiles (used by skaffold on machines with Docker) describe the same image.
-func TestDockerfilesMatchTheImageLayout(t *testing.T) {
+// The Dockerfile (used by skaffold on machines with Docker) describes the same image:
+// its build stage builds the service named by SERVICE, and each service's final stage
+// (the target skaffold.yaml names) starts from the scratch runtime stage.
+func TestDockerfileMatchesTheImageLayout(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(repoRoot, "services", "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	df := string(b)
+	stages := map[string]string{} // stage name -> base
+	for _, m := range regexp.MustCompile(`(?m)^FROM\s+(\S+)\s+AS\s+(\S+)`).FindAllStringSubmatch(df, -1) {
+		stages[m[2]] = m[1]
+	}
+	if stages["runtime"] != "scratch" {
+		t.Errorf("the runtime stage must be FROM scratch, stages %v", stages)
+	}
+	for _, want := range []string{"CGO_ENABLED=0", "USER 65532:65532", imagebuild.CABundlePath, "./cmd/${SERVICE}"} {
+		if !strings.Contains(df, want) {
+			t.Errorf("Dockerfile lacks %q", want)
+		}
+	}
 	for _, svc := range charts {
-		b, err := os.ReadFile(filepath.Join(repoRoot, "services", svc, "Dockerfile"))
-		if err != nil {
-			t.Fatal(err)
+		if stages[svc] != "runtime" {
+			t.Errorf("%s: no final stage %q FROM runtime (stages %v)", svc, svc, stages)
 		}
-		df := string(b)
-		stages := regexp.MustCompile(`(?m)^FROM\s+(\S+)`).FindAllStringSubmatch(df, -1)
-		if len(stages) < 2 || stages[len(stages)-1][1] != "scratch" {
-			t.Errorf("%s: the final stage must be FROM scratch", svc)
-		}
-		for _, want := range []string{
-			"CGO_ENABLED=0",
-			"USER 65532:65532",
-			fmt.Sprintf(`ENTRYPOINT ["%s/%s"]`, imagebuild.BinDir, svc),
-			imagebuild.CABundlePath,
-			"./cmd/" + svc,
-		} {
-			if !strings.Contains(df, want) {
-				t.Errorf("%s: Dockerfile lacks %q", svc, want)
-			}
+		entry := fmt.Sprintf(`ENTRYPOINT ["%s/%s"]`, imagebuild.BinDir, svc)
+		if !strings.Contains(df[strings.Index(df, "AS "+svc):], entry) {
+			t.Errorf("%s: its stage lacks %s", svc, entry)
 		}
 	}
 }

@@ -99,7 +99,10 @@ func TestSkaffoldWiring(t *testing.T) {
 		Build      struct {
 			Artifacts []struct {
 				Image, Context string
-				Docker         struct{ Dockerfile string }
+				Docker         struct {
+					Dockerfile, Target string
+					BuildArgs          map[string]string `json:"buildArgs"`
+				}
 			}
 		}
 		Deploy struct {
@@ -130,6 +133,11 @@ func TestSkaffoldWiring(t *testing.T) {
 		images[a.Image] = true
 		if _, err := os.Stat(filepath.Join(repoRoot, a.Context, a.Docker.Dockerfile)); err != nil {
 			t.Errorf("artifact %s: %v", a.Image, err)
+		}
+		// One Dockerfile for both services: the target stage and SERVICE name the image's.
+		svc := strings.TrimPrefix(a.Image, "personscore/")
+		if a.Docker.Target != svc || a.Docker.BuildArgs["SERVICE"] != svc {
+			t.Errorf("artifact %s: target %q, SERVICE %q; want %q for both", a.Image, a.Docker.Target, a.Docker.BuildArgs["SERVICE"], svc)
 		}
 	}
 	for _, c := range charts {

@@ -26,6 +26,15 @@ import (
 // as an error.
 type Handler func(ctx context.Context, ev Event) error
 
+// BatchHandler applies several events of one subject, in delivery order, as
+// if each had been handled on its own. When it fails (or panics) nothing is
+// acknowledged and each event goes through its own Handler, retries and dead
+// letters as usual.
+type BatchHandler func(ctx context.Context, evs []Event) error
+
+// maxBatch bounds the events a worker takes from its queue at once.
+const maxBatch = 256
+
 // ConsumerConfig tunes a Consumer; zero values take the defaults.
 type ConsumerConfig struct {
 	// Service names the queues: <service>.queue, <service>.retry.<delay>, <service>.dlq.
@@ -71,6 +80,8 @@ type Consumer struct {
 	log      *zap.Logger
 	m        *Metrics
 	handlers map[string]Handler
+	batch    BatchHandler
+	batched  map[string]bool // types batch takes
 	pub      *Publisher
 	ready    atomic.Bool
 	stopping atomic.Bool
@@ -122,6 +133,16 @@ func NewConsumer(conn *Conn, cfg ConsumerConfig) *Consumer {
 // Handle registers h for events of type typ and binds the work queue to it.
 // Events of types without a handler are dead-lettered. Call it before Run.
 func (c *Consumer) Handle(typ string, h Handler) { c.handlers[typ] = h }
+
+// HandleBatch lets a worker hand the events of one subject that wait in its
+// queue together to h, when their types are among types (each still needs its
+// Handler). A subject's events keep their order. Call it before Run.
+func (c *Consumer) HandleBatch(types []string, h BatchHandler) {
+	c.batch, c.batched = h, map[string]bool{}
+	for _, t := range types {
+		c.batched[t] = true
+	}
+}
 
 // Ready reports whether the consumer is attached to its queue now.
 func (c *Consumer) Ready() bool { return c.ready.Load() }
@@ -181,8 +202,14 @@ func (c *Consumer) Run(ctx context.Context) error {
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
+			var jobs []job
 			for j := range queues[i] {
-				c.work(hctx, j)
+				if c.batch == nil {
+					c.work(hctx, j)
+					continue
+				}
+				jobs = takeQueued(append(jobs[:0], j), queues[i])
+				c.workAll(hctx, jobs)
 			}
 		}()
 	}
@@ -302,6 +329,119 @@ func (c *Consumer) dispatch(acks *acker, d amqp.Delivery, queues []chan job) {
 	}
 	i := maphash.String(c.seed, ev.Subject) % uint64(len(queues))
 	queues[i] <- job{d: d, acks: acks, ev: ev}
+}
+
+// takeQueued adds to jobs what waits in q, without blocking, up to maxBatch.
+func takeQueued(jobs []job, q chan job) []job {
+	for len(jobs) < maxBatch {
+		select {
+		case j, ok := <-q:
+			if !ok {
+				return jobs
+			}
+			jobs = append(jobs, j)
+		default:
+			return jobs
+		}
+	}
+	return jobs
+}
+
+// workAll runs the jobs a worker took at once: the batchable events of one
+// subject together, up to the first of its events that is not batchable,
+// which runs on its own at its turn.
+func (c *Consumer) workAll(ctx context.Context, jobs []job) {
+	taken := make([]bool, len(jobs))
+	var group []job
+	for i, j := range jobs {
+		if taken[i] {
+			continue
+		}
+		if !c.batchable(j) {
+			c.work(ctx, j)
+			continue
+		}
+		group = append(group[:0], j)
+		for k := i + 1; k < len(jobs); k++ {
+			o := jobs[k]
+			if taken[k] || o.bad != nil || o.ev.Subject != j.ev.Subject {
+				continue
+			}
+			if !c.batchable(o) {
+				break
+			}
+			taken[k] = true
+			group = append(group, o)
+		}
+		c.workBatch(ctx, group)
+	}
+}
+
+func (c *Consumer) batchable(j job) bool {
+	return j.bad == nil && c.batched[j.ev.Type]
+}
+
+// workBatch hands the events of one subject to the batch handler; if it
+// fails, each runs on its own.
+func (c *Consumer) workBatch(ctx context.Context, jobs []job) {
+	if len(jobs) == 1 || c.stopping.Load() || jobs[0].acks.ch.IsClosed() {
+		for _, j := range jobs {
+			c.work(ctx, j)
+		}
+		return
+	}
+	evs := make([]Event, len(jobs))
+	spans := make([]trace.Span, len(jobs))
+	var hctx context.Context
+	for i, j := range jobs {
+		evs[i] = j.ev
+		sctx, span := c.tracer.Start(deliveryTraceContext(ctx, j.d.Headers, j.ev), c.types[j.ev.Type].spanName,
+			trace.WithSpanKind(trace.SpanKindConsumer))
+		spans[i] = span
+		if i == 0 {
+			hctx = sctx
+		}
+	}
+	start := time.Now()
+	err := c.callBatch(hctx, evs)
+	took := time.Since(start).Seconds()
+	for _, span := range spans {
+		span.End()
+	}
+	if err != nil {
+		if ce := c.log.Check(zapcore.DebugLevel, "batch failed; handling its events one by one"); ce != nil {
+			ce.Write(zap.String("subject", evs[0].Subject), zap.Int("events", len(evs)), zap.Error(err))
+		}
+		for _, j := range jobs {
+			c.work(ctx, j)
+		}
+		return
+	}
+	for _, j := range jobs {
+		tm := c.types[j.ev.Type]
+		tm.handler.Observe(took)
+		j.acks.done(j.d.DeliveryTag)
+		tm.consumed.Inc()
+		if !j.ev.Time.IsZero() {
+			tm.lag.Observe(time.Since(j.ev.Time).Seconds())
+		}
+		if ce := c.log.Check(zapcore.DebugLevel, "event handled"); ce != nil {
+			ce.Write(append(EventFields(j.ev), zap.Int("attempt", attemptOf(j.d)+1), zap.Int("batch", len(jobs)))...)
+		}
+	}
+}
+
+func (c *Consumer) callBatch(ctx context.Context, evs []Event) (err error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.HandlerTimeout)
+	defer cancel()
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error("batch handler panicked", zap.String("subject", evs[0].Subject), zap.Any("panic", r),
+				zap.ByteString("stack", debug.Stack()))
+			err = fmt.Errorf("batch handler panic: %v", r)
+		}
+	}()
+	return c.batch(ctx, evs)
 }
 
 // work runs one job on a worker.

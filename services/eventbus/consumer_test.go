@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/personscore/eventbus/eventbustest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -109,7 +110,7 @@ func TestRetryScheduleThenDeadLetter(t *testing.T) {
 	// Not monotonic on purpose: each attempt must wait its own delay. The
 	// first is long enough for the other event to be published meanwhile.
 	delays := []time.Duration{800 * time.Millisecond, 100 * time.Millisecond, 300 * time.Millisecond}
-	cfg := ConsumerConfig{Service: uniq("eb-retry"), Exchange: f.exchange, Workers: 1, RetryDelays: delays,
+	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-retry"), Exchange: f.exchange, Workers: 1, RetryDelays: delays,
 		Metrics: f.metrics, Logger: zap.New(core)}
 	f.trackService(cfg)
 	c := NewConsumer(conn, cfg)
@@ -213,7 +214,7 @@ func mustJSON(t testing.TB, ev Event) []byte {
 func TestRetryAfterErrorAndPanic(t *testing.T) {
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: uniq("eb-panic"), Exchange: f.exchange, Workers: 2,
+	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-panic"), Exchange: f.exchange, Workers: 2,
 		RetryDelays: []time.Duration{50 * time.Millisecond, 50 * time.Millisecond}, Metrics: f.metrics}
 	f.trackService(cfg)
 	c := NewConsumer(conn, cfg)
@@ -254,7 +255,7 @@ func TestRetryAfterErrorAndPanic(t *testing.T) {
 func TestMalformedMessagesDeadLetteredAtOnce(t *testing.T) {
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: uniq("eb-malformed"), Exchange: f.exchange, Workers: 2,
+	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-malformed"), Exchange: f.exchange, Workers: 2,
 		RetryDelays: []time.Duration{50 * time.Millisecond}, Metrics: f.metrics}
 	f.trackService(cfg)
 	c := NewConsumer(conn, cfg)
@@ -317,7 +318,7 @@ func TestMalformedMessagesDeadLetteredAtOnce(t *testing.T) {
 func TestPerSubjectOrderUnderConcurrency(t *testing.T) {
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: uniq("eb-order"), Exchange: f.exchange, Workers: 8, Metrics: f.metrics}
+	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-order"), Exchange: f.exchange, Workers: 8, Metrics: f.metrics}
 	f.trackService(cfg)
 	c := NewConsumer(conn, cfg)
 	const subjects, versions = 24, 40
@@ -364,11 +365,7 @@ func TestPerSubjectOrderUnderConcurrency(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	for s, got := range order {
-		if !slices.IsSorted(got) || len(got) != versions {
-			t.Errorf("subject %s handled in order %v", s, got)
-		}
-	}
+	checkOrder(t, order, versions)
 	if maxRunning.Load() < 2 {
 		t.Errorf("at most %d handlers ran at once; workers are not concurrent", maxRunning.Load())
 	}
@@ -380,7 +377,7 @@ func TestPerSubjectOrderUnderConcurrency(t *testing.T) {
 func TestGracefulShutdownDrainsInFlight(t *testing.T) {
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: uniq("eb-shutdown"), Exchange: f.exchange, Workers: 2, Metrics: f.metrics,
+	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-shutdown"), Exchange: f.exchange, Workers: 2, Metrics: f.metrics,
 		ShutdownTimeout: 5 * time.Second}
 	f.trackService(cfg)
 	c := NewConsumer(conn, cfg)
@@ -421,7 +418,7 @@ func TestGracefulShutdownDrainsInFlight(t *testing.T) {
 func TestShutdownDeadline(t *testing.T) {
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: uniq("eb-deadline"), Exchange: f.exchange, Workers: 1, Metrics: f.metrics,
+	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-deadline"), Exchange: f.exchange, Workers: 1, Metrics: f.metrics,
 		ShutdownTimeout: 300 * time.Millisecond}
 	f.trackService(cfg)
 	c := NewConsumer(conn, cfg)
@@ -454,7 +451,7 @@ func TestShutdownDeadline(t *testing.T) {
 func TestTopologyDeclaredIdempotently(t *testing.T) {
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: uniq("eb-topology"), Exchange: f.exchange, Metrics: f.metrics, DeliveryLimit: 7,
+	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-topology"), Exchange: f.exchange, Metrics: f.metrics, DeliveryLimit: 7,
 		RetryDelays: []time.Duration{250 * time.Millisecond, time.Second}}
 	f.trackService(cfg)
 	for range 2 { // a restart redeclares the same topology
@@ -517,7 +514,7 @@ func TestTraceContextPropagated(t *testing.T) {
 
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: uniq("eb-trace"), Exchange: f.exchange, Metrics: f.metrics}
+	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-trace"), Exchange: f.exchange, Metrics: f.metrics}
 	f.trackService(cfg)
 	c := NewConsumer(conn, cfg)
 	got := make(chan trace.SpanContext, 1)
@@ -562,5 +559,94 @@ func TestConsumerRejectsBadConfig(t *testing.T) {
 	}
 	if err := NewConsumer(conn, ConsumerConfig{Service: "x", Metrics: NewMetrics(nil)}).Run(context.Background()); err == nil {
 		t.Error("Run without handlers succeeded")
+	}
+}
+
+// HandleBatch: the events of a subject that wait together reach the batch
+// handler in order; the other types run on their own at their turn; a
+// failed batch (the first) is handled again event by event.
+func TestBatchHandlerKeepsOrderAndFallsBack(t *testing.T) {
+	f := newFixture(t)
+	conn := openConn(t, ConnConfig{})
+	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-batch"), Exchange: f.exchange, Workers: 1, Metrics: f.metrics}
+	f.trackService(cfg)
+	c := NewConsumer(conn, cfg)
+	gate := make(chan struct{})
+	var mu sync.Mutex
+	order := map[string][]int64{}
+	var batches, biggest, failedBatches, single atomic.Int32
+	record := func(evs ...Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, ev := range evs {
+			order[ev.Subject] = append(order[ev.Subject], ev.Version)
+		}
+	}
+	one := func(ctx context.Context, ev Event) error {
+		<-gate
+		single.Add(1)
+		record(ev)
+		return nil
+	}
+	c.Handle("item.changed", one)
+	c.Handle("item.renamed", one)
+	c.HandleBatch([]string{"item.changed"}, func(ctx context.Context, evs []Event) error {
+		<-gate
+		for _, ev := range evs {
+			if ev.Type != "item.changed" || ev.Subject != evs[0].Subject {
+				t.Errorf("batch of %s %s with %s %s", evs[0].Type, evs[0].Subject, ev.Type, ev.Subject)
+			}
+		}
+		if failedBatches.CompareAndSwap(0, 1) { // the first batch fails
+			return errors.New("refused")
+		}
+		batches.Add(1)
+		for {
+			m := biggest.Load()
+			if int32(len(evs)) <= m || biggest.CompareAndSwap(m, int32(len(evs))) {
+				break
+			}
+		}
+		record(evs...)
+		return nil
+	})
+	startConsumer(t, c)
+	const subjects, versions = 3, 30
+	var events []Event
+	for v := int64(1); v <= versions; v++ {
+		for s := range subjects {
+			typ := "item.changed"
+			if v%10 == 5 {
+				typ = "item.renamed"
+			}
+			events = append(events, mustEvent(t, typ, fmt.Sprint("s", s), v, nil))
+		}
+	}
+	publish(t, newPub(t, f, conn), events...)
+	time.Sleep(time.Second) // let the deliveries queue behind the gate
+	close(gate)
+	waitFor(t, 30*time.Second, "all events handled", func() bool {
+		return testutil.ToFloat64(f.metrics.Consumed.WithLabelValues(cfg.Service, "item.changed"))+
+			testutil.ToFloat64(f.metrics.Consumed.WithLabelValues(cfg.Service, "item.renamed")) == subjects*versions
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	checkOrder(t, order, versions)
+	if biggest.Load() < 2 {
+		t.Errorf("no batch of more than one event (biggest %d)", biggest.Load())
+	}
+	if failedBatches.Load() == 0 {
+		t.Error("no batch came")
+	}
+	t.Logf("%d batches (biggest %d), %d failed, %d events on their own", batches.Load(), biggest.Load(), failedBatches.Load(), single.Load())
+}
+
+// checkOrder fails unless every subject saw versions 1..versions in order.
+func checkOrder(t *testing.T, order map[string][]int64, versions int) {
+	t.Helper()
+	for s, got := range order {
+		if !slices.IsSorted(got) || len(got) != versions {
+			t.Errorf("subject %s handled in order %v", s, got)
+		}
 	}
 }

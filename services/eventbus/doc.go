@@ -10,7 +10,8 @@
 //   - Consumer: manual acks, prefetch, N workers that never handle one subject
 //     concurrently, retries with exponential backoff through delay queues,
 //     dead letters (<service>.dlq) with the reason and attempt count,
-//     graceful shutdown, reconnects, the topology declared on every attach.
+//     graceful shutdown, reconnects, the topology declared on every attach;
+//     HandleBatch hands the queued events of one subject to one call.
 //   - ReplayDeadLetters, DeadLetterCount, PeekDeadLetters (and cmd/dlq):
 //     move dead letters back once their cause is fixed.
 //   - VersionLog and IDLog: consumers apply every event at most once.

@@ -2,35 +2,20 @@ package eventbus_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"os"
 	"time"
 
 	"github.com/personscore/eventbus"
+	"github.com/personscore/eventbus/eventbustest"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 // Helpers that keep the examples short and let them run beside other suites
 // on a shared broker: unique names, and deletion of what an example declared.
 
-func brokerURL() string {
-	if u := os.Getenv("AMQP_URL"); u != "" {
-		return u
-	}
-	return "amqp://guest:guest@localhost:5672/"
-}
-
-func unique(name string) string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return name + "-example-" + hex.EncodeToString(b[:])
-}
-
 // cleanup deletes the queues of services and the exchange.
 func cleanup(exchange string, services ...string) {
-	conn, err := amqp.Dial(brokerURL())
+	conn, err := amqp.Dial(eventbustest.BrokerURL())
 	if err != nil {
 		return
 	}

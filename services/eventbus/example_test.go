@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/personscore/eventbus"
+	"github.com/personscore/eventbus/eventbustest"
 )
 
 // A complete subscriber service in under 30 lines: connect, say which events
@@ -14,10 +15,10 @@ import (
 // the Consumer. In a real service the names are fixed ("audit",
 // eventbus.DefaultExchange) and ctx comes from service.SignalContext.
 func Example_subscriber() {
-	service, exchange := unique("audit"), unique("events")
+	service, exchange := eventbustest.Unique("audit"), eventbustest.Unique("events")
 	defer cleanup(exchange, service)
 
-	conn := eventbus.Open(eventbus.ConnConfig{URLs: eventbus.SplitURLs(brokerURL()), Name: service})
+	conn := eventbus.Open(eventbus.ConnConfig{URLs: eventbus.SplitURLs(eventbustest.BrokerURL()), Name: service})
 	defer conn.Close()
 	consumer := eventbus.NewConsumer(conn, eventbus.ConsumerConfig{Service: service, Exchange: exchange})
 	handled := make(chan struct{})
@@ -62,9 +63,9 @@ func publishPersonCreated(conn *eventbus.Conn, exchange string) {
 // Publishing waits for the broker's confirms; an event no queue is bound for
 // comes back as ErrUnroutable instead of vanishing.
 func ExamplePublisher_Publish() {
-	service, exchange := unique("score"), unique("events")
+	service, exchange := eventbustest.Unique("score"), eventbustest.Unique("events")
 	defer cleanup(exchange, service)
-	conn := eventbus.Open(eventbus.ConnConfig{URLs: eventbus.SplitURLs(brokerURL())})
+	conn := eventbus.Open(eventbus.ConnConfig{URLs: eventbus.SplitURLs(eventbustest.BrokerURL())})
 	defer conn.Close()
 
 	// A subscriber for income.created, so that type is routable.
@@ -117,9 +118,9 @@ func ExampleVersionLog() {
 // After fixing what made events fail, move them from the dead-letter queue
 // back to the work queue (the dlq command does the same from a shell).
 func ExampleReplayDeadLetters() {
-	service, exchange := unique("billing"), unique("events")
+	service, exchange := eventbustest.Unique("billing"), eventbustest.Unique("events")
 	defer cleanup(exchange, service)
-	conn := eventbus.Open(eventbus.ConnConfig{URLs: eventbus.SplitURLs(brokerURL())})
+	conn := eventbus.Open(eventbus.ConnConfig{URLs: eventbus.SplitURLs(eventbustest.BrokerURL())})
 	defer conn.Close()
 	deadLetter(conn, exchange, service, 3) // three events failed for good
 

@@ -4,15 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/personscore/eventbus/eventbustest"
 	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap/zaptest"
@@ -23,27 +21,14 @@ import (
 // uses its own exchange and service names and deletes what it declared, as
 // other suites share the broker.
 
-func testURL() string {
-	if u := os.Getenv("AMQP_URL"); u != "" {
-		return u
-	}
-	return "amqp://guest:guest@localhost:5672/"
-}
-
-func uniq(prefix string) string {
-	var b [5]byte
-	_, _ = rand.Read(b[:])
-	return prefix + "-" + hex.EncodeToString(b[:])
-}
-
 // openConn opens a Conn with a unique client-provided name and waits for it.
 func openConn(t testing.TB, cfg ConnConfig) *Conn {
 	t.Helper()
 	if cfg.URLs == nil {
-		cfg.URLs = SplitURLs(testURL())
+		cfg.URLs = SplitURLs(eventbustest.BrokerURL())
 	}
 	if cfg.Name == "" {
-		cfg.Name = uniq("eventbus-test")
+		cfg.Name = eventbustest.Unique("eventbus-test")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zaptest.NewLogger(t)
@@ -62,9 +47,9 @@ func openConn(t testing.TB, cfg ConnConfig) *Conn {
 // rawChannel is a plain amqp091 channel for arranging and asserting.
 func rawChannel(t testing.TB) *amqp.Channel {
 	t.Helper()
-	conn, err := amqp.Dial(testURL())
+	conn, err := amqp.Dial(eventbustest.BrokerURL())
 	if err != nil {
-		t.Fatalf("RabbitMQ unreachable at %s: %v", testURL(), err)
+		t.Fatalf("RabbitMQ unreachable at %s: %v", eventbustest.BrokerURL(), err)
 	}
 	ch, err := conn.Channel()
 	if err != nil {
@@ -87,7 +72,7 @@ type fixture struct {
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	f := &fixture{t: t, exchange: uniq("eb-test-x"), reg: reg, metrics: NewMetrics(reg)}
+	f := &fixture{t: t, exchange: eventbustest.Unique("eb-test-x"), reg: reg, metrics: NewMetrics(reg)}
 	t.Cleanup(f.cleanup)
 	return f
 }
@@ -112,7 +97,7 @@ func (f *fixture) trackService(cfg ConsumerConfig) {
 }
 
 func (f *fixture) cleanup() {
-	conn, err := amqp.Dial(testURL())
+	conn, err := amqp.Dial(eventbustest.BrokerURL())
 	if err != nil {
 		f.t.Errorf("cleanup: %v", err)
 		return
@@ -139,7 +124,7 @@ func (f *fixture) bindQueue(ch *amqp.Channel, keys ...string) string {
 	if err := declareExchange(ch, f.exchange); err != nil {
 		f.t.Fatal(err)
 	}
-	name := uniq("eb-test-q")
+	name := eventbustest.Unique("eb-test-q")
 	f.track(name)
 	if _, err := ch.QueueDeclare(name, true, false, false, false, quorumArgs()); err != nil {
 		f.t.Fatal(err)

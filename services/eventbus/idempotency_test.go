@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/personscore/eventbus/eventbustest"
 	"github.com/personscore/localmongo/mongotest"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -80,7 +81,7 @@ func TestIdempotentConsumerAppliesEachVersionOnce(t *testing.T) {
 
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: uniq("eb-idem"), Exchange: f.exchange, Workers: 4, Metrics: f.metrics,
+	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-idem"), Exchange: f.exchange, Workers: 4, Metrics: f.metrics,
 		RetryDelays: []time.Duration{20 * time.Millisecond, 50 * time.Millisecond}}
 	f.trackService(cfg)
 	c := NewConsumer(conn, cfg)

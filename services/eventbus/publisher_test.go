@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/personscore/eventbus/eventbustest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -125,7 +126,7 @@ func TestPublishFailsFastWhenDisconnected(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close() // nothing listens there now
-	conn := Open(ConnConfig{URLs: []string{"amqp://guest:guest@" + addr + "/"}, Name: uniq("eventbus-test")})
+	conn := Open(ConnConfig{URLs: []string{"amqp://guest:guest@" + addr + "/"}, Name: eventbustest.Unique("eventbus-test")})
 	defer conn.Close()
 	pub := NewPublisher(conn, PublisherConfig{Exchange: "unused", Metrics: NewMetrics(nil)})
 	defer pub.Close()
@@ -175,7 +176,7 @@ func TestConnSkipsDeadNode(t *testing.T) {
 	dead := "amqp://guest:guest@" + l.Addr().String() + "/"
 	l.Close()
 	start := time.Now()
-	conn := openConn(t, ConnConfig{URLs: []string{dead, testURL()}})
+	conn := openConn(t, ConnConfig{URLs: []string{dead, eventbustest.BrokerURL()}})
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("took %s to reach the second node", d)
 	}
@@ -202,11 +203,11 @@ func TestConnSkipsDeadNode(t *testing.T) {
 // suites that share the broker.
 func TestReconnectAfterBrokerClosesConnection(t *testing.T) {
 	f := newFixture(t)
-	name := uniq("eventbus-reconnect")
+	name := eventbustest.Unique("eventbus-reconnect")
 	conn := openConn(t, ConnConfig{Name: name, MaxBackoff: time.Second})
 	pub := NewPublisher(conn, PublisherConfig{Exchange: f.exchange, Metrics: f.metrics})
 	defer pub.Close()
-	cfg := ConsumerConfig{Service: uniq("eb-reconnect"), Exchange: f.exchange, Workers: 4,
+	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-reconnect"), Exchange: f.exchange, Workers: 4,
 		RetryDelays: []time.Duration{100 * time.Millisecond}, Metrics: f.metrics, ShutdownTimeout: 2 * time.Second}
 	f.trackService(cfg)
 	c := NewConsumer(conn, cfg)

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/personscore/eventbus/eventbustest"
 )
 
 // Dead-letter replay: messages move from the .dlq back to the work queue with
@@ -15,7 +17,7 @@ import (
 func TestReplayDeadLetters(t *testing.T) {
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: uniq("eb-replay"), Exchange: f.exchange, RetryDelays: []time.Duration{}, Metrics: f.metrics}
+	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-replay"), Exchange: f.exchange, RetryDelays: []time.Duration{}, Metrics: f.metrics}
 	f.trackService(cfg)
 	c := NewConsumer(conn, cfg)
 	var fixed atomic.Bool
@@ -81,7 +83,7 @@ func TestReplayDeadLetters(t *testing.T) {
 func TestDeliveryLimitDeadLetters(t *testing.T) {
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: uniq("eb-limit"), Exchange: f.exchange, RetryDelays: []time.Duration{}, DeliveryLimit: 2, Metrics: f.metrics}
+	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-limit"), Exchange: f.exchange, RetryDelays: []time.Duration{}, DeliveryLimit: 2, Metrics: f.metrics}
 	f.trackService(cfg)
 	c := NewConsumer(conn, cfg)
 	c.Handle("crash.me", func(context.Context, Event) error { return nil })
@@ -129,7 +131,7 @@ func TestDeadLetterOpsOnUnknownService(t *testing.T) {
 	conn := openConn(t, ConnConfig{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	svc := uniq("eb-never-ran")
+	svc := eventbustest.Unique("eb-never-ran")
 	if _, err := DeadLetterCount(ctx, conn, svc); !errors.Is(err, ErrNoQueue) {
 		t.Errorf("count: %v, want ErrNoQueue", err)
 	}

@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/personscore/eventbus/eventbustest"
 )
 
 // testPKI is a throwaway CA with leaf certificates for local TLS listeners.
@@ -132,7 +134,7 @@ func (l *tlsListener) port() string {
 // must move on to B.
 func TestAMQPSOverTLS(t *testing.T) {
 	pki := newTestPKI(t)
-	broker, err := url.Parse(testURL())
+	broker, err := url.Parse(eventbustest.BrokerURL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +180,7 @@ func TestAMQPSRejectsUnknownCA(t *testing.T) {
 	pki := newTestPKI(t)
 	node := startTLSListener(t, pki.leaf(t, "", net.ParseIP("127.0.0.1")), "")
 	conn := Open(ConnConfig{URLs: []string{"amqps://guest:guest@127.0.0.1:" + node.port() + "/"},
-		TLS: &tls.Config{MinVersion: tls.VersionTLS12}, Name: uniq("eventbus-test")})
+		TLS: &tls.Config{MinVersion: tls.VersionTLS12}, Name: eventbustest.Unique("eventbus-test")})
 	defer conn.Close()
 	waitFor(t, 5*time.Second, "a failed dial", func() bool { return conn.LastError() != nil })
 	var unknown x509.UnknownAuthorityError

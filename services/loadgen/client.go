@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/personscore/stack/measure"
 )
 
 // Client talks to person and score over HTTP.
@@ -88,46 +90,24 @@ func (c *Client) Do(ctx context.Context, op Op, p *Person, rng *rand.Rand) Write
 	case OpDeletePerson:
 		method, path = http.MethodDelete, "/person/"+cpf
 	}
-	var rd io.Reader
-	if body != nil {
-		raw, err := json.Marshal(body)
-		if err != nil {
-			return Write{Op: op, Outcome: Ambiguous, Err: err}
-		}
-		rd = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.PersonURL+path, rd)
-	if err != nil {
-		return Write{Op: op, Outcome: Ambiguous, Err: err}
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	start := time.Now()
-	resp, err := c.writes.Do(req)
-	if err != nil {
-		return Write{Op: op, Outcome: Ambiguous, Latency: time.Since(start), At: time.Now(), Err: err}
-	}
-	raw, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	w := Write{Op: op, Status: resp.StatusCode, At: time.Now()}
-	w.Latency = w.At.Sub(start)
+	a := measure.Call(ctx, c.writes, method, c.PersonURL+path, body)
+	w := Write{Op: op, Status: a.Status, Latency: a.Latency, At: a.At}
+	raw := a.Body
 	switch {
-	case err != nil:
-		w.Outcome, w.Err = Ambiguous, err
-	case resp.StatusCode == http.StatusTooManyRequests,
-		resp.StatusCode == http.StatusServiceUnavailable && bytes.Contains(raw, []byte("broker unavailable")):
+	case a.Err != nil:
+		w.Outcome, w.Err = Ambiguous, a.Err
+	case a.Status == http.StatusTooManyRequests,
+		a.Status == http.StatusServiceUnavailable && bytes.Contains(raw, []byte("broker unavailable")):
 		// Refused before anything was tried: nothing was written.
-		w.Outcome, w.Err = Refused, fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, bytes.TrimSpace(raw))
-	case resp.StatusCode == http.StatusServiceUnavailable:
+		w.Outcome, w.Err = Refused, fmt.Errorf("%s %s: %d %s", method, path, a.Status, bytes.TrimSpace(raw))
+	case a.Status == http.StatusServiceUnavailable:
 		// The store failed or timed out. The API says "nothing was written",
-		// but a store call that timed out may still be applied later (a
-		// create answered 503 here was later found to exist), so the tool
-		// treats the outcome as unknown; Check finds out what happened.
-		w.Outcome, w.Err = Ambiguous, fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, bytes.TrimSpace(raw))
+		// but a store call that timed out may still be applied later, so the
+		// tool treats the outcome as unknown; Check finds out what happened.
+		w.Outcome, w.Err = Ambiguous, fmt.Errorf("%s %s: %d %s", method, path, a.Status, bytes.TrimSpace(raw))
 		p.Failed, p.FailedOp = true, op
-	case resp.StatusCode/100 != 2:
-		w.Outcome, w.Err = Ambiguous, fmt.Errorf("%s %s: unexpected %d %s", method, path, resp.StatusCode, bytes.TrimSpace(raw))
+	case a.Status/100 != 2:
+		w.Outcome, w.Err = Ambiguous, fmt.Errorf("%s %s: unexpected %d %s", method, path, a.Status, bytes.TrimSpace(raw))
 	default:
 		var out struct {
 			Version int64  `json:"version"`
@@ -137,10 +117,10 @@ func (c *Client) Do(ctx context.Context, op Op, p *Person, rng *rand.Rand) Write
 			_ = json.Unmarshal(raw, &out)
 		}
 		if out.Version == 0 {
-			out.Version, _ = strconv.ParseInt(resp.Header.Get("X-Version"), 10, 64)
+			out.Version, _ = strconv.ParseInt(a.Header.Get("X-Version"), 10, 64)
 		}
 		if out.Version <= 0 || (op.Kind() != "" && out.ID == "") {
-			w.Outcome, w.Err = Ambiguous, fmt.Errorf("%s %s: %d without version or id: %s", method, path, resp.StatusCode, raw)
+			w.Outcome, w.Err = Ambiguous, fmt.Errorf("%s %s: %d without version or id: %s", method, path, a.Status, raw)
 			break
 		}
 		w.Outcome, w.Version = Done, out.Version

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/personscore/stack/measure"
 )
 
 // Op is one kind of write the tool sends.
@@ -117,21 +119,6 @@ func (m Mix) Pick(rng *rand.Rand) Op {
 	return OpCreate
 }
 
-// Points is the score rule on exact cents (the same as score.Points, written
-// again here on purpose so the check is independent of the code it checks):
-// income floor(value/50), asset floor(value/20), debt -floor(value/20).
-func Points(kind string, cents int64) int64 {
-	switch kind {
-	case "income":
-		return cents / 5000
-	case "asset":
-		return cents / 2000
-	case "debt":
-		return -(cents / 2000)
-	}
-	return 0
-}
-
 // Item is an income, asset or debt the tool created.
 type Item struct {
 	Kind  string
@@ -174,7 +161,7 @@ func (p *Person) Score() int64 {
 	}
 	var s int64
 	for _, it := range p.Items {
-		s += Points(it.Kind, it.Cents)
+		s += measure.Points(it.Kind, it.Cents)
 	}
 	return s
 }

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/personscore/stack/measure"
 )
 
 // RunConfig is one load run.
@@ -39,26 +41,26 @@ type RunResult struct {
 	TargetRate  float64 `json:"target_rate"` // 0: closed loop
 	Concurrency int     `json:"concurrency"`
 	// Elapsed runs from the first write to the last answer.
-	ElapsedS   float64        `json:"elapsed_s"`
-	Writes     int            `json:"writes"` // 2xx
-	Errors     int            `json:"errors"` // refused + ambiguous
-	Refused    int            `json:"refused"`
-	Ambiguous  int            `json:"ambiguous"`
-	ByOp       map[string]int `json:"by_op"`
-	Throughput float64        `json:"throughput_per_s"` // 2xx writes per second
-	Latency    Summary        `json:"write_latency"`
+	ElapsedS   float64         `json:"elapsed_s"`
+	Writes     int             `json:"writes"` // 2xx
+	Errors     int             `json:"errors"` // refused + ambiguous
+	Refused    int             `json:"refused"`
+	Ambiguous  int             `json:"ambiguous"`
+	ByOp       map[string]int  `json:"by_op"`
+	Throughput float64         `json:"throughput_per_s"` // 2xx writes per second
+	Latency    measure.Summary `json:"write_latency"`
 	// StartDelay is how late writes started against the schedule (open loop):
 	// a growing delay means the system (or the tool) could not keep the rate.
-	StartDelay Summary `json:"start_delay"`
+	StartDelay measure.Summary `json:"start_delay"`
 	// Lag is from a write's 2xx to score answering its version (min_version read).
-	Lag         Summary `json:"lag"`
-	LagSkipped  int     `json:"lag_skipped"`   // not measured: too many in flight
-	LagTimedOut int     `json:"lag_timed_out"` // gave up after ProbeTimeout
+	Lag         measure.Summary `json:"lag"`
+	LagSkipped  int             `json:"lag_skipped"`   // not measured: too many in flight
+	LagTimedOut int             `json:"lag_timed_out"` // gave up after ProbeTimeout
 	// LagFirstThirdP50/LastThird: a lag that grows through the run means
 	// replication is falling behind, so the rate is not sustainable.
-	LagFirstThirdP50MS float64  `json:"lag_first_third_p50_ms"`
-	LagLastThirdP50MS  float64  `json:"lag_last_third_p50_ms"`
-	Timeline           []Second `json:"timeline"`
+	LagFirstThirdP50MS float64          `json:"lag_first_third_p50_ms"`
+	LagLastThirdP50MS  float64          `json:"lag_last_third_p50_ms"`
+	Timeline           []measure.Second `json:"timeline"`
 	// TimelineStepS is the length of a Timeline bucket in seconds (0: 1).
 	TimelineStepS float64  `json:"timeline_step_s,omitempty"`
 	ErrorSamples  []string `json:"error_samples,omitempty"`
@@ -88,7 +90,7 @@ type runner struct {
 	start time.Time
 
 	mu        sync.Mutex
-	samples   []Sample
+	samples   []measure.Sample
 	delays    []time.Duration
 	byOp      map[string]int
 	refused   int
@@ -179,7 +181,7 @@ func (r *runner) write(rng *rand.Rand, due time.Time) {
 	cpf := p.CPF
 	r.model.Release(p)
 
-	s := Sample{At: w.At.Sub(r.start), Latency: w.Latency, Lag: -1, OK: w.Outcome == Done}
+	s := measure.Sample{At: w.At.Sub(r.start), Latency: w.Latency, Lag: -1, OK: w.Outcome == Done}
 	r.mu.Lock()
 	idx := len(r.samples)
 	r.samples = append(r.samples, s)
@@ -251,7 +253,7 @@ func (r *runner) progress(stop <-chan struct{}) {
 		r.mu.Lock()
 		n := len(r.samples)
 		errs := r.refused + r.ambiguous
-		lag := Summarize(r.recentLag)
+		lag := measure.Summarize(r.recentLag)
 		r.recentLag = r.recentLag[:0]
 		r.mu.Unlock()
 		fmt.Fprintf(r.cfg.Progress, "\r%-14s %5.0fs  writes %7d  %6d/s  errors %4d  lag p50 %7.1fms p99 %7.1fms  measuring %4d   ",
@@ -285,17 +287,17 @@ func (r *runner) result() *RunResult {
 	if elapsed > 0 {
 		res.Throughput = float64(res.Writes) / elapsed.Seconds()
 	}
-	res.Latency = Summarize(lat)
-	res.StartDelay = Summarize(r.delays)
-	res.Lag = Summarize(lag)
+	res.Latency = measure.Summarize(lat)
+	res.StartDelay = measure.Summarize(r.delays)
+	res.Lag = measure.Summarize(lag)
 	res.LagFirstThirdP50MS, res.LagLastThirdP50MS = thirds(r.samples, elapsed)
-	res.Timeline = Timeline(r.samples, elapsed)
+	res.Timeline = measure.Timeline(r.samples, elapsed)
 	return res
 }
 
 // thirds is the median lag of the writes answered in the first and in the
 // last third of the run.
-func thirds(samples []Sample, elapsed time.Duration) (first, last float64) {
+func thirds(samples []measure.Sample, elapsed time.Duration) (first, last float64) {
 	var a, b []time.Duration
 	for _, s := range samples {
 		if !s.OK || s.Lag < 0 {
@@ -308,7 +310,7 @@ func thirds(samples []Sample, elapsed time.Duration) (first, last float64) {
 			b = append(b, s.Lag)
 		}
 	}
-	return Summarize(a).P50MS, Summarize(b).P50MS
+	return measure.Summarize(a).P50MS, measure.Summarize(b).P50MS
 }
 
 // Mismatch is a cpf whose replica disagrees with the model.

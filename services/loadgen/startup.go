@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/personscore/stack/measure"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -47,8 +48,8 @@ func TimeStartup(binary string, env []string, ready func(ctx context.Context) bo
 	for {
 		if ready(ctx) {
 			d := time.Since(start)
-			p, _ := ReadProc(cmd.Process.Pid)
-			return Startup{ReadyMS: ms(d), RSSMB: p.RSSMB}, nil
+			p, _ := measure.ReadProc(cmd.Process.Pid)
+			return Startup{ReadyMS: measure.MS(d), RSSMB: p.RSSMB}, nil
 		}
 		select {
 		case err := <-exited:

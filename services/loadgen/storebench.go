@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/personscore/localmongo"
+	"github.com/personscore/stack/measure"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -37,14 +38,14 @@ func (c StoreConfig) sizes() []int {
 
 // StoreResult is one operation's sequential rate on one backend.
 type StoreResult struct {
-	Backend string  `json:"backend"`
-	Op      string  `json:"op"`
-	Docs    int     `json:"docs,omitempty"` // documents in the collection
-	IDType  string  `json:"id_type"`        // int or string _id
-	N       int     `json:"n"`
-	Seconds float64 `json:"seconds"`
-	PerS    float64 `json:"per_s"`
-	Latency Summary `json:"latency"`
+	Backend string          `json:"backend"`
+	Op      string          `json:"op"`
+	Docs    int             `json:"docs,omitempty"` // documents in the collection
+	IDType  string          `json:"id_type"`        // int or string _id
+	N       int             `json:"n"`
+	Seconds float64         `json:"seconds"`
+	PerS    float64         `json:"per_s"`
+	Latency measure.Summary `json:"latency"`
 }
 
 // Store operations measured, each by one client, one after another. Besides
@@ -110,7 +111,7 @@ func BenchStore(ctx context.Context, cfg StoreConfig) ([]StoreResult, error) {
 		}
 		secs := time.Since(start).Seconds()
 		out = append(out, StoreResult{Backend: backend, Op: op, Docs: docs, IDType: idType, N: i, Seconds: secs,
-			PerS: float64(i) / secs, Latency: Summarize(lat)})
+			PerS: float64(i) / secs, Latency: measure.Summarize(lat)})
 		return nil
 	}
 

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -14,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/personscore/stack/measure"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -42,25 +42,25 @@ type WorkloadConfig struct {
 
 // WorkloadResult is what one workload run measured.
 type WorkloadResult struct {
-	Name       string  `json:"name"`
-	Persons    int     `json:"persons"`
-	Clients    int     `json:"clients"`
-	TargetRate float64 `json:"target_rate"`
-	Writes     int     `json:"writes"` // 2xx
-	Errors     int     `json:"errors"`
-	ElapsedS   float64 `json:"elapsed_s"` // first write sent to last 2xx
-	Throughput float64 `json:"throughput_per_s"`
-	Latency    Summary `json:"write_latency"`
-	Lag        Summary `json:"lag"` // open loop only
+	Name       string          `json:"name"`
+	Persons    int             `json:"persons"`
+	Clients    int             `json:"clients"`
+	TargetRate float64         `json:"target_rate"`
+	Writes     int             `json:"writes"` // 2xx
+	Errors     int             `json:"errors"`
+	ElapsedS   float64         `json:"elapsed_s"` // first write sent to last 2xx
+	Throughput float64         `json:"throughput_per_s"`
+	Latency    measure.Summary `json:"write_latency"`
+	Lag        measure.Summary `json:"lag"` // open loop only
 	// CatchUpMS runs from the last write's 2xx until score showed every write
 	// of every person (0: already there at the last 2xx).
 	CatchUpMS float64 `json:"catch_up_ms"`
 	// Exact: every person's versions were distinct, its items in person and
 	// its score in score are exactly what the writes made.
-	Exact        bool     `json:"exact"`
-	Mismatches   []string `json:"mismatches,omitempty"`
-	ErrorSamples []string `json:"error_samples,omitempty"`
-	Timeline     []Second `json:"timeline"`
+	Exact        bool             `json:"exact"`
+	Mismatches   []string         `json:"mismatches,omitempty"`
+	ErrorSamples []string         `json:"error_samples,omitempty"`
+	Timeline     []measure.Second `json:"timeline"`
 	// TimelineStepS is the length of a Timeline bucket in seconds.
 	TimelineStepS float64 `json:"timeline_step_s"`
 	// StoreCommandsPerWrite: store commands per 2xx write, by database
@@ -137,14 +137,14 @@ func RunWorkload(ctx context.Context, cfg WorkloadConfig, c *Client) (*WorkloadR
 	}
 	var (
 		mu      sync.Mutex
-		samples []Sample
+		samples []measure.Sample
 		lags    []time.Duration
 		lastAt  time.Time
 		errs    []string
 		probes  sync.WaitGroup
 	)
 	start := time.Now()
-	record := func(s Sample, err error) {
+	record := func(s measure.Sample, err error) {
 		mu.Lock()
 		defer mu.Unlock()
 		samples = append(samples, s)
@@ -157,7 +157,7 @@ func RunWorkload(ctx context.Context, cfg WorkloadConfig, c *Client) (*WorkloadR
 		begin := time.Now()
 		v, err := c.addItem(ctx, p, cfg.Items*len(persons)+i)
 		at := time.Now()
-		s := Sample{At: at.Sub(start), Latency: at.Sub(begin), Lag: -1, OK: err == nil}
+		s := measure.Sample{At: at.Sub(start), Latency: at.Sub(begin), Lag: -1, OK: err == nil}
 		mu.Lock()
 		if err == nil && at.After(lastAt) {
 			lastAt = at
@@ -240,14 +240,14 @@ func RunWorkload(ctx context.Context, cfg WorkloadConfig, c *Client) (*WorkloadR
 	if elapsed > 0 {
 		res.Throughput = float64(res.Writes) / elapsed.Seconds()
 	}
-	res.Latency, res.Lag = Summarize(lat), Summarize(lags)
+	res.Latency, res.Lag = measure.Summarize(lat), measure.Summarize(lags)
 	if !lastAt.IsZero() {
-		res.CatchUpMS = max(ms(catchUp.Sub(lastAt)), 0)
+		res.CatchUpMS = max(measure.MS(catchUp.Sub(lastAt)), 0)
 	}
 	res.Mismatches = append(mism, checkPersons(ctx, c, persons)...)
 	res.Exact = len(res.Mismatches) == 0 && res.Errors == 0
 	res.ErrorSamples = errs
-	res.Timeline = TimelineStep(samples, elapsed, timelineStep)
+	res.Timeline = measure.TimelineStep(samples, elapsed, timelineStep)
 	res.TimelineStepS = timelineStep.Seconds()
 	return res, nil
 }
@@ -339,50 +339,39 @@ func (c *Client) addItem(ctx context.Context, p *wlPerson, i int) (int64, error)
 	p.mu.Lock()
 	p.versions = append(p.versions, v)
 	p.items++
-	p.score += Points(it.kind, it.cents)
+	p.score += measure.Points(it.kind, it.cents)
 	p.mu.Unlock()
 	return v, nil
 }
 
 // post sends a JSON body and returns the version of a 2xx answer.
 func (c *Client) post(ctx context.Context, path, body string) (int64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.PersonURL+path, bytes.NewBufferString(body))
-	if err != nil {
-		return 0, err
+	a := measure.Call(ctx, c.writes, http.MethodPost, c.PersonURL+path, json.RawMessage(body))
+	raw := a.Body
+	if a.Err != nil {
+		return 0, a.Err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.writes.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	raw, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return 0, fmt.Errorf("POST %s: %d %s", path, resp.StatusCode, bytes.TrimSpace(raw))
+	if a.Status/100 != 2 {
+		return 0, fmt.Errorf("POST %s: %d %s", path, a.Status, bytes.TrimSpace(raw))
 	}
 	var out struct {
 		Version int64 `json:"version"`
 	}
 	if err := json.Unmarshal(raw, &out); err != nil || out.Version <= 0 {
-		return 0, fmt.Errorf("POST %s: %d without a version: %s", path, resp.StatusCode, raw)
+		return 0, fmt.Errorf("POST %s: %d without a version: %s", path, a.Status, raw)
 	}
 	return out.Version, nil
 }
 
 // itemCount reads GET /person/{cpf} and counts its items.
 func (c *Client) itemCount(ctx context.Context, cpf int64) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.PersonURL+"/person/"+strconv.FormatInt(cpf, 10), nil)
-	if err != nil {
-		return 0, err
+	a := measure.Call(ctx, c.reads, http.MethodGet, c.PersonURL+"/person/"+strconv.FormatInt(cpf, 10), nil)
+	raw := a.Body
+	if a.Err != nil {
+		return 0, a.Err
 	}
-	resp, err := c.reads.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	raw, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("GET person: %d %s", resp.StatusCode, raw)
+	if a.Status != http.StatusOK {
+		return 0, fmt.Errorf("GET person: %d %s", a.Status, raw)
 	}
 	var out map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &out); err != nil {

@@ -41,36 +41,139 @@ func getPath(v any, path []string) (any, bool) {
 // setPath returns a copy of container with path set to val, creating
 // documents along the way, and whether anything changed.
 func setPath(container any, path []string, val any) (any, bool, error) {
+	var w *cow
+	return w.set(container, path, val)
+}
+
+// unsetPath returns a copy of container without path (an array element
+// becomes null, as in MongoDB) and whether anything changed.
+func unsetPath(container any, path []string) (any, bool) {
+	var w *cow
+	return w.unset(container, path)
+}
+
+// cow is one update's copy-on-write state. The documents it copied or made
+// are seen by nobody else until the update is stored, so its later operators
+// change them in place: an update of k fields of one big sub-document copies
+// it once, and finds its keys by an index instead of a scan. A nil cow copies
+// every time.
+type cow struct {
+	owned map[*bson.E]*ownedDoc // by the document's first element
+}
+
+type ownedDoc struct {
+	pos   map[string]int // key → position, once built
+	scans int            // lookups by scan so far
+}
+
+// An owned document of indexFrom fields or more is indexed after
+// scansBeforeIndex lookups (building the index costs about that many scans).
+const (
+	indexFrom        = 32
+	scansBeforeIndex = 8
+)
+
+// find returns the position of key in c, or -1. An owned document is
+// indexed once it has been scanned a few times.
+func (w *cow) find(c bson.D, key string) int {
+	if w != nil && len(c) >= indexFrom {
+		if o, ok := w.owned[&c[0]]; ok {
+			if o.pos == nil && o.scans >= scansBeforeIndex {
+				o.pos = make(map[string]int, len(c))
+				for i := len(c) - 1; i >= 0; i-- { // the first of duplicate keys wins
+					o.pos[c[i].Key] = i
+				}
+			}
+			if o.pos != nil {
+				if i, ok := o.pos[key]; ok {
+					return i
+				}
+				return -1
+			}
+			o.scans++
+		}
+	}
+	for i, e := range c {
+		if e.Key == key {
+			return i
+		}
+	}
+	return -1
+}
+
+// own returns c itself when this update owns it, else a copy it then owns,
+// with room for extra more elements.
+func (w *cow) own(c bson.D, extra int) bson.D {
+	if w != nil && len(c) > 0 {
+		if _, ok := w.owned[&c[0]]; ok {
+			return c
+		}
+	}
+	out := make(bson.D, len(c), len(c)+extra)
+	copy(out, c)
+	w.adopt(out)
+	return out
+}
+
+func (w *cow) adopt(c bson.D) {
+	if w == nil || len(c) == 0 {
+		return
+	}
+	if w.owned == nil {
+		w.owned = map[*bson.E]*ownedDoc{}
+	}
+	if _, ok := w.owned[&c[0]]; !ok {
+		w.owned[&c[0]] = &ownedDoc{}
+	}
+}
+
+// appendField adds a field to c, owned or not.
+func (w *cow) appendField(c bson.D, e bson.E) bson.D {
+	out := w.own(c, 1+len(c)/4)
+	var o *ownedDoc
+	if w != nil && len(out) > 0 {
+		o = w.owned[&out[0]]
+		delete(w.owned, &out[0])
+	}
+	out = append(out, e)
+	if w != nil {
+		w.adopt(out)
+		if o != nil {
+			if o.pos != nil {
+				o.pos[e.Key] = len(out) - 1
+			}
+			w.owned[&out[0]] = o
+		}
+	}
+	return out
+}
+
+func (w *cow) set(container any, path []string, val any) (any, bool, error) {
 	switch c := container.(type) {
 	case bson.D:
-		for i, e := range c {
-			if e.Key != path[0] {
-				continue
-			}
-			nv, changed := val, !equalExact(e.Value, val)
+		if i := w.find(c, path[0]); i >= 0 {
+			nv, changed := val, !equalExact(c[i].Value, val)
 			if len(path) > 1 {
 				var err error
-				if nv, changed, err = setPath(e.Value, path[1:], val); err != nil {
+				if nv, changed, err = w.set(c[i].Value, path[1:], val); err != nil {
 					return nil, false, err
 				}
 			}
 			if !changed {
 				return c, false, nil
 			}
-			out := slices.Clone(c)
+			out := w.own(c, 0)
 			out[i].Value = nv
 			return out, true, nil
 		}
 		nv := val
 		if len(path) > 1 {
 			var err error
-			if nv, _, err = setPath(bson.D{}, path[1:], val); err != nil {
+			if nv, _, err = w.set(bson.D{}, path[1:], val); err != nil {
 				return nil, false, err
 			}
 		}
-		out := make(bson.D, len(c), len(c)+1)
-		copy(out, c)
-		return append(out, bson.E{Key: path[0], Value: nv}), true, nil
+		return w.appendField(c, bson.E{Key: path[0], Value: nv}), true, nil
 	case bson.A:
 		i, err := strconv.Atoi(path[0])
 		if err != nil || i < 0 {
@@ -87,7 +190,7 @@ func setPath(container any, path []string, val any) (any, bool, error) {
 				old = bson.D{}
 			}
 			var changed bool
-			if nv, changed, err = setPath(old, path[1:], val); err != nil {
+			if nv, changed, err = w.set(old, path[1:], val); err != nil {
 				return nil, false, err
 			}
 			if !changed && i < len(c) {
@@ -102,28 +205,35 @@ func setPath(container any, path []string, val any) (any, bool, error) {
 	return nil, false, fmt.Errorf("cannot create field %q in a %T", path[0], container)
 }
 
-// unsetPath returns a copy of container without path (an array element
-// becomes null, as in MongoDB) and whether anything changed.
-func unsetPath(container any, path []string) (any, bool) {
+func (w *cow) unset(container any, path []string) (any, bool) {
 	switch c := container.(type) {
 	case bson.D:
-		for i, e := range c {
-			if e.Key != path[0] {
-				continue
+		i := w.find(c, path[0])
+		if i < 0 {
+			return c, false
+		}
+		if len(path) == 1 {
+			if w != nil && len(c) > 0 {
+				if _, ok := w.owned[&c[0]]; ok {
+					delete(w.owned, &c[0]) // positions move: owned again, unindexed
+					out := slices.Delete(c, i, i+1)
+					w.adopt(out)
+					return out, true
+				}
 			}
-			if len(path) == 1 {
-				out := make(bson.D, 0, len(c)-1)
-				out = append(out, c[:i]...)
-				return append(out, c[i+1:]...), true
-			}
-			nv, changed := unsetPath(e.Value, path[1:])
-			if !changed {
-				return c, false
-			}
-			out := slices.Clone(c)
-			out[i].Value = nv
+			out := make(bson.D, 0, len(c)-1)
+			out = append(out, c[:i]...)
+			out = append(out, c[i+1:]...)
+			w.adopt(out)
 			return out, true
 		}
+		nv, changed := w.unset(c[i].Value, path[1:])
+		if !changed {
+			return c, false
+		}
+		out := w.own(c, 0)
+		out[i].Value = nv
+		return out, true
 	case bson.A:
 		i, err := strconv.Atoi(path[0])
 		if err != nil || i < 0 || i >= len(c) {
@@ -137,7 +247,7 @@ func unsetPath(container any, path []string) (any, bool) {
 			out[i] = nil
 			return out, true
 		}
-		nv, changed := unsetPath(c[i], path[1:])
+		nv, changed := w.unset(c[i], path[1:])
 		if !changed {
 			return c, false
 		}
@@ -165,6 +275,7 @@ func isUpdateDoc(u bson.D) bool {
 func applyUpdate(doc bson.D, u bson.D, inserting bool) (bson.D, bool, error) {
 	cur := any(doc)
 	changedAny := false
+	w := &cow{}
 	id, _ := lookup(doc, "_id")
 	for _, op := range u {
 		fields, ok := op.Value.(bson.D)
@@ -180,13 +291,13 @@ func applyUpdate(doc bson.D, u bson.D, inserting bool) (bson.D, bool, error) {
 			var err error
 			switch op.Key {
 			case "$set":
-				cur, changed, err = setPath(cur, path, f.Value)
+				cur, changed, err = w.set(cur, path, f.Value)
 			case "$setOnInsert":
 				if inserting {
-					cur, changed, err = setPath(cur, path, f.Value)
+					cur, changed, err = w.set(cur, path, f.Value)
 				}
 			case "$unset":
-				cur, changed = unsetPath(cur, path)
+				cur, changed = w.unset(cur, path)
 			case "$inc":
 				old, found := getPath(cur, path)
 				if !found {
@@ -194,12 +305,12 @@ func applyUpdate(doc bson.D, u bson.D, inserting bool) (bson.D, bool, error) {
 				}
 				var sum any
 				if sum, err = addNumbers(old, f.Value); err == nil {
-					cur, changed, err = setPath(cur, path, sum)
+					cur, changed, err = w.set(cur, path, sum)
 				}
 			case "$push", "$addToSet":
-				cur, changed, err = push(cur, path, f.Value, op.Key == "$addToSet")
+				cur, changed, err = w.push(cur, path, f.Value, op.Key == "$addToSet")
 			case "$pull", "$pullAll":
-				cur, changed, err = pull(cur, path, f.Value, op.Key == "$pullAll")
+				cur, changed, err = w.pull(cur, path, f.Value, op.Key == "$pullAll")
 			default:
 				return nil, false, errUnsupported("update operator " + op.Key)
 			}
@@ -237,7 +348,7 @@ func addNumbers(a, b any) (any, error) {
 	return s, nil
 }
 
-func push(cur any, path []string, v any, unique bool) (any, bool, error) {
+func (w *cow) push(cur any, path []string, v any, unique bool) (any, bool, error) {
 	items := bson.A{v}
 	if d, ok := v.(bson.D); ok && len(d) > 0 && strings.HasPrefix(d[0].Key, "$") {
 		if len(d) != 1 || d[0].Key != "$each" {
@@ -269,10 +380,10 @@ func push(cur any, path []string, v any, unique bool) (any, bool, error) {
 	if found && len(out) == len(arr) {
 		return cur, false, nil
 	}
-	return setPath(cur, path, out)
+	return w.set(cur, path, out)
 }
 
-func pull(cur any, path []string, cond any, all bool) (any, bool, error) {
+func (w *cow) pull(cur any, path []string, cond any, all bool) (any, bool, error) {
 	old, found := getPath(cur, path)
 	if !found {
 		return cur, false, nil
@@ -325,7 +436,7 @@ func pull(cur any, path []string, cond any, all bool) (any, bool, error) {
 	if len(out) == len(arr) {
 		return cur, false, nil
 	}
-	return setPath(cur, path, out)
+	return w.set(cur, path, out)
 }
 
 // upsertSeed is the document an upsert starts from: the filter's plain

@@ -49,6 +49,7 @@ require (
 	github.com/modern-go/reflect2 v1.0.2 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/pelletier/go-toml/v2 v2.2.4 // indirect
+	github.com/personscore/contract v0.0.0
 	github.com/personscore/localmongo v0.0.0
 	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.72.0 // indirect
@@ -79,3 +80,5 @@ require (
 replace github.com/personscore/eventbus => ../eventbus
 
 replace github.com/personscore/localmongo => ../localmongo
+
+replace github.com/personscore/contract => ../contract

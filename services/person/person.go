@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/personscore/contract"
 )
 
 // CPF identifies a person (the aggregate key). Clients send it as a JSON
@@ -33,9 +35,9 @@ func ParseCPF(s string) (CPF, error) {
 type Kind string
 
 const (
-	Income Kind = "income"
-	Asset  Kind = "asset"
-	Debt   Kind = "debt"
+	Income Kind = contract.Income
+	Asset  Kind = contract.Asset
+	Debt   Kind = contract.Debt
 )
 
 // ParseKind accepts income, asset or debt.
@@ -48,11 +50,7 @@ func ParseKind(s string) (Kind, bool) {
 }
 
 // Details are the fields of a person a client may set.
-type Details struct {
-	Name        string `json:"name" bson:"name"`
-	Address     string `json:"address" bson:"address"`
-	DateOfBirth string `json:"date_of_birth" bson:"date_of_birth"`
-}
+type Details = contract.PersonDetails
 
 // Item is an income, asset or debt of a person.
 type Item struct {

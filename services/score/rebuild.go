@@ -5,25 +5,6 @@ import (
 	"time"
 )
 
-// Events of the rebuild conversation between score and person. Score asks
-// person for the current state of every person; person answers with one
-// person.snapshot per cpf and then snapshot.completed with how many it sent.
-const (
-	SnapshotRequested = "snapshot.requested"
-	SnapshotCompleted = "snapshot.completed"
-)
-
-// SnapshotRequest is the data of snapshot.requested.
-type SnapshotRequest struct {
-	RebuildID string `json:"rebuild_id"`
-}
-
-// SnapshotCompletion is the data of snapshot.completed.
-type SnapshotCompletion struct {
-	RebuildID string `json:"rebuild_id"`
-	Count     int64  `json:"count"`
-}
-
 // States of a rebuild.
 const (
 	// RebuildSnapshotting: the request is sent; person has not said how many

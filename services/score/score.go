@@ -1,16 +1,17 @@
 // Package score holds the score service's domain: the credit-score rule and the
-// denormalized read model of one person, built from person's events. Apply is a
+// denormalized read model of one person, built from person's events (their
+// types and payloads are in the contract package). Apply is a
 // pure function that converges to the same document whatever the order of the
 // events and however often each is delivered.
 package score
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"time"
 
+	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
 )
 
@@ -18,22 +19,18 @@ import (
 // income floor(value/50), asset floor(value/20), debt -floor(value/20), else 0.
 func Points(kind string, cents int64) int64 {
 	switch kind {
-	case "income":
+	case contract.Income:
 		return cents / (50 * 100)
-	case "asset":
+	case contract.Asset:
 		return cents / (20 * 100)
-	case "debt":
+	case contract.Debt:
 		return -(cents / (20 * 100))
 	}
 	return 0
 }
 
 // Person holds the person fields the read model keeps.
-type Person struct {
-	Name        string `json:"name" bson:"name"`
-	Address     string `json:"address" bson:"address"`
-	DateOfBirth string `json:"date_of_birth" bson:"date_of_birth"`
-}
+type Person = contract.PersonDetails
 
 // Item is an income, asset or debt with its points.
 type Item struct {
@@ -69,45 +66,6 @@ func (d *Document) Live() bool {
 	return d.Person != nil && d.PersonVersion > d.DeletedVersion
 }
 
-// Event types score applies.
-const (
-	PersonCreated  = "person.created"
-	PersonUpdated  = "person.updated"
-	PersonDeleted  = "person.deleted"
-	PersonSnapshot = "person.snapshot"
-)
-
-// ItemKinds are the kinds of items person publishes as <kind>.created/deleted.
-var ItemKinds = []string{"income", "asset", "debt"}
-
-// EventTypes lists every type Apply understands.
-func EventTypes() []string {
-	types := []string{PersonCreated, PersonUpdated, PersonDeleted, PersonSnapshot}
-	for _, k := range ItemKinds {
-		types = append(types, k+".created", k+".deleted")
-	}
-	return types
-}
-
-type personData struct {
-	CPF json.Number `json:"cpf"`
-	Person
-}
-
-type itemData struct {
-	ID         string `json:"id"`
-	Kind       string `json:"kind"`
-	Type       string `json:"type"`
-	ValueCents int64  `json:"value_cents"`
-	Version    int64  `json:"version"`
-}
-
-type snapshotData struct {
-	Deleted bool       `json:"deleted"`
-	Person  *Person    `json:"person"`
-	Items   []itemData `json:"items"`
-}
-
 // NewDocument is the empty read model of a cpf.
 func NewDocument(cpf int64) Document {
 	return Document{CPF: cpf, Items: map[string]Item{}, Removed: map[string]int64{}}
@@ -127,11 +85,11 @@ func Apply(d *Document, ev eventbus.Event) (bool, error) {
 	if d.Removed == nil {
 		d.Removed = map[string]int64{}
 	}
-	if ev.Type == PersonSnapshot {
+	if ev.Type == contract.PersonSnapshot {
 		if v <= d.Applied.Applied {
 			return false, nil
 		}
-		var s snapshotData
+		var s contract.SnapshotData
 		if err := ev.DecodeData(&s); err != nil {
 			return false, err
 		}
@@ -144,16 +102,16 @@ func Apply(d *Document, ev eventbus.Event) (bool, error) {
 		return false, nil
 	}
 	switch ev.Type {
-	case PersonCreated, PersonUpdated:
-		var p personData
+	case contract.PersonCreated, contract.PersonUpdated:
+		var p contract.PersonData
 		if err := ev.DecodeData(&p); err != nil {
 			return false, err
 		}
 		if v > d.PersonVersion && v > d.DeletedVersion {
-			person := p.Person
+			person := p.PersonDetails
 			d.Person, d.PersonVersion = &person, v
 		}
-	case PersonDeleted:
+	case contract.PersonDeleted:
 		if v > d.DeletedVersion {
 			d.DeletedVersion = v
 			if d.PersonVersion < v {
@@ -162,11 +120,11 @@ func Apply(d *Document, ev eventbus.Event) (bool, error) {
 			maps.DeleteFunc(d.Items, func(_ string, it Item) bool { return it.Version < v })
 		}
 	default:
-		kind, created, ok := itemEvent(ev.Type)
+		kind, created, ok := contract.ParseItemEventType(ev.Type)
 		if !ok {
 			return false, fmt.Errorf("%w: unknown event type %q", eventbus.ErrMalformed, ev.Type)
 		}
-		var it itemData
+		var it contract.ItemData
 		if err := ev.DecodeData(&it); err != nil {
 			return false, err
 		}
@@ -197,7 +155,7 @@ func Apply(d *Document, ev eventbus.Event) (bool, error) {
 // came from a version above v. A snapshot behaves like a write of the whole
 // person at version v: it loses against a later create, update or delete that
 // is already applied, exactly as those events lose against each other.
-func applySnapshot(d *Document, v int64, s snapshotData) {
+func applySnapshot(d *Document, v int64, s contract.SnapshotData) {
 	if v >= d.PersonVersion && v >= d.DeletedVersion {
 		d.Person, d.PersonVersion = nil, v
 		if !s.Deleted && s.Person != nil {
@@ -242,18 +200,6 @@ func finish(d *Document) {
 	d.Score = sum
 	d.Version = d.Applied.Applied
 	maps.DeleteFunc(d.Removed, func(_ string, rv int64) bool { return rv <= d.Applied.Applied })
-}
-
-func itemEvent(typ string) (kind string, created, ok bool) {
-	for _, k := range ItemKinds {
-		switch typ {
-		case k + ".created":
-			return k, true, true
-		case k + ".deleted":
-			return k, false, true
-		}
-	}
-	return "", false, false
 }
 
 // ErrNotFound: no live person is known for the cpf.

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
 	"github.com/personscore/score"
 	"github.com/personscore/score/internal/historytest"
@@ -56,15 +57,15 @@ func event(t *testing.T, typ string, v int64, data any) eventbus.Event {
 }
 
 func created(t *testing.T, v int64, name string) eventbus.Event {
-	return event(t, score.PersonCreated, v, map[string]any{"cpf": cpf, "name": name, "address": "abc", "date_of_birth": "2019-06-15T19:23:55-03:00"})
+	return event(t, contract.PersonCreated, v, map[string]any{"cpf": cpf, "name": name, "address": "abc", "date_of_birth": "2019-06-15T19:23:55-03:00"})
 }
 
 func updated(t *testing.T, v int64, name string) eventbus.Event {
-	return event(t, score.PersonUpdated, v, map[string]any{"cpf": cpf, "name": name, "address": "abc", "date_of_birth": "2019-06-15T19:23:55-03:00"})
+	return event(t, contract.PersonUpdated, v, map[string]any{"cpf": cpf, "name": name, "address": "abc", "date_of_birth": "2019-06-15T19:23:55-03:00"})
 }
 
 func deleted(t *testing.T, v int64) eventbus.Event {
-	return event(t, score.PersonDeleted, v, map[string]any{"cpf": cpf})
+	return event(t, contract.PersonDeleted, v, map[string]any{"cpf": cpf})
 }
 
 func item(t *testing.T, kind string, v int64, id string, cents int64) eventbus.Event {
@@ -90,7 +91,7 @@ func snapshot(t *testing.T, v int64, name string, items ...snapItem) eventbus.Ev
 	if name != "" {
 		data["person"] = map[string]any{"name": name, "address": "abc", "date_of_birth": "2019-06-15T19:23:55-03:00"}
 	}
-	return event(t, score.PersonSnapshot, v, data)
+	return event(t, contract.PersonSnapshot, v, data)
 }
 
 func TestApply(t *testing.T) {

@@ -1,7 +1,7 @@
 // Package imagebuild assembles the service images without a container daemon: a static
 // Go binary on an empty (scratch) base with a generated /etc/passwd and /etc/group (user
 // nonroot, 65532), the CA bundle and a writable /tmp, running as 65532:65532. The
-// Dockerfiles in services/*/Dockerfile produce the same layout with Docker.
+// services/Dockerfile produces the same layout with Docker (one target stage per service).
 package imagebuild
 
 import (

@@ -2,8 +2,6 @@ package bench
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +17,7 @@ import (
 	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/personscore/eventbus"
+	"github.com/personscore/eventbus/eventbustest"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
@@ -52,19 +51,6 @@ const (
 	channels = 4
 	prefetch = 256
 )
-
-func brokerURL() string {
-	if u := os.Getenv("AMQP_URL"); u != "" {
-		return u
-	}
-	return "amqp://guest:guest@localhost:5672/"
-}
-
-func uniq(prefix string) string {
-	var b [5]byte
-	_, _ = rand.Read(b[:])
-	return prefix + "-" + hex.EncodeToString(b[:])
-}
 
 // newEvent builds an event whose JSON encoding is payloadSize bytes.
 func newEvent(b testing.TB, i int) eventbus.Event {
@@ -101,15 +87,15 @@ type topology struct {
 }
 
 func newTopology(b testing.TB) *topology {
-	conn, err := amqp.Dial(brokerURL())
+	conn, err := amqp.Dial(eventbustest.BrokerURL())
 	if err != nil {
-		b.Fatalf("RabbitMQ unreachable at %s: %v", brokerURL(), err)
+		b.Fatalf("RabbitMQ unreachable at %s: %v", eventbustest.BrokerURL(), err)
 	}
 	ch, err := conn.Channel()
 	if err != nil {
 		b.Fatal(err)
 	}
-	t := &topology{b: b, conn: conn, ch: ch, exchange: uniq("bench-x")}
+	t := &topology{b: b, conn: conn, ch: ch, exchange: eventbustest.Unique("bench-x")}
 	if err := ch.ExchangeDeclare(t.exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
 		b.Fatal(err)
 	}
@@ -118,7 +104,7 @@ func newTopology(b testing.TB) *topology {
 
 // queue declares a quorum queue bound to routingKey.
 func (t *topology) queue() string {
-	name := uniq("bench-q")
+	name := eventbustest.Unique("bench-q")
 	if _, err := t.ch.QueueDeclare(name, true, false, false, false, amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum}); err != nil {
 		t.b.Fatal(err)
 	}
@@ -341,7 +327,7 @@ func split(n int, publish func(from, to int) error) error {
 
 // newEventbusPublisher returns a ready library publisher to t's exchange.
 func newEventbusPublisher(b *testing.B, t *topology) (*eventbus.Publisher, func()) {
-	conn := eventbus.Open(eventbus.ConnConfig{URLs: eventbus.SplitURLs(brokerURL()), Name: "bench-eventbus"})
+	conn := eventbus.Open(eventbus.ConnConfig{URLs: eventbus.SplitURLs(eventbustest.BrokerURL()), Name: "bench-eventbus"})
 	pub := eventbus.NewPublisher(conn, eventbus.PublisherConfig{Exchange: t.exchange, Metrics: eventbus.NewMetrics(nil), Window: rawWindow})
 	if err := pub.WaitReady(context.Background()); err != nil {
 		b.Fatal(err)
@@ -425,7 +411,7 @@ func benchPublishWatermill(b *testing.B) {
 	t := newTopology(b)
 	defer t.close()
 	t.queue()
-	cfg := wamqp.NewDurableTopicConfig(brokerURL(), t.exchange, "")
+	cfg := wamqp.NewDurableTopicConfig(eventbustest.BrokerURL(), t.exchange, "")
 	cfg.Exchange.Durable = true
 	cfg.Publish.ConfirmDelivery = true
 	cfg.Publish.Mandatory = true
@@ -563,8 +549,8 @@ func benchConsumeEventbus(b *testing.B) {
 	t := newTopology(b)
 	defer t.close()
 	b.StopTimer()
-	service := uniq("bench-svc")
-	conn := eventbus.Open(eventbus.ConnConfig{URLs: eventbus.SplitURLs(brokerURL()), Name: "bench-eventbus"})
+	service := eventbustest.Unique("bench-svc")
+	conn := eventbus.Open(eventbus.ConnConfig{URLs: eventbus.SplitURLs(eventbustest.BrokerURL()), Name: "bench-eventbus"})
 	defer conn.Close()
 	cfg := eventbus.ConsumerConfig{Service: service, Exchange: t.exchange, Metrics: eventbus.NewMetrics(nil), Prefetch: prefetch}
 	t.queues = append(t.queues, eventbus.WorkQueue(service), eventbus.DeadLetterQueue(service))
@@ -609,9 +595,9 @@ func benchConsumeWatermill(b *testing.B, qos int) {
 	t := newTopology(b)
 	defer t.close()
 	b.StopTimer()
-	queue := uniq("bench-q")
+	queue := eventbustest.Unique("bench-q")
 	t.queues = append(t.queues, queue)
-	cfg := wamqp.NewDurableTopicConfig(brokerURL(), t.exchange, queue)
+	cfg := wamqp.NewDurableTopicConfig(eventbustest.BrokerURL(), t.exchange, queue)
 	cfg.Exchange.Durable = true
 	cfg.Queue.Arguments = amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum}
 	if qos > 0 {

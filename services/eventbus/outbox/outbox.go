@@ -294,9 +294,9 @@ const removeTimeout = 5 * time.Second
 
 // clearDue clears, with writes of the relay's own, the held events whose
 // deadline passed (all of them with all set). Each removal gets its own
-// removeTimeout: they queue behind the store's other writes, so a deadline
-// shared by a whole batch ran out midway on a busy store and failed the rest
-// of the batch unattempted. After a failed removal the rest are left to the
+// removeTimeout, as removals queue behind the store's other writes and a
+// slow one must not use up the time of those after it. After a failed
+// removal the rest are left to the
 // sweep, so a store that stopped answering holds the relay up only once. Once
 // ctx ends the rest are held again, for Run's clearing at shutdown.
 func (o *Outbox) clearDue(ctx context.Context, all bool) {
@@ -406,9 +406,6 @@ func (o *Outbox) Run(ctx context.Context, flushTimeout time.Duration) error {
 		}
 	}
 }
-
-// Flush publishes every pending event now, whatever its age.
-func (o *Outbox) Flush(ctx context.Context) error { return o.sweep(ctx, 0, false) }
 
 // relay publishes notified events in batches: one pipelined publish for many
 // documents, then one removal per document. What it has published but not

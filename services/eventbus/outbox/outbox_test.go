@@ -3,8 +3,6 @@ package outbox
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
@@ -18,6 +16,7 @@ import (
 	"time"
 
 	"github.com/personscore/eventbus"
+	"github.com/personscore/eventbus/eventbustest"
 	"github.com/personscore/localmongo/mongotest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -30,19 +29,6 @@ import (
 
 // These tests use the real broker and an embedded MongoDB-wire server
 // (FerretDB). Each declares its own exchange and queue and deletes them.
-
-func brokerURL() string {
-	if u := os.Getenv("AMQP_URL"); u != "" {
-		return u
-	}
-	return "amqp://guest:guest@localhost:5672/"
-}
-
-func uniq(prefix string) string {
-	var b [5]byte
-	_, _ = rand.Read(b[:])
-	return prefix + "-" + hex.EncodeToString(b[:])
-}
 
 // env is one test's collection, broker publisher and tap queue.
 type env struct {
@@ -71,10 +57,10 @@ func newEnv(t *testing.T) *env {
 // routing key, and a publisher to that exchange.
 func (e *env) attachBroker(t *testing.T) {
 	t.Helper()
-	exchange, tap := uniq("outbox-test-x"), uniq("outbox-test-q")
-	rc, err := amqp.Dial(brokerURL())
+	exchange, tap := eventbustest.Unique("outbox-test-x"), eventbustest.Unique("outbox-test-q")
+	rc, err := amqp.Dial(eventbustest.BrokerURL())
 	if err != nil {
-		t.Fatalf("RabbitMQ unreachable at %s: %v", brokerURL(), err)
+		t.Fatalf("RabbitMQ unreachable at %s: %v", eventbustest.BrokerURL(), err)
 	}
 	t.Cleanup(func() {
 		if ch, err := rc.Channel(); err == nil {
@@ -96,14 +82,14 @@ func (e *env) attachBroker(t *testing.T) {
 	if err := ch.QueueBind(tap, "#", exchange, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	conn := eventbus.Open(eventbus.ConnConfig{URLs: eventbus.SplitURLs(brokerURL()), Name: uniq("outbox-test"), Logger: zaptest.NewLogger(t)})
+	conn := eventbus.Open(eventbus.ConnConfig{URLs: eventbus.SplitURLs(eventbustest.BrokerURL()), Name: eventbustest.Unique("outbox-test"), Logger: zaptest.NewLogger(t)})
 	t.Cleanup(func() { conn.Close() })
 	e.pub = eventbus.NewPublisher(conn, eventbus.PublisherConfig{Exchange: exchange, Metrics: e.metrics})
 	t.Cleanup(func() { e.pub.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := e.pub.WaitReady(ctx); err != nil {
-		t.Fatalf("RabbitMQ unreachable at %s: %v", brokerURL(), err)
+		t.Fatalf("RabbitMQ unreachable at %s: %v", eventbustest.BrokerURL(), err)
 	}
 	e.raw, e.tap = ch, tap
 }
@@ -441,7 +427,7 @@ func TestRecoveryAfterCrashBetweenWriteAndPublish(t *testing.T) {
 	ob := New(Config{Collection: e.coll, Publisher: e.pub, Metrics: e.metrics})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := ob.Flush(ctx); err != nil {
+	if err := ob.sweep(ctx, 0, false); err != nil {
 		t.Fatalf("sweep: %v", err)
 	}
 	got := e.received(t, 5*time.Second, func(g []eventbus.Event) bool { return len(g) == 1 })

@@ -18,12 +18,16 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// Config is what every service reads from its environment.
+// Config is what every service reads from its environment. HTTP_ADDR,
+// MONGO_DATABASE and CONSUMER_NAME have no default here: Run fills them from
+// the service's Spec.
 type Config struct {
-	HTTPAddr        string        `env:"HTTP_ADDR"`
-	AMQPURL         string        `env:"AMQP_URL" envDefault:"amqp://guest:guest@localhost:5672/"`
-	MongoURI        string        `env:"MONGO_URI" envDefault:"mongodb://127.0.0.1:27017/"`
-	MongoDatabase   string        `env:"MONGO_DATABASE"`
+	HTTPAddr      string `env:"HTTP_ADDR"`
+	AMQPURL       string `env:"AMQP_URL" envDefault:"amqp://guest:guest@localhost:5672/"`
+	MongoURI      string `env:"MONGO_URI" envDefault:"mongodb://127.0.0.1:27017/"`
+	MongoDatabase string `env:"MONGO_DATABASE"`
+	// ConsumerName names the service's queues: <name>.queue, <name>.dlq, ...
+	ConsumerName    string        `env:"CONSUMER_NAME"`
 	Exchange        string        `env:"EXCHANGE_NAME" envDefault:"event_dispatcher"`
 	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`

@@ -57,14 +57,14 @@ func Register(r *gin.Engine, cfg Config) {
 	if a.timeout <= 0 {
 		a.timeout = 5 * time.Second
 	}
-	r.POST("/person", a.createPerson)
+	r.POST("/person", a.createPerson())
 	r.GET("/person/:cpf", a.getPerson)
-	r.PUT("/person/:cpf", a.updatePerson)
-	r.DELETE("/person/:cpf", a.deletePerson)
+	r.PUT("/person/:cpf", a.updatePerson())
+	r.DELETE("/person/:cpf", a.deletePerson())
 	for _, k := range []person.Kind{person.Income, person.Asset, person.Debt} {
 		r.POST("/person/:cpf/"+string(k), a.addItem(k))
 	}
-	r.DELETE("/person/:cpf/:kind/:id", a.deleteItem)
+	r.DELETE("/person/:cpf/:kind/:id", a.deleteItem())
 	r.GET("/openapi.json", func(c *gin.Context) { c.Data(http.StatusOK, "application/json", OpenAPI) })
 }
 
@@ -120,6 +120,8 @@ func (a *API) fail(c *gin.Context, err error) {
 	var invalid *person.ValidationError
 	var malformed *person.MalformedError
 	switch {
+	case errors.Is(err, errNoRoute):
+		service.WriteProblem(c, http.StatusNotFound, errNoRoute.Error())
 	case errors.As(err, &malformed):
 		service.WriteProblem(c, http.StatusBadRequest, malformed.Error())
 	case errors.As(err, &invalid):
@@ -151,126 +153,122 @@ func (a *API) fail(c *gin.Context, err error) {
 	}
 }
 
-func (a *API) createPerson(c *gin.Context) {
-	b, ok := a.body(c)
-	if !ok {
-		return
-	}
-	p, err := person.ParseNewPerson(b)
-	if err != nil {
-		a.fail(c, err)
-		return
-	}
-	ctx, cancel := a.ctx(c)
-	defer cancel()
-	if !a.writable(ctx, c) {
-		return
-	}
-	v, err := a.store.Create(ctx, p)
-	if err != nil {
-		a.fail(c, err)
-		return
-	}
-	c.Header("Location", "/person/"+p.CPF.String())
-	c.JSON(http.StatusCreated, gin.H{"message": "created", "cpf": p.CPF, "version": v})
+// change is one write: what it reads from the request, what it asks of the
+// store and how it answers. handle runs the steps every write shares.
+type change[In, Out any] struct {
+	// cpf: the route has a :cpf parameter (an impossible one is a 404).
+	cpf bool
+	// body: the write reads a request body (at most MaxBody).
+	body bool
+	// parse validates the request; nil reads nothing more.
+	parse func(c *gin.Context, body []byte) (In, error)
+	store func(ctx context.Context, cpf person.CPF, in In) (Out, error)
+	reply func(c *gin.Context, cpf person.CPF, in In, out Out)
 }
 
-func (a *API) updatePerson(c *gin.Context) {
-	cpf, ok := a.cpf(c)
-	if !ok {
-		return
-	}
-	b, ok := a.body(c)
-	if !ok {
-		return
-	}
-	d, err := person.ParseDetails(b)
-	if err != nil {
-		a.fail(c, err)
-		return
-	}
-	ctx, cancel := a.ctx(c)
-	defer cancel()
-	if !a.writable(ctx, c) {
-		return
-	}
-	v, err := a.store.Update(ctx, cpf, d)
-	if err != nil {
-		a.fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, gin.H{"message": "updated", "cpf": cpf, "version": v})
-}
-
-func (a *API) deletePerson(c *gin.Context) {
-	cpf, ok := a.cpf(c)
-	if !ok {
-		return
-	}
-	ctx, cancel := a.ctx(c)
-	defer cancel()
-	if !a.writable(ctx, c) {
-		return
-	}
-	v, err := a.store.Delete(ctx, cpf)
-	if err != nil {
-		a.fail(c, err)
-		return
-	}
-	c.Header("X-Version", itoa(v))
-	c.Status(http.StatusNoContent)
-}
-
-func (a *API) addItem(kind person.Kind) gin.HandlerFunc {
+// handle: the cpf, the body, parse, the writable check, the store, and the
+// mapping of any error (fail).
+func handle[In, Out any](a *API, ch change[In, Out]) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		cpf, ok := a.cpf(c)
+		var cpf person.CPF
+		var body []byte
+		ok := true
+		if ch.cpf {
+			cpf, ok = a.cpf(c)
+		}
+		if ok && ch.body {
+			body, ok = a.body(c)
+		}
 		if !ok {
 			return
 		}
-		b, ok := a.body(c)
-		if !ok {
-			return
-		}
-		in, err := person.ParseNewItem(kind, b)
-		if err != nil {
-			a.fail(c, err)
-			return
+		var in In
+		if ch.parse != nil {
+			var err error
+			if in, err = ch.parse(c, body); err != nil {
+				a.fail(c, err)
+				return
+			}
 		}
 		ctx, cancel := a.ctx(c)
 		defer cancel()
 		if !a.writable(ctx, c) {
 			return
 		}
-		it, err := a.store.AddItem(ctx, cpf, kind, in)
+		out, err := ch.store(ctx, cpf, in)
 		if err != nil {
 			a.fail(c, err)
 			return
 		}
-		c.Header("Location", "/person/"+cpf.String()+"/"+string(kind)+"/"+it.ID)
-		c.JSON(http.StatusCreated, gin.H{"message": "created", "cpf": cpf, "id": it.ID, "version": it.Version})
+		ch.reply(c, cpf, in, out)
 	}
 }
 
-func (a *API) deleteItem(c *gin.Context) {
-	cpf, ok := a.cpf(c)
-	if !ok {
-		return
-	}
-	kind, ok := person.ParseKind(c.Param("kind"))
-	if !ok {
-		service.WriteProblem(c, http.StatusNotFound, "no such resource")
-		return
-	}
-	ctx, cancel := a.ctx(c)
-	defer cancel()
-	if !a.writable(ctx, c) {
-		return
-	}
-	v, err := a.store.DeleteItem(ctx, cpf, kind, c.Param("id"))
-	if err != nil {
-		a.fail(c, err)
-		return
-	}
+// errNoRoute: the path names no resource (e.g. an unknown item kind).
+var errNoRoute = errors.New("no such resource")
+
+func (a *API) createPerson() gin.HandlerFunc {
+	return handle(a, change[person.NewPerson, int64]{body: true,
+		parse: func(_ *gin.Context, b []byte) (person.NewPerson, error) { return person.ParseNewPerson(b) },
+		store: func(ctx context.Context, _ person.CPF, p person.NewPerson) (int64, error) {
+			return a.store.Create(ctx, p)
+		},
+		reply: func(c *gin.Context, _ person.CPF, p person.NewPerson, v int64) {
+			c.Header("Location", "/person/"+p.CPF.String())
+			c.JSON(http.StatusCreated, gin.H{"message": "created", "cpf": p.CPF, "version": v})
+		}})
+}
+
+func (a *API) updatePerson() gin.HandlerFunc {
+	return handle(a, change[person.Details, int64]{cpf: true, body: true,
+		parse: func(_ *gin.Context, b []byte) (person.Details, error) { return person.ParseDetails(b) },
+		store: a.store.Update,
+		reply: func(c *gin.Context, cpf person.CPF, _ person.Details, v int64) {
+			c.JSON(http.StatusOK, gin.H{"message": "updated", "cpf": cpf, "version": v})
+		}})
+}
+
+func (a *API) deletePerson() gin.HandlerFunc {
+	return handle(a, change[struct{}, int64]{cpf: true,
+		store: func(ctx context.Context, cpf person.CPF, _ struct{}) (int64, error) { return a.store.Delete(ctx, cpf) },
+		reply: func(c *gin.Context, _ person.CPF, _ struct{}, v int64) { deleted(c, v) }})
+}
+
+func (a *API) addItem(kind person.Kind) gin.HandlerFunc {
+	return handle(a, change[person.NewItem, person.Item]{cpf: true, body: true,
+		parse: func(_ *gin.Context, b []byte) (person.NewItem, error) { return person.ParseNewItem(kind, b) },
+		store: func(ctx context.Context, cpf person.CPF, in person.NewItem) (person.Item, error) {
+			return a.store.AddItem(ctx, cpf, kind, in)
+		},
+		reply: func(c *gin.Context, cpf person.CPF, _ person.NewItem, it person.Item) {
+			c.Header("Location", "/person/"+cpf.String()+"/"+string(kind)+"/"+it.ID)
+			c.JSON(http.StatusCreated, gin.H{"message": "created", "cpf": cpf, "id": it.ID, "version": it.Version})
+		}})
+}
+
+// itemRef is the item a delete names in its path.
+type itemRef struct {
+	kind person.Kind
+	id   string
+}
+
+func (a *API) deleteItem() gin.HandlerFunc {
+	return handle(a, change[itemRef, int64]{cpf: true,
+		parse: func(c *gin.Context, _ []byte) (itemRef, error) {
+			kind, ok := person.ParseKind(c.Param("kind"))
+			if !ok {
+				return itemRef{}, errNoRoute
+			}
+			return itemRef{kind, c.Param("id")}, nil
+		},
+		store: func(ctx context.Context, cpf person.CPF, it itemRef) (int64, error) {
+			return a.store.DeleteItem(ctx, cpf, it.kind, it.id)
+		},
+		reply: func(c *gin.Context, _ person.CPF, _ itemRef, v int64) { deleted(c, v) }})
+}
+
+// deleted answers a delete: 204 with the new version in X-Version.
+func deleted(c *gin.Context, v int64) {
 	c.Header("X-Version", itoa(v))
 	c.Status(http.StatusNoContent)
 }

@@ -143,7 +143,7 @@ func (s *Store) addBatchLocked(ctx context.Context, held *cpfLock, cpf person.CP
 		for i, r := range reqs {
 			next := base + int64(i) + 1
 			it := person.Item{ID: uuid.Must(uuid.NewV7()).String(), Kind: r.kind, Type: r.in.Type, Value: r.in.Value, Version: next, CreatedAt: now}
-			data := person.ItemData{CPF: cpf, ID: it.ID, Kind: r.kind, Type: it.Type, Value: it.Value, ValueCents: int64(it.Value)}
+			data := person.ItemCreatedData(cpf, it)
 			ev, err := newEvent(ctx, person.ItemEventType(r.kind, true), cpf, next, data)
 			if err != nil {
 				fail(err)

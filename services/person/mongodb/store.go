@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
 	"github.com/personscore/eventbus/outbox"
 	"github.com/personscore/person"
@@ -138,7 +139,7 @@ func (s *Store) Create(ctx context.Context, p person.NewPerson) (int64, error) {
 	defer done()
 	held.live = 0
 	now := time.Now().UTC()
-	ev, err := newEvent(ctx, person.PersonCreated, p.CPF, 1, person.PersonData{CPF: p.CPF, Details: p.Details})
+	ev, err := newEvent(ctx, contract.PersonCreated, p.CPF, 1, person.PersonData(p.CPF, p.Details))
 	if err != nil {
 		return 0, err
 	}
@@ -169,7 +170,7 @@ func (s *Store) Create(ctx context.Context, p person.NewPerson) (int64, error) {
 			{Key: "date_of_birth", Value: p.DateOfBirth}, {Key: "items", Value: bson.D{}},
 			{Key: "deleted", Value: false}, {Key: "created_at", Value: now}}
 		return bson.D{{Key: "$set", Value: set}, {Key: "$unset", Value: bson.D{{Key: "score", Value: ""}}}},
-			person.PersonCreated, person.PersonData{CPF: p.CPF, Details: p.Details}, nil
+			contract.PersonCreated, person.PersonData(p.CPF, p.Details), nil
 	})
 }
 
@@ -177,7 +178,7 @@ func (s *Store) Create(ctx context.Context, p person.NewPerson) (int64, error) {
 func (s *Store) Update(ctx context.Context, cpf person.CPF, det person.Details) (int64, error) {
 	return s.change(ctx, cpf, blind, func(cur doc, next int64) (bson.D, string, any, error) {
 		set := bson.D{{Key: "name", Value: det.Name}, {Key: "address", Value: det.Address}, {Key: "date_of_birth", Value: det.DateOfBirth}}
-		return bson.D{{Key: "$set", Value: set}}, person.PersonUpdated, person.PersonData{CPF: cpf, Details: det}, nil
+		return bson.D{{Key: "$set", Value: set}}, contract.PersonUpdated, person.PersonData(cpf, det), nil
 	})
 }
 
@@ -188,7 +189,7 @@ func (s *Store) Delete(ctx context.Context, cpf person.CPF) (int64, error) {
 		set := bson.D{{Key: "deleted", Value: true}, {Key: "items", Value: bson.D{}}, {Key: "name", Value: ""},
 			{Key: "address", Value: ""}, {Key: "date_of_birth", Value: ""}}
 		return bson.D{{Key: "$set", Value: set}, {Key: "$unset", Value: bson.D{{Key: "score", Value: ""}}}},
-			person.PersonDeleted, person.DeletedData{CPF: cpf}, nil
+			contract.PersonDeleted, person.DeletedData(cpf), nil
 	})
 }
 
@@ -207,7 +208,7 @@ func (s *Store) DeleteItem(ctx context.Context, cpf person.CPF, kind person.Kind
 		if !ok || it.Kind != kind {
 			return nil, "", nil, person.ErrItemMissing
 		}
-		data := person.ItemData{CPF: cpf, ID: id, Kind: kind}
+		data := person.ItemDeletedData(cpf, kind, id)
 		return bson.D{{Key: "$unset", Value: bson.D{{Key: "items." + id, Value: ""}}}}, person.ItemEventType(kind, false), data, nil
 	})
 }
@@ -304,7 +305,7 @@ func (s *Store) changeLocked(ctx context.Context, held *cpfLock, cpf person.CPF,
 		}
 		if matched {
 			s.outbox.Notify(cpf, ev)
-			if typ != person.PersonDeleted {
+			if typ != contract.PersonDeleted {
 				held.live = next
 			}
 			return next, nil
@@ -450,18 +451,8 @@ func (s *Store) snapshot(ctx context.Context, cpf person.CPF) error {
 		if err != nil {
 			return err
 		}
-		data := person.SnapshotData{CPF: cpf, Deleted: cur.Deleted, Items: []person.ItemData{}}
-		if !cur.Deleted {
-			det := cur.Details
-			data.Person = &det
-			for _, it := range cur.Items {
-				data.Items = append(data.Items, person.ItemData{CPF: cpf, ID: it.ID, Kind: it.Kind, Type: it.Type, Value: it.Value, ValueCents: int64(it.Value), Version: it.Version})
-			}
-			slices.SortFunc(data.Items, func(a, b person.ItemData) int {
-				return int(cur.Items[a.ID].Version - cur.Items[b.ID].Version)
-			})
-		}
-		ev, err := newEvent(ctx, person.PersonSnapshot, cpf, cur.Version, data)
+		data := person.SnapshotData(cpf, cur.Deleted, cur.Details, cur.Items)
+		ev, err := newEvent(ctx, contract.PersonSnapshot, cpf, cur.Version, data)
 		if err != nil {
 			return err
 		}

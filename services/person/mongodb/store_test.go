@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
 	"github.com/personscore/eventbus/outbox"
 	"github.com/personscore/person"
@@ -151,12 +152,12 @@ func hammer(t *testing.T, env *persontest.Env, stores []*mongodb.Store, goroutin
 		if ev.Version == 1 {
 			continue
 		}
-		var d person.ItemData
+		var d contract.ItemData
 		if err := json.Unmarshal(ev.Data, &d); err != nil {
 			t.Fatalf("event data %s: %v", ev.Data, err)
 		}
 		want := versions[ev.Version]
-		if ev.Type != person.ItemEventType(want.Kind, true) || d.ID != want.ID || d.Value != want.Value || d.ValueCents != int64(want.Value) {
+		if ev.Type != person.ItemEventType(want.Kind, true) || d.ID != want.ID || d.Value.String() != want.Value.String() || d.ValueCents != int64(want.Value) {
 			t.Errorf("event of version %d is %s %+v, want %s of item %+v", ev.Version, ev.Type, d, person.ItemEventType(want.Kind, true), want)
 		}
 	}
@@ -240,7 +241,7 @@ func TestDeleteAndRecreateKeepVersionsIncreasing(t *testing.T) {
 	for _, ev := range evs {
 		types = append(types, ev.Type)
 	}
-	want := []string{person.PersonCreated, "income.created", person.PersonDeleted, person.PersonCreated}
+	want := []string{contract.PersonCreated, "income.created", contract.PersonDeleted, contract.PersonCreated}
 	if !slices.Equal(types, want) {
 		t.Errorf("event types %v, want %v", types, want)
 	}
@@ -321,12 +322,12 @@ func TestUpdateAndDeleteItem(t *testing.T) {
 	}
 	evs := pending(t, env, cpf)
 	checkOneEventPerVersion(t, evs, cpf, 1, 5)
-	var pd person.PersonData
-	if err := json.Unmarshal(evs[1].Data, &pd); err != nil || evs[1].Type != person.PersonUpdated || pd.Details != det || pd.CPF != cpf {
+	var pd contract.PersonData
+	if err := json.Unmarshal(evs[1].Data, &pd); err != nil || evs[1].Type != contract.PersonUpdated || pd.PersonDetails != det || pd.CPF != int64(cpf) {
 		t.Errorf("update event %s %s", evs[1].Type, evs[1].Data)
 	}
-	var del person.ItemData
-	if err := json.Unmarshal(evs[4].Data, &del); err != nil || evs[4].Type != "asset.deleted" || del.ID != a.ID || del.Kind != person.Asset {
+	var del contract.ItemData
+	if err := json.Unmarshal(evs[4].Data, &del); err != nil || evs[4].Type != "asset.deleted" || del.ID != a.ID || del.Kind != string(person.Asset) {
 		t.Errorf("item deletion event %s %s", evs[4].Type, evs[4].Data)
 	}
 }
@@ -633,18 +634,18 @@ func TestPublishSnapshots(t *testing.T) {
 	if err != nil || n != 3 || !slices.Equal(progress, []int{1, 2, 3}) {
 		t.Fatalf("PublishSnapshots = %d, %v (progress %v); want 3", n, err, progress)
 	}
-	snap := func(cpf person.CPF) (eventbus.Event, person.SnapshotData) {
+	snap := func(cpf person.CPF) (eventbus.Event, contract.SnapshotData) {
 		evs := pending(t, env, cpf)
 		last := evs[len(evs)-1]
-		var d person.SnapshotData
-		if err := json.Unmarshal(last.Data, &d); err != nil || last.Type != person.PersonSnapshot {
+		var d contract.SnapshotData
+		if err := json.Unmarshal(last.Data, &d); err != nil || last.Type != contract.PersonSnapshot {
 			t.Fatalf("last event of %s: %s %s", cpf, last.Type, last.Data)
 		}
 		return last, d
 	}
 	ev, d := snap(1)
 	if ev.Version != 3 || d.Deleted || d.Person == nil || d.Person.Name != "abc" || len(d.Items) != 2 ||
-		d.Items[0].ID != inc.ID || d.Items[1].ID != debt.ID || d.Items[0].Value != 100000 || d.Items[1].Version != 3 {
+		d.Items[0].ID != inc.ID || d.Items[1].ID != debt.ID || d.Items[0].Value != "1000" || d.Items[1].Version != 3 {
 		t.Errorf("snapshot of 1: v%d %+v", ev.Version, d)
 	}
 	ev, d = snap(2)

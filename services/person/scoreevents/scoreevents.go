@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
 	"github.com/personscore/person"
 )
@@ -18,7 +19,7 @@ type Store interface {
 
 // Register subscribes c to score.changed.
 func Register(c *eventbus.Consumer, store Store) {
-	c.Handle(person.ScoreChanged, Handler(store))
+	c.Handle(contract.ScoreChanged, Handler(store))
 }
 
 // Handler applies one score.changed: the person shows the score of the highest
@@ -27,13 +28,13 @@ func Register(c *eventbus.Consumer, store Store) {
 // applied and is dead-lettered; a store failure is retried.
 func Handler(store Store) eventbus.Handler {
 	return func(ctx context.Context, ev eventbus.Event) error {
-		var d person.ScoreData
+		var d contract.ScoreChangedData
 		if err := ev.DecodeData(&d); err != nil {
 			return err
 		}
-		if d.CPF <= 0 || d.CPF.String() != ev.Subject {
+		if d.CPF <= 0 || contract.Subject(d.CPF) != ev.Subject {
 			return fmt.Errorf("%w: score.changed for cpf %d with subject %q", eventbus.ErrMalformed, d.CPF, ev.Subject)
 		}
-		return store.SetScore(ctx, d.CPF, d.Score, ev.Version, ev.Time)
+		return store.SetScore(ctx, person.CPF(d.CPF), d.Score, ev.Version, ev.Time)
 	}
 }

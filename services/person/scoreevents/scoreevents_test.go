@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
 	"github.com/personscore/person"
 )
@@ -28,7 +29,7 @@ func (f *fakeStore) SetScore(_ context.Context, cpf person.CPF, value, version i
 
 func event(t *testing.T, subject string, version int64, data any) eventbus.Event {
 	t.Helper()
-	ev, err := eventbus.NewEvent(context.Background(), "/score", person.ScoreChanged, subject, version, data)
+	ev, err := eventbus.NewEvent(context.Background(), "/score", contract.ScoreChanged, subject, version, data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +49,7 @@ func TestHandlerStoresTheScoreByVersion(t *testing.T) {
 
 func TestHandlerDeadLettersWhatCanNeverApply(t *testing.T) {
 	for name, ev := range map[string]eventbus.Event{
-		"not JSON":          {Subject: "1", Type: person.ScoreChanged, Data: []byte("{")},
+		"not JSON":          {Subject: "1", Type: contract.ScoreChanged, Data: []byte("{")},
 		"no cpf":            event(t, "1", 1, map[string]int64{"score": 5}),
 		"cpf of another":    event(t, "1", 1, map[string]int64{"cpf": 2, "score": 5}),
 		"cpf of wrong type": event(t, "1", 1, map[string]string{"cpf": "x"}),

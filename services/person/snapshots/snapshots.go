@@ -4,7 +4,8 @@
 // outbox like every other event) and then snapshot.completed with how many it
 // published, so the requester knows when it has them all.
 //
-// A duplicate request publishes the snapshots again, which is harmless:
+// The conversation's types and payloads are in the contract package. A
+// duplicate request publishes the snapshots again, which is harmless:
 // consumers apply a snapshot at most once by its version.
 package snapshots
 
@@ -13,27 +14,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
 	"github.com/personscore/person/mongodb"
 	"go.uber.org/zap"
 )
-
-// Event types of the conversation.
-const (
-	Requested = "snapshot.requested"
-	Completed = "snapshot.completed"
-)
-
-// Request is the data of snapshot.requested.
-type Request struct {
-	RebuildID string `json:"rebuild_id"`
-}
-
-// Completion is the data of snapshot.completed.
-type Completion struct {
-	RebuildID string `json:"rebuild_id"`
-	Count     int64  `json:"count"`
-}
 
 // Store publishes the snapshots (mongodb.Store).
 type Store interface {
@@ -47,7 +32,7 @@ type Publisher interface {
 
 // Register makes c answer snapshot.requested.
 func Register(c *eventbus.Consumer, store Store, pub Publisher, log *zap.Logger) {
-	c.Handle(Requested, Handler(store, pub, log))
+	c.Handle(contract.SnapshotRequested, Handler(store, pub, log))
 }
 
 // Handler answers one snapshot.requested.
@@ -56,7 +41,7 @@ func Handler(store Store, pub Publisher, log *zap.Logger) eventbus.Handler {
 		log = zap.NewNop()
 	}
 	return func(ctx context.Context, ev eventbus.Event) error {
-		var req Request
+		var req contract.SnapshotRequest
 		if err := ev.DecodeData(&req); err != nil {
 			return err
 		}
@@ -75,12 +60,12 @@ func Handler(store Store, pub Publisher, log *zap.Logger) eventbus.Handler {
 		if err != nil {
 			return fmt.Errorf("publish snapshots after %d: %w", n, err)
 		}
-		done, err := eventbus.NewEvent(ctx, mongodb.Source, Completed, req.RebuildID, 1, Completion{RebuildID: req.RebuildID, Count: int64(n)})
+		done, err := eventbus.NewEvent(ctx, mongodb.Source, contract.SnapshotCompleted, req.RebuildID, 1, contract.SnapshotCompletion{RebuildID: req.RebuildID, Count: int64(n)})
 		if err != nil {
 			return err
 		}
 		if err := pub.Publish(ctx, done); err != nil {
-			return fmt.Errorf("publish %s: %w", Completed, err)
+			return fmt.Errorf("publish %s: %w", contract.SnapshotCompleted, err)
 		}
 		l.Info("snapshots published", zap.Int("count", n), zap.Duration("elapsed", time.Since(start)))
 		return nil

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
 	"github.com/personscore/person/snapshots"
 )
@@ -39,7 +40,7 @@ func (f *fakePub) Publish(ctx context.Context, events ...eventbus.Event) error {
 
 func request(t *testing.T, data any) eventbus.Event {
 	t.Helper()
-	ev, err := eventbus.NewEvent(context.Background(), "/score", snapshots.Requested, "r1", 1, data)
+	ev, err := eventbus.NewEvent(context.Background(), "/score", contract.SnapshotRequested, "r1", 1, data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,18 +50,18 @@ func request(t *testing.T, data any) eventbus.Event {
 func TestHandlerPublishesSnapshotsThenCompletion(t *testing.T) {
 	store, pub := &fakeStore{n: 3}, &fakePub{}
 	h := snapshots.Handler(store, pub, nil)
-	if err := h(context.Background(), request(t, snapshots.Request{RebuildID: "r1"})); err != nil {
+	if err := h(context.Background(), request(t, contract.SnapshotRequest{RebuildID: "r1"})); err != nil {
 		t.Fatal(err)
 	}
 	if store.calls != 1 || len(pub.events) != 1 {
 		t.Fatalf("PublishSnapshots calls %d, published %d events; want 1 and 1", store.calls, len(pub.events))
 	}
 	ev := pub.events[0]
-	var c snapshots.Completion
+	var c contract.SnapshotCompletion
 	if err := json.Unmarshal(ev.Data, &c); err != nil {
 		t.Fatal(err)
 	}
-	if ev.Type != snapshots.Completed || ev.Source != "/person" || ev.Subject != "r1" || c != (snapshots.Completion{RebuildID: "r1", Count: 3}) {
+	if ev.Type != contract.SnapshotCompleted || ev.Source != "/person" || ev.Subject != "r1" || c != (contract.SnapshotCompletion{RebuildID: "r1", Count: 3}) {
 		t.Fatalf("completion event %s %s %s %+v", ev.Type, ev.Source, ev.Subject, c)
 	}
 	if err := ev.Validate(); err != nil {
@@ -79,13 +80,13 @@ func TestHandlerFailures(t *testing.T) {
 	})
 	t.Run("store failure is retried, nothing completed", func(t *testing.T) {
 		pub := &fakePub{}
-		err := snapshots.Handler(&fakeStore{n: 2, err: boom}, pub, nil)(context.Background(), request(t, snapshots.Request{RebuildID: "r1"}))
+		err := snapshots.Handler(&fakeStore{n: 2, err: boom}, pub, nil)(context.Background(), request(t, contract.SnapshotRequest{RebuildID: "r1"}))
 		if !errors.Is(err, boom) || errors.Is(err, eventbus.ErrMalformed) || len(pub.events) != 0 {
 			t.Fatalf("err %v, published %d", err, len(pub.events))
 		}
 	})
 	t.Run("publish failure is retried", func(t *testing.T) {
-		err := snapshots.Handler(&fakeStore{n: 2}, &fakePub{err: boom}, nil)(context.Background(), request(t, snapshots.Request{RebuildID: "r1"}))
+		err := snapshots.Handler(&fakeStore{n: 2}, &fakePub{err: boom}, nil)(context.Background(), request(t, contract.SnapshotRequest{RebuildID: "r1"}))
 		if !errors.Is(err, boom) {
 			t.Fatalf("err %v", err)
 		}

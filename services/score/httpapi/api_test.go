@@ -19,10 +19,10 @@ import (
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/gin-gonic/gin"
+	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
 	"github.com/personscore/eventbus/service"
 	"github.com/personscore/localmongo/mongotest"
-	"github.com/personscore/score"
 	"github.com/personscore/score/httpapi"
 	"github.com/personscore/score/mongodb"
 	"github.com/prometheus/client_golang/prometheus"
@@ -139,7 +139,7 @@ func event(t *testing.T, typ string, v int64, data any) eventbus.Event {
 // readme are the README's four calls as person's events.
 func readme(t *testing.T) []eventbus.Event {
 	return []eventbus.Event{
-		event(t, score.PersonCreated, 1, map[string]any{"cpf": 11111, "name": "abc", "address": "abc", "date_of_birth": "2019-06-15T19:23:55-03:00"}),
+		event(t, contract.PersonCreated, 1, map[string]any{"cpf": 11111, "name": "abc", "address": "abc", "date_of_birth": "2019-06-15T19:23:55-03:00"}),
 		event(t, "income.created", 2, map[string]any{"cpf": 11111, "id": "i1", "kind": "income", "type": "renting", "value_cents": 1000_00}),
 		event(t, "asset.created", 3, map[string]any{"cpf": 11111, "id": "a1", "kind": "asset", "type": "apartment", "value_cents": 100000_00}),
 		event(t, "debt.created", 4, map[string]any{"cpf": 11111, "id": "d1", "kind": "debt", "value_cents": 1000_00}),
@@ -225,7 +225,7 @@ func TestAPI(t *testing.T) {
 		}
 	})
 	t.Run("deleted person: 404", func(t *testing.T) {
-		e.apply(event(t, score.PersonDeleted, 5, map[string]any{"cpf": 11111}))
+		e.apply(event(t, contract.PersonDeleted, 5, map[string]any{"cpf": 11111}))
 		expectProblem(t, e.get("/11111/score"), 404)
 		expectProblem(t, e.get("/11111"), 404)
 		r := e.get("/11111/score?min_version=5")

@@ -13,14 +13,15 @@
 // a fresh collection, which then replaces the live one, in four steps:
 //
 //  1. StartRebuild records {id, target collection, state snapshotting} in the
-//     meta document (one compare-and-swap, so only one rebuild runs at a time)
-//     and publishes snapshot.requested.
-//  2. From that moment every replica applies each event to the live collection
-//     AND to the target: Apply reads the meta document for every event. This
-//     is what makes the result exact: a person write that the snapshot below
-//     does not contain happens after person received snapshot.requested, hence
-//     after the meta document named the target, and its event is read (and
-//     the meta document with it) after that, so it reaches the target.
+//     meta document (one compare-and-swap, so only one rebuild runs at a time),
+//     waits switchAfter (twice metaMaxAge) and publishes snapshot.requested.
+//  2. Every replica applies each event to the live collection AND to the
+//     target once the meta document it routes by names the target: Apply
+//     routes by a meta document read at most metaMaxAge before. This is what
+//     makes the result exact: a person write that the snapshot below does not
+//     contain happens after person received snapshot.requested, hence more
+//     than metaMaxAge after the meta document named the target, so its event
+//     is routed by a meta document that names it and reaches the target.
 //  3. Person answers with one person.snapshot per cpf (its whole current state,
 //     deleted persons included) and then snapshot.completed with the count.
 //     Snapshots are ordinary events: Apply merges them by version, so their
@@ -31,7 +32,8 @@
 //     marked, and for every cpf of the live collection the target's document
 //     has applied at least the same version. Then one compare-and-swap of the
 //     meta document makes the target the active collection; every replica sees
-//     it at its next event or meta read (at most MetaInterval later), moves
+//     it at its next meta read (Run reads it every MetaInterval; Apply when
+//     its routing copy is older than metaMaxAge), moves
 //     its score.changed relay to the new collection and wakes its waiting
 //     readers. The switching replica then publishes score.changed for every
 //     cpf of the new collection, so person's copy heals too (the replaced

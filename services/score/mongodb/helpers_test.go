@@ -8,45 +8,26 @@ import (
 	"testing"
 	"time"
 
+	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
-	"github.com/personscore/localmongo/mongotest"
 	"github.com/personscore/score"
 	"github.com/personscore/score/internal/historytest"
+	"github.com/personscore/score/internal/scoretest"
 	"github.com/personscore/score/mongodb"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.uber.org/zap/zaptest"
 )
 
 // mongoEnv is one embedded MongoDB; each replica connects with its own client.
-type mongoEnv struct {
-	uri string
-	db  *mongo.Database // a client of the test's own, for assertions
-}
+type mongoEnv struct{ *scoretest.Mongo }
 
-func startMongo(t *testing.T) *mongoEnv {
-	t.Helper()
-	srv := mongotest.Start(t)
-	env := &mongoEnv{uri: srv.URI()}
-	env.db = env.connect(t)
-	return env
-}
-
-func (e *mongoEnv) connect(t *testing.T) *mongo.Database {
-	t.Helper()
-	client, err := mongo.Connect(options.Client().ApplyURI(e.uri).SetTimeout(10 * time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
-	return client.Database("score")
-}
+func startMongo(t *testing.T) *mongoEnv { return &mongoEnv{scoretest.StartMongo(t)} }
 
 // replica is a Store with its own MongoDB client, as a separate pod would have.
 func (e *mongoEnv) replica(t *testing.T, cfg mongodb.Config) *mongodb.Store {
 	t.Helper()
-	cfg.DB = e.connect(t)
+	cfg.DB = e.Connect(t)
 	if cfg.Logger == nil {
 		cfg.Logger = zaptest.NewLogger(t)
 	}
@@ -131,7 +112,7 @@ func changes(t *testing.T, events []eventbus.Event) []scoreChange {
 	slices.SortFunc(events, func(a, b eventbus.Event) int { return int(a.Version - b.Version) })
 	var out []scoreChange
 	for i, ev := range events {
-		if ev.Type != mongodb.ScoreChanged {
+		if ev.Type != contract.ScoreChanged {
 			t.Fatalf("outbox holds %s", ev.Type)
 		}
 		if i > 0 && ev.Version <= events[i-1].Version {

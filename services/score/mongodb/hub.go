@@ -120,17 +120,6 @@ func (h *Hub) NotifyAll() {
 	}
 }
 
-// Waiting is the number of registered readers.
-func (h *Hub) Waiting() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	n := 0
-	for _, set := range h.waiters {
-		n += len(set)
-	}
-	return n
-}
-
 // Run is the shared watcher for writes made by other replicas; it sleeps
 // while nobody waits.
 func (h *Hub) Run(ctx context.Context) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
 	"github.com/personscore/score"
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -122,7 +123,7 @@ func (s *Store) StartRebuild(ctx context.Context) (score.Rebuild, error) {
 		case <-time.After(switchAfter):
 		case <-ctx.Done():
 		}
-		ev, err := eventbus.NewEvent(ctx, Source, score.SnapshotRequested, id, 1, score.SnapshotRequest{RebuildID: id})
+		ev, err := eventbus.NewEvent(ctx, Source, contract.SnapshotRequested, id, 1, contract.SnapshotRequest{RebuildID: id})
 		if err == nil {
 			err = s.cfg.Publisher.Publish(ctx, ev)
 		}
@@ -149,7 +150,7 @@ func targetOf(r *score.Rebuild) string {
 // SnapshotCompleted handles snapshot.completed: person has published count
 // snapshots for the rebuild. Unknown, finished or repeated rebuilds are ignored.
 func (s *Store) SnapshotCompleted(ctx context.Context, ev eventbus.Event) error {
-	var c score.SnapshotCompletion
+	var c contract.SnapshotCompletion
 	if err := ev.DecodeData(&c); err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
 	"github.com/personscore/score"
 	"github.com/personscore/score/internal/historytest"
@@ -76,7 +77,7 @@ func TestRebuildFromSnapshots(t *testing.T) {
 	for i, h := range hs {
 		applyAll(t, replicas[i%2], h.Delivery(rng, true, 0.5, 1))
 	}
-	live := env.db.Collection(mongodb.DefaultCollection)
+	live := env.DB.Collection(mongodb.DefaultCollection)
 	for _, h := range hs {
 		if got := semantics(t, live)[h.CPF]; !reflect.DeepEqual(got, h.Want(h.Final())) {
 			t.Fatalf("incremental model of %d: %v, want %v", h.CPF, got, h.Want(h.Final()))
@@ -97,8 +98,8 @@ func TestRebuildFromSnapshots(t *testing.T) {
 	if again, err := b.StartRebuild(ctx); !errors.Is(err, score.ErrRebuildRunning) || again.ID != r.ID {
 		t.Fatalf("second StartRebuild = %+v, %v; want the running one and ErrRebuildRunning", again, err)
 	}
-	reqs := pub.of(score.SnapshotRequested)
-	var req score.SnapshotRequest
+	reqs := pub.of(contract.SnapshotRequested)
+	var req contract.SnapshotRequest
 	if len(reqs) != 1 || reqs[0].DecodeData(&req) != nil || req.RebuildID != r.ID {
 		t.Fatalf("snapshot.requested published %d times (%+v), want once for %s", len(reqs), req, r.ID)
 	}
@@ -118,7 +119,7 @@ func TestRebuildFromSnapshots(t *testing.T) {
 		}
 	}
 	applyAll(t, b, early)
-	completed, _ := eventbus.NewEvent(ctx, "/person", score.SnapshotCompleted, r.ID, 1, score.SnapshotCompletion{RebuildID: r.ID, Count: int64(len(hs))})
+	completed, _ := eventbus.NewEvent(ctx, "/person", contract.SnapshotCompleted, r.ID, 1, contract.SnapshotCompletion{RebuildID: r.ID, Count: int64(len(hs))})
 	if err := b.SnapshotCompleted(ctx, completed); err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +152,7 @@ func TestRebuildFromSnapshots(t *testing.T) {
 	if done.Active != r.Target || done.Snapshotted != int64(len(hs)) || done.FinishedAt == nil {
 		t.Fatalf("done: %+v", done)
 	}
-	rebuilt := semantics(t, env.db.Collection(r.Target))
+	rebuilt := semantics(t, env.DB.Collection(r.Target))
 	if len(rebuilt) != len(hs) {
 		t.Fatalf("rebuilt model has %d documents, want %d", len(rebuilt), len(hs))
 	}
@@ -178,7 +179,7 @@ func TestRebuildFromSnapshots(t *testing.T) {
 		want := h.Want(h.Final())
 		eventually(t, 5*time.Second, "corrected score.changed of "+h.Subject(), func() bool {
 			var last eventbus.Event
-			for _, ev := range pub.of(mongodb.ScoreChanged) {
+			for _, ev := range pub.of(contract.ScoreChanged) {
 				if ev.Subject == h.Subject() && ev.Version > last.Version {
 					last = ev
 				}
@@ -196,7 +197,7 @@ func TestRebuildFromSnapshots(t *testing.T) {
 	from := len(h.Events)
 	h.Extend(rng, 2)
 	applyAll(t, a, h.Events[from:])
-	if got := semantics(t, env.db.Collection(r.Target))[h.CPF]; !reflect.DeepEqual(got, h.Want(h.Final())) {
+	if got := semantics(t, env.DB.Collection(r.Target))[h.CPF]; !reflect.DeepEqual(got, h.Want(h.Final())) {
 		t.Fatalf("after the switch: %v, want %v", got, h.Want(h.Final()))
 	}
 	if old := semantics(t, live)[h.CPF]; old.Version == h.Final() {
@@ -208,7 +209,7 @@ func TestRebuildFromSnapshots(t *testing.T) {
 	if err != nil || r2.From != r.Target {
 		t.Fatalf("second rebuild = %+v, %v", r2, err)
 	}
-	names, err := env.db.ListCollectionNames(ctx, bson.D{})
+	names, err := env.DB.ListCollectionNames(ctx, bson.D{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +227,7 @@ func TestRebuildFailures(t *testing.T) {
 	if _, err := s.RebuildStatus(ctx); !errors.Is(err, score.ErrNoRebuild) {
 		t.Fatalf("status before any rebuild: %v", err)
 	}
-	applyAll(t, s, []eventbus.Event{ev(t, score.PersonCreated, 1, map[string]any{"name": "a"})})
+	applyAll(t, s, []eventbus.Event{ev(t, contract.PersonCreated, 1, map[string]any{"name": "a"})})
 
 	t.Run("person never answers", func(t *testing.T) {
 		r, err := s.StartRebuild(ctx)
@@ -240,7 +241,7 @@ func TestRebuildFailures(t *testing.T) {
 		if d, err := s.Get(ctx, 22222); err != nil || d.Version != 1 {
 			t.Fatalf("the live model is affected: %+v %v", d, err)
 		}
-		late, _ := eventbus.NewEvent(ctx, "/person", score.SnapshotCompleted, r.ID, 1, score.SnapshotCompletion{RebuildID: r.ID, Count: 1})
+		late, _ := eventbus.NewEvent(ctx, "/person", contract.SnapshotCompleted, r.ID, 1, contract.SnapshotCompletion{RebuildID: r.ID, Count: 1})
 		if err := s.SnapshotCompleted(ctx, late); err != nil {
 			t.Fatal(err)
 		}
@@ -261,7 +262,7 @@ func TestRebuildFailures(t *testing.T) {
 		}
 	})
 	t.Run("malformed completion", func(t *testing.T) {
-		bad, _ := eventbus.NewEvent(ctx, "/person", score.SnapshotCompleted, "x", 1, map[string]any{"count": 3})
+		bad, _ := eventbus.NewEvent(ctx, "/person", contract.SnapshotCompleted, "x", 1, map[string]any{"count": 3})
 		if err := s.SnapshotCompleted(ctx, bad); !errors.Is(err, eventbus.ErrMalformed) {
 			t.Fatalf("SnapshotCompleted = %v, want ErrMalformed", err)
 		}
@@ -275,14 +276,14 @@ func TestRebuildOfOnePerson(t *testing.T) {
 	s := env.replica(t, mongodb.Config{Publisher: &recorder{}, MetaInterval: 50 * time.Millisecond})
 	runStores(t, s)
 	ctx := context.Background()
-	applyAll(t, s, []eventbus.Event{ev(t, score.PersonCreated, 1, map[string]any{"name": "old"})})
+	applyAll(t, s, []eventbus.Event{ev(t, contract.PersonCreated, 1, map[string]any{"name": "old"})})
 	r, err := s.StartRebuild(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap := ev(t, score.PersonSnapshot, 1, map[string]any{"deleted": false, "person": map[string]any{"name": "a"}, "items": []any{}})
+	snap := ev(t, contract.PersonSnapshot, 1, map[string]any{"deleted": false, "person": map[string]any{"name": "a"}, "items": []any{}})
 	applyAll(t, s, []eventbus.Event{snap})
-	c, _ := eventbus.NewEvent(ctx, "/person", score.SnapshotCompleted, r.ID, 1, score.SnapshotCompletion{RebuildID: r.ID, Count: 1})
+	c, _ := eventbus.NewEvent(ctx, "/person", contract.SnapshotCompleted, r.ID, 1, contract.SnapshotCompletion{RebuildID: r.ID, Count: 1})
 	if err := s.SnapshotCompleted(ctx, c); err != nil {
 		t.Fatal(err)
 	}
@@ -304,8 +305,8 @@ func TestSwitchDuringApply(t *testing.T) {
 	ctx := context.Background()
 	person := map[string]any{"cpf": 22222, "name": "a", "date_of_birth": "2000-01-01"}
 	income := map[string]any{"id": "i", "value_cents": 1000_00}
-	applyAll(t, b, []eventbus.Event{ev(t, score.PersonCreated, 1, person), ev(t, "income.created", 2, income)})
-	live := env.db.Collection(mongodb.DefaultCollection)
+	applyAll(t, b, []eventbus.Event{ev(t, contract.PersonCreated, 1, person), ev(t, "income.created", 2, income)})
+	live := env.DB.Collection(mongodb.DefaultCollection)
 	// Damage: the live model lost the income (its score still says 20).
 	if _, err := live.UpdateOne(ctx, bson.D{{Key: "_id", Value: 22222}}, bson.D{{Key: "$unset", Value: bson.D{{Key: "items.i", Value: ""}}}}); err != nil {
 		t.Fatal(err)
@@ -315,10 +316,10 @@ func TestSwitchDuringApply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap := ev(t, score.PersonSnapshot, 2, map[string]any{"deleted": false, "person": person,
+	snap := ev(t, contract.PersonSnapshot, 2, map[string]any{"deleted": false, "person": person,
 		"items": []any{map[string]any{"id": "i", "kind": "income", "value_cents": 1000_00, "version": 2}}})
 	applyAll(t, b, []eventbus.Event{snap})
-	completed, _ := eventbus.NewEvent(ctx, "/person", score.SnapshotCompleted, r.ID, 1, score.SnapshotCompletion{RebuildID: r.ID, Count: 1})
+	completed, _ := eventbus.NewEvent(ctx, "/person", contract.SnapshotCompleted, r.ID, 1, contract.SnapshotCompletion{RebuildID: r.ID, Count: 1})
 	if err := b.SnapshotCompleted(ctx, completed); err != nil {
 		t.Fatal(err)
 	}
@@ -336,7 +337,7 @@ func TestSwitchDuringApply(t *testing.T) {
 	// income, computes a score of 50 instead of 70.
 	applyAll(t, a, []eventbus.Event{ev(t, "asset.created", 3, map[string]any{"id": "a", "value_cents": 1000_00})})
 
-	rebuilt, _ := readDoc(t, env.db.Collection(r.Target), 22222)
+	rebuilt, _ := readDoc(t, env.DB.Collection(r.Target), 22222)
 	if rebuilt.Version != 3 || rebuilt.Score != 70 || !rebuilt.Live() {
 		t.Fatalf("rebuilt document: version %d score %d live %v, want 3, 70, live", rebuilt.Version, rebuilt.Score, rebuilt.Live())
 	}
@@ -363,8 +364,8 @@ func TestRebuildTellsPersonWhatTheOldModelLost(t *testing.T) {
 	ctx := context.Background()
 	person := map[string]any{"cpf": 22222, "name": "a", "date_of_birth": "2000-01-01"}
 	income := map[string]any{"id": "i", "value_cents": 1000_00}
-	applyAll(t, s, []eventbus.Event{ev(t, score.PersonCreated, 1, person), ev(t, "income.created", 2, income)})
-	live := env.db.Collection(mongodb.DefaultCollection)
+	applyAll(t, s, []eventbus.Event{ev(t, contract.PersonCreated, 1, person), ev(t, "income.created", 2, income)})
+	live := env.DB.Collection(mongodb.DefaultCollection)
 	lost, _ := readDoc(t, live, 22222)
 	told := lost.Outbox // what the relay publishes to person
 	if _, err := live.DeleteOne(ctx, bson.D{{Key: "_id", Value: 22222}}); err != nil {
@@ -374,10 +375,10 @@ func TestRebuildTellsPersonWhatTheOldModelLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap := ev(t, score.PersonSnapshot, 2, map[string]any{"deleted": false, "person": person,
+	snap := ev(t, contract.PersonSnapshot, 2, map[string]any{"deleted": false, "person": person,
 		"items": []any{map[string]any{"id": "i", "kind": "income", "value_cents": 1000_00, "version": 2}}})
-	applyAll(t, s, []eventbus.Event{ev(t, score.PersonDeleted, 3, map[string]any{"cpf": 22222}), snap})
-	completed, _ := eventbus.NewEvent(ctx, "/person", score.SnapshotCompleted, r.ID, 1, score.SnapshotCompletion{RebuildID: r.ID, Count: 1})
+	applyAll(t, s, []eventbus.Event{ev(t, contract.PersonDeleted, 3, map[string]any{"cpf": 22222}), snap})
+	completed, _ := eventbus.NewEvent(ctx, "/person", contract.SnapshotCompleted, r.ID, 1, contract.SnapshotCompletion{RebuildID: r.ID, Count: 1})
 	if err := s.SnapshotCompleted(ctx, completed); err != nil {
 		t.Fatal(err)
 	}
@@ -388,7 +389,7 @@ func TestRebuildTellsPersonWhatTheOldModelLost(t *testing.T) {
 		t.Fatalf("active %s, want the rebuilt %s", act, r.Target)
 	}
 	old, _ := readDoc(t, live, 22222)
-	rebuilt, _ := readDoc(t, env.db.Collection(r.Target), 22222)
+	rebuilt, _ := readDoc(t, env.DB.Collection(r.Target), 22222)
 	var newest eventbus.Event
 	for _, e := range slices.Concat(told, old.Outbox, rebuilt.Outbox) {
 		if e.Version > newest.Version {

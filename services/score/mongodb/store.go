@@ -9,8 +9,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
 	"github.com/personscore/eventbus/outbox"
 	"github.com/personscore/score"
@@ -25,9 +27,6 @@ const DefaultCollection = "scores"
 
 // Source is the CloudEvents source of score's events.
 const Source = "/score"
-
-// ScoreChanged is the type of the event published when a cpf's score changes.
-const ScoreChanged = "score.changed"
 
 // fromSnapshot marks, in a rebuild's collection, a document a snapshot was applied to.
 const fromSnapshot = "from_snapshot"
@@ -83,8 +82,11 @@ type Store struct {
 
 	cache docCache
 
-	routeMeta metaDoc   // the meta document Apply routes events by
-	routeAt   time.Time // when the read of routeMeta started
+	routeMeta metaDoc     // the meta document Apply routes events by
+	routeAt   time.Time   // when the read of routeMeta started
+	applying  atomic.Bool // an event was applied since Run last read ahead
+	metaRead  *metaRead   // the meta read under way, if any
+	metaNext  *metaRead   // the one to start after it, if any
 }
 
 // metaMaxAge is how old the meta document Apply routes an event by may be
@@ -93,16 +95,98 @@ type Store struct {
 // written after a snapshot is routed by a meta document that knows the rebuild.
 const metaMaxAge = 250 * time.Millisecond
 
+// readAhead is how often Run reads the meta document while events are being
+// applied, so that routingMeta seldom has to read it in an event's path.
+const readAhead = metaMaxAge / 3
+
+// readAheadLoop keeps the meta document young for routingMeta while events
+// come in, until ctx ends.
+func (s *Store) readAheadLoop(ctx context.Context) {
+	tick := time.NewTicker(readAhead)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			if s.applying.Swap(false) {
+				_, _, _ = s.freshMeta(ctx) // a failed read leaves it to routingMeta
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
 // routingMeta returns the meta document to route an event by and when its
 // read started: the last one read, if young enough, else a fresh read.
 func (s *Store) routingMeta(ctx context.Context) (metaDoc, time.Time, error) {
+	return s.metaSince(ctx, time.Now().Add(-metaMaxAge), true)
+}
+
+// metaSince returns a meta document whose read started after t, and when:
+// the last one read (if last), the one being read if it started after t, or
+// else the next read, which starts once the one under way is done. Callers
+// share reads, so applies that finish together cost one or two reads, not
+// one each.
+func (s *Store) metaSince(ctx context.Context, t time.Time, last bool) (metaDoc, time.Time, error) {
 	s.mu.Lock()
-	m, at := s.routeMeta, s.routeAt
-	s.mu.Unlock()
-	if !at.IsZero() && time.Since(at) < metaMaxAge {
+	if last && s.routeAt.After(t) {
+		m, at := s.routeMeta, s.routeAt
+		s.mu.Unlock()
 		return m, at, nil
 	}
-	return s.freshMeta(ctx)
+	cur := s.metaRead
+	join := s.metaNext
+	if cur != nil && cur.start.After(t) {
+		join = cur
+	}
+	if join != nil {
+		s.mu.Unlock()
+		return join.wait(ctx)
+	}
+	next := &metaRead{done: make(chan struct{})}
+	s.metaNext = next
+	s.mu.Unlock()
+	if cur != nil {
+		select {
+		case <-cur.done:
+		case <-ctx.Done():
+		}
+	}
+	s.mu.Lock()
+	s.metaNext = nil
+	next.start = time.Now()
+	s.metaRead = next
+	s.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		next.err = fmt.Errorf("%w: %v", ErrUnavailable, err)
+	} else {
+		next.m, _, next.err = s.freshMeta(ctx)
+	}
+	close(next.done)
+	s.mu.Lock()
+	if s.metaRead == next {
+		s.metaRead = nil
+	}
+	s.mu.Unlock()
+	return next.m, next.start, next.err
+}
+
+// metaRead is a read of the meta document for metaSince; start, m and err
+// are set before done closes.
+type metaRead struct {
+	start time.Time
+	done  chan struct{}
+	m     metaDoc
+	err   error
+}
+
+func (r *metaRead) wait(ctx context.Context) (metaDoc, time.Time, error) {
+	select {
+	case <-r.done:
+		return r.m, r.start, r.err
+	case <-ctx.Done():
+		return metaDoc{}, time.Time{}, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+	}
 }
 
 // freshMeta reads the meta document, keeps it for routingMeta and follows a
@@ -146,9 +230,6 @@ func New(cfg Config) *Store {
 	s.hub = NewHub(cfg.WatchInterval, s.versions)
 	return s
 }
-
-// Hub is the store's read-your-writes notifier.
-func (s *Store) Hub() *Hub { return s.hub }
 
 // stored is a document as the collection holds it.
 type stored struct {
@@ -242,9 +323,25 @@ func CPF(subject string) (int64, error) {
 // the writes came before any switch, and the scores the switching replica
 // publishes after it cover them.
 func (s *Store) Apply(ctx context.Context, ev eventbus.Event) error {
-	cpf, err := CPF(ev.Subject)
+	return s.ApplyBatch(ctx, []eventbus.Event{ev})
+}
+
+// ApplyBatch applies events of one cpf as Apply applies one, with one write
+// per collection for all of them and one score.changed for their result. It
+// fails as a whole (nothing written) if any of them is malformed.
+func (s *Store) ApplyBatch(ctx context.Context, evs []eventbus.Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	cpf, err := CPF(evs[0].Subject)
 	if err != nil {
 		return err
+	}
+	s.applying.Store(true)
+	for _, ev := range evs[1:] {
+		if ev.Subject != evs[0].Subject {
+			return fmt.Errorf("mongodb: a batch of subjects %q and %q", evs[0].Subject, ev.Subject)
+		}
 	}
 	m, at, err := s.routingMeta(ctx)
 	if err != nil {
@@ -252,12 +349,12 @@ func (s *Store) Apply(ctx context.Context, ev eventbus.Event) error {
 	}
 	republish := false
 	for range maxCASAttempts {
-		if err := s.applyTo(ctx, m.Active, cpf, ev, true); err != nil {
+		if err := s.applyTo(ctx, m.Active, cpf, evs, true); err != nil {
 			return err
 		}
 		target := rebuildTarget(m)
 		if target != "" {
-			if err := s.applyTo(ctx, target, cpf, ev, false); err != nil {
+			if err := s.applyTo(ctx, target, cpf, evs, false); err != nil {
 				return err
 			}
 		}
@@ -269,7 +366,7 @@ func (s *Store) Apply(ctx context.Context, ev eventbus.Event) error {
 		if target == "" && time.Since(at) < switchAfter {
 			return nil
 		}
-		fresh, freshAt, err := s.freshMeta(ctx)
+		fresh, freshAt, err := s.metaSince(ctx, time.Now(), false)
 		if err != nil {
 			return err
 		}
@@ -303,10 +400,10 @@ func nextRev(rev int64) int64 {
 	return max(rev+1, time.Now().UnixMicro())
 }
 
-// applyTo applies ev to one collection. The active collection (primary)
+// applyTo applies evs to one collection. The active collection (primary)
 // publishes score.changed and wakes readers; a rebuild's collection marks the
 // documents a snapshot reached.
-func (s *Store) applyTo(ctx context.Context, name string, cpf int64, ev eventbus.Event, primary bool) error {
+func (s *Store) applyTo(ctx context.Context, name string, cpf int64, evs []eventbus.Event, primary bool) error {
 	coll := s.db.Collection(name)
 	for attempt := range maxCASAttempts {
 		st, found := s.cache.get(name, cpf)
@@ -321,11 +418,16 @@ func (s *Store) applyTo(ctx context.Context, name string, cpf int64, ev eventbus
 		d.Items, d.Removed = maps.Clone(st.Items), maps.Clone(st.Removed)
 		d.Applied.Ahead = slices.Clone(st.Applied.Ahead)
 		before, wasLive, rev := d.Score, d.Live(), d.Rev
-		changed, err := score.Apply(&d, ev)
-		if err != nil {
-			return err
+		changed, snapshot := false, false
+		for _, ev := range evs {
+			c, err := score.Apply(&d, ev)
+			if err != nil {
+				return err
+			}
+			changed = changed || c
+			snapshot = snapshot || ev.Type == contract.PersonSnapshot
 		}
-		mark := !primary && ev.Type == score.PersonSnapshot && !st.FromSnapshot
+		mark := !primary && snapshot && !st.FromSnapshot
 		if !changed && !mark {
 			return nil
 		}
@@ -343,6 +445,7 @@ func (s *Store) applyTo(ctx context.Context, name string, cpf int64, ev eventbus
 		}
 		next := stored{Document: d, FromSnapshot: st.FromSnapshot || mark}
 		var ok bool
+		var err error
 		if found {
 			ok, err = s.writeChange(ctx, coll, st, next, rev, events)
 		} else {
@@ -365,8 +468,8 @@ func (s *Store) applyTo(ctx context.Context, name string, cpf int64, ev eventbus
 }
 
 func scoreChanged(ctx context.Context, d score.Document) (eventbus.Event, error) {
-	return eventbus.NewEvent(ctx, Source, ScoreChanged, strconv.FormatInt(d.CPF, 10), d.Rev,
-		map[string]any{"cpf": d.CPF, "score": d.Score, "live": d.Live(), "version": d.Version})
+	return eventbus.NewEvent(ctx, Source, contract.ScoreChanged, contract.Subject(d.CPF), d.Rev,
+		contract.ScoreChangedData{CPF: d.CPF, Score: d.Score, Live: d.Live(), Version: d.Version})
 }
 
 // notify hands new score.changed events to the collection's relay and wakes
@@ -625,8 +728,9 @@ func (s *Store) Run(ctx context.Context) error {
 		s.startRelay(s.active)
 	}
 	s.mu.Unlock()
-	hubDone := make(chan struct{})
+	hubDone, aheadDone := make(chan struct{}), make(chan struct{})
 	go func() { defer close(hubDone); s.hub.Run(ctx) }()
+	go func() { defer close(aheadDone); s.readAheadLoop(ctx) }()
 
 	tick := time.NewTicker(s.cfg.MetaInterval)
 	defer tick.Stop()
@@ -655,6 +759,7 @@ func (s *Store) Run(ctx context.Context) error {
 			s.mu.Unlock()
 			s.relayWG.Wait()
 			<-hubDone
+			<-aheadDone
 			return nil
 		}
 	}

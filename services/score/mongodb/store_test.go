@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
 	"github.com/personscore/score"
 	"github.com/personscore/score/internal/historytest"
@@ -54,7 +55,7 @@ func TestReplicasApplyingOneCPFConcurrently(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	d, ok := readDoc(t, env.db.Collection(mongodb.DefaultCollection), h.CPF)
+	d, ok := readDoc(t, env.DB.Collection(mongodb.DefaultCollection), h.CPF)
 	if !ok {
 		t.Fatal("no document")
 	}
@@ -95,20 +96,20 @@ func TestScoreChangedOnlyWhenTheScoreChanges(t *testing.T) {
 		ev   eventbus.Event
 		want []scoreChange // appended by this step
 	}{
-		{"created: the score becomes known", ev(t, score.PersonCreated, 1, person), []scoreChange{{0, true}}},
-		{"updated: no change", ev(t, score.PersonUpdated, 2, person), nil},
+		{"created: the score becomes known", ev(t, contract.PersonCreated, 1, person), []scoreChange{{0, true}}},
+		{"updated: no change", ev(t, contract.PersonUpdated, 2, person), nil},
 		{"income", ev(t, "income.created", 3, map[string]any{"id": "i", "value_cents": 1000_00}), []scoreChange{{20, true}}},
 		{"duplicate income", ev(t, "income.created", 3, map[string]any{"id": "i", "value_cents": 1000_00}), nil},
 		{"debt worth 0 points", ev(t, "debt.created", 4, map[string]any{"id": "d", "value_cents": 19_99}), nil},
 		{"asset", ev(t, "asset.created", 5, map[string]any{"id": "a", "value_cents": 100000_00}), []scoreChange{{5020, true}}},
-		{"person deleted", ev(t, score.PersonDeleted, 6, map[string]any{"cpf": 22222}), []scoreChange{{0, false}}},
+		{"person deleted", ev(t, contract.PersonDeleted, 6, map[string]any{"cpf": 22222}), []scoreChange{{0, false}}},
 		{"stale event of the deleted person", ev(t, "debt.created", 4, map[string]any{"id": "d", "value_cents": 19_99}), nil},
 	}
 	// A new score.changed supersedes the older ones (person keeps the latest),
 	// so the outbox holds the latest one; a step that changes no score adds none.
 	var want []scoreChange
 	var lastID string
-	coll := env.db.Collection(mongodb.DefaultCollection)
+	coll := env.DB.Collection(mongodb.DefaultCollection)
 	for _, st := range steps {
 		if err := s.Apply(context.Background(), st.ev); err != nil {
 			t.Fatalf("%s: %v", st.name, err)
@@ -131,7 +132,7 @@ func TestScoreChangedOnlyWhenTheScoreChanges(t *testing.T) {
 func TestApplyRejectsABadSubject(t *testing.T) {
 	env := startMongo(t)
 	s := env.replica(t, mongodb.Config{})
-	e := ev(t, score.PersonCreated, 1, map[string]any{"name": "x"})
+	e := ev(t, contract.PersonCreated, 1, map[string]any{"name": "x"})
 	e.Subject = "not-a-cpf"
 	if err := s.Apply(context.Background(), e); !errors.Is(err, eventbus.ErrMalformed) {
 		t.Fatalf("Apply = %v, want ErrMalformed", err)
@@ -144,7 +145,7 @@ func TestWaitForVersionWakesOnApply(t *testing.T) {
 	env := startMongo(t)
 	s := env.replica(t, mongodb.Config{})
 	person := map[string]any{"cpf": 22222, "name": "a"}
-	applyAll(t, s, []eventbus.Event{ev(t, score.PersonCreated, 1, person)})
+	applyAll(t, s, []eventbus.Event{ev(t, contract.PersonCreated, 1, person)})
 
 	type result struct {
 		d       score.Document
@@ -209,7 +210,7 @@ func TestWaitForVersionSeesOtherReplicas(t *testing.T) {
 	}()
 	eventually(t, 2*time.Second, "the reader registers", func() bool { return reader.Hub().Waiting() == 1 })
 	applied := time.Now()
-	applyAll(t, writer, []eventbus.Event{ev(t, score.PersonCreated, 1, map[string]any{"name": "a"})})
+	applyAll(t, writer, []eventbus.Event{ev(t, contract.PersonCreated, 1, map[string]any{"name": "a"})})
 	select {
 	case err := <-done:
 		if err != nil {
@@ -226,7 +227,7 @@ func TestWaitForVersionSeesOtherReplicas(t *testing.T) {
 func TestWaitForVersionIsBounded(t *testing.T) {
 	env := startMongo(t)
 	s := env.replica(t, mongodb.Config{})
-	applyAll(t, s, []eventbus.Event{ev(t, score.PersonCreated, 1, map[string]any{"name": "a"})})
+	applyAll(t, s, []eventbus.Event{ev(t, contract.PersonCreated, 1, map[string]any{"name": "a"})})
 
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)

@@ -5,20 +5,23 @@ package personevents
 import (
 	"context"
 
+	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
-	"github.com/personscore/score"
 )
 
 // Store is what the handlers need (mongodb.Store).
 type Store interface {
 	Apply(ctx context.Context, ev eventbus.Event) error
+	ApplyBatch(ctx context.Context, evs []eventbus.Event) error
 	SnapshotCompleted(ctx context.Context, ev eventbus.Event) error
 }
 
-// Register subscribes c to every event type the read model understands.
+// Register subscribes c to every event type the read model understands; the
+// events of one cpf waiting together are applied together.
 func Register(c *eventbus.Consumer, store Store) {
-	for _, typ := range score.EventTypes() {
+	for _, typ := range contract.PersonEventTypes() {
 		c.Handle(typ, store.Apply)
 	}
-	c.Handle(score.SnapshotCompleted, store.SnapshotCompleted)
+	c.HandleBatch(contract.PersonEventTypes(), store.ApplyBatch)
+	c.Handle(contract.SnapshotCompleted, store.SnapshotCompleted)
 }

@@ -1,18 +1,18 @@
 package chaos
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/personscore/stack/measure"
 )
 
 // Client makes writes against person and records them in a Ledger.
@@ -34,69 +34,42 @@ func NewClient(personURL string) *Client {
 	}
 }
 
-type answer struct {
-	status  int
-	body    []byte
-	header  http.Header
-	err     error
-	latency time.Duration
-}
-
-func (c *Client) do(ctx context.Context, method, path string, body any) answer {
-	var rd io.Reader
-	if body != nil {
-		raw, _ := json.Marshal(body)
-		rd = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.Person()+path, rd)
-	if err != nil {
-		return answer{err: err}
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	start := time.Now()
-	resp, err := c.HTTP.Do(req)
-	if err != nil {
-		return answer{err: err, latency: time.Since(start)}
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	return answer{status: resp.StatusCode, body: raw, header: resp.Header, err: err, latency: time.Since(start)}
+func (c *Client) do(ctx context.Context, method, path string, body any) measure.Answer {
+	return measure.Call(ctx, c.HTTP, method, c.Person()+path, body)
 }
 
 // outcome classifies an answer and notes it in the ledger.
-func (c *Client) outcome(method, path string, a answer) Outcome {
+func (c *Client) outcome(method, path string, a measure.Answer) Outcome {
 	switch {
-	case a.err != nil && errors.Is(a.err, syscall.ECONNREFUSED):
+	case a.Err != nil && errors.Is(a.Err, syscall.ECONNREFUSED):
 		// Nothing was sent: the process is down. Definitely not applied.
-		c.Ledger.note("conn-refused", Refused, a.latency, "")
+		c.Ledger.note("conn-refused", Refused, a.Latency, "")
 		return Refused
-	case a.err != nil:
-		c.Ledger.note("conn-error", Unknown, a.latency, "")
+	case a.Err != nil:
+		c.Ledger.note("conn-error", Unknown, a.Latency, "")
 		return Unknown
-	case a.status >= 200 && a.status < 300:
-		c.Ledger.note(strconv.Itoa(a.status), Accepted, a.latency, "")
+	case a.Status >= 200 && a.Status < 300:
+		c.Ledger.note(strconv.Itoa(a.Status), Accepted, a.Latency, "")
 		return Accepted
-	case a.status == http.StatusServiceUnavailable && a.header.Get("Write-Outcome") == "unknown" && isProblem(a):
+	case a.Status == http.StatusServiceUnavailable && a.Header.Get("Write-Outcome") == "unknown" && isProblem(a):
 		// person could not confirm whether the write was applied.
-		c.Ledger.note("503-unknown", Unknown, a.latency, "")
+		c.Ledger.note("503-unknown", Unknown, a.Latency, "")
 		return Unknown
 	default:
 		serverErr := ""
-		if a.status >= 500 && a.status != http.StatusServiceUnavailable {
-			serverErr = fmt.Sprintf("%s %s -> %d %s", method, path, a.status, truncate(string(a.body), 300))
+		if a.Status >= 500 && a.Status != http.StatusServiceUnavailable {
+			serverErr = fmt.Sprintf("%s %s -> %d %s", method, path, a.Status, truncate(string(a.Body), 300))
 		}
-		if a.status == http.StatusServiceUnavailable && !isProblem(a) {
-			serverErr = fmt.Sprintf("%s %s -> 503 without problem+json: %q", method, path, truncate(string(a.body), 300))
+		if a.Status == http.StatusServiceUnavailable && !isProblem(a) {
+			serverErr = fmt.Sprintf("%s %s -> 503 without problem+json: %q", method, path, truncate(string(a.Body), 300))
 		}
-		c.Ledger.note(strconv.Itoa(a.status), Refused, a.latency, serverErr)
+		c.Ledger.note(strconv.Itoa(a.Status), Refused, a.Latency, serverErr)
 		return Refused
 	}
 }
 
-func isProblem(a answer) bool {
-	return a.header.Get("Content-Type") == "application/problem+json"
+func isProblem(a measure.Answer) bool {
+	return a.Header.Get("Content-Type") == "application/problem+json"
 }
 
 func truncate(s string, n int) string {
@@ -119,10 +92,10 @@ func (c *Client) Create(ctx context.Context, p *Person) Outcome {
 	switch {
 	case o == Accepted:
 		var r struct{ Version int64 }
-		_ = json.Unmarshal(a.body, &r)
+		_ = json.Unmarshal(a.Body, &r)
 		p.created = Accepted
 		p.versions = append(p.versions, r.Version)
-	case a.status == http.StatusConflict:
+	case a.Status == http.StatusConflict:
 		if p.created == Refused {
 			p.createPhantom = true
 		}
@@ -162,7 +135,7 @@ func (c *Client) AddItem(ctx context.Context, p *Person, kind string, value int6
 			ID      string
 			Version int64
 		}
-		_ = json.Unmarshal(a.body, &r)
+		_ = json.Unmarshal(a.Body, &r)
 		it.ID, it.AddVersion = r.ID, r.Version
 		p.versions = append(p.versions, r.Version)
 	}
@@ -178,7 +151,7 @@ func (c *Client) DeleteItem(ctx context.Context, p *Person, it *Item) Outcome {
 	defer p.mu.Unlock()
 	it.Del = o
 	if o == Accepted {
-		v, _ := strconv.ParseInt(a.header.Get("X-Version"), 10, 64)
+		v, _ := strconv.ParseInt(a.Header.Get("X-Version"), 10, 64)
 		it.DelVersion = v
 		p.versions = append(p.versions, v)
 	}

@@ -33,19 +33,6 @@ func (o Outcome) String() string {
 	return [...]string{"none", "accepted", "refused", "unknown"}[o]
 }
 
-// Points is the original system's rule on whole currency units.
-func Points(kind string, value int64) int64 {
-	switch kind {
-	case "income":
-		return value / 50
-	case "asset":
-		return value / 20
-	case "debt":
-		return -(value / 20)
-	}
-	return 0
-}
-
 // Item is one income, asset or debt the workload tried to add (and maybe delete).
 type Item struct {
 	Tag        string // its unique "type" value, which identifies it in person's answers

@@ -18,6 +18,7 @@ import (
 
 	"github.com/personscore/stack"
 	"github.com/personscore/stack/chaos"
+	"github.com/personscore/stack/measure"
 )
 
 // injected builds, for n cpfs from base, the events of a short history each:
@@ -41,7 +42,7 @@ func injected(base int64, n int, r *mrand.Rand) ([]chaos.Event, []chaos.Expect) 
 				continue
 			}
 			exp.Items[id] = value * 100
-			exp.Score += chaos.Points(kind, value)
+			exp.Score += measure.Points(kind, value*100)
 		}
 		evs = append(evs, chaos.ItemDeleted(cpf, 7, third.kind, third.id))
 		exps = append(exps, exp)
@@ -308,7 +309,7 @@ func TestBacklogDrain(t *testing.T) {
 	}
 	n := envInt("CHAOS_BACKLOG", def)
 	h := newHarness(t, setup{})
-	baseline, _ := chaos.PeakRSS(h.s.PID(stack.Score))
+	baseline, _ := measure.PeakRSS(h.s.PID(stack.Score))
 	if err := h.s.Kill(stack.Score, syscall.SIGTERM, 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -327,7 +328,7 @@ func TestBacklogDrain(t *testing.T) {
 			value := 1 + r.Int64N(100_000)
 			msgs = append(msgs, chaos.EventMessage(chaos.ItemCreated(cpf, v, kind, id, value)))
 			exp.Items[id] = value * 100
-			exp.Score += chaos.Points(kind, value)
+			exp.Score += measure.Points(kind, value*100)
 		}
 		exps = append(exps, exp)
 	}
@@ -350,7 +351,7 @@ func TestBacklogDrain(t *testing.T) {
 	var maxRSS int64
 	lastLog, lastDepth := start, len(msgs)
 	for {
-		if rss, err := chaos.RSS(pid); err == nil {
+		if rss, err := measure.RSS(pid); err == nil {
 			maxRSS = max(maxRSS, rss)
 		}
 		depth, err := chaos.QueueDepth(h.amqpURL, "score.queue")
@@ -389,7 +390,7 @@ func TestBacklogDrain(t *testing.T) {
 	}
 	wg.Wait()
 	drained := time.Since(start)
-	peak, err := chaos.PeakRSS(pid)
+	peak, err := measure.PeakRSS(pid)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,13 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"sort"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/personscore/stack/measure"
 )
 
 // Verified is what Verify found.
@@ -70,22 +71,16 @@ var verifyHTTP = &http.Client{Timeout: 10 * time.Second}
 func getJSON(ctx context.Context, url string, v any) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := verifyHTTP.Do(req)
-	if err != nil {
-		return 0, err
+	a := measure.Call(ctx, verifyHTTP, http.MethodGet, url, nil)
+	if a.Err != nil {
+		return a.Status, a.Err
 	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return resp.StatusCode, err
-	}
-	if resp.StatusCode == http.StatusOK && v != nil {
-		if err := json.Unmarshal(raw, v); err != nil {
-			return resp.StatusCode, fmt.Errorf("%s: %v: %s", url, err, truncate(string(raw), 200))
+	if a.Status == http.StatusOK && v != nil {
+		if err := json.Unmarshal(a.Body, v); err != nil {
+			return a.Status, fmt.Errorf("%s: %v: %s", url, err, truncate(string(a.Body), 200))
 		}
 	}
-	return resp.StatusCode, nil
+	return a.Status, nil
 }
 
 // Verify checks, for every person of the ledger, that person's state is
@@ -198,7 +193,7 @@ func expectFromPerson(ctx context.Context, p *Person, personURL string, deadline
 			errs = append(errs, fmt.Sprintf("item %s has id %s in person, %s in the 201 answer", tag, iv.ID, it.ID))
 		}
 		exp.Items[iv.ID] = it.Value * 100
-		exp.Score += Points(it.Kind, it.Value)
+		exp.Score += measure.Points(it.Kind, it.Value*100)
 	}
 	applied, unknownApplied := int64(1), 0
 	for _, it := range p.items {

@@ -3,32 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"net"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/personscore/eventbus"
+	"github.com/personscore/eventbus/eventbustest"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
-
-func brokerURL() string {
-	if u := os.Getenv("AMQP_URL"); u != "" {
-		return u
-	}
-	return defaultURL
-}
-
-func uniq(prefix string) string {
-	var b [5]byte
-	_, _ = rand.Read(b[:])
-	return prefix + "-" + hex.EncodeToString(b[:])
-}
 
 func dlq(t *testing.T, url string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
@@ -43,9 +28,9 @@ func dlq(t *testing.T, url string, args ...string) (code int, stdout, stderr str
 // limit) against a real service's dead-letter queue, with progress and the
 // number moved.
 func TestCountPeekReplay(t *testing.T) {
-	service, exchange := uniq("dlq-cmd"), uniq("dlq-cmd-x")
+	service, exchange := eventbustest.Unique("dlq-cmd"), eventbustest.Unique("dlq-cmd-x")
 	t.Cleanup(func() {
-		conn, err := amqp.Dial(brokerURL())
+		conn, err := amqp.Dial(eventbustest.BrokerURL())
 		if err != nil {
 			return
 		}
@@ -56,12 +41,12 @@ func TestCountPeekReplay(t *testing.T) {
 		}
 		_ = ch.ExchangeDelete(exchange, false, false)
 	})
-	conn := eventbus.Open(eventbus.ConnConfig{URLs: eventbus.SplitURLs(brokerURL()), Name: uniq("dlq-cmd-test")})
+	conn := eventbus.Open(eventbus.ConnConfig{URLs: eventbus.SplitURLs(eventbustest.BrokerURL()), Name: eventbustest.Unique("dlq-cmd-test")})
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := conn.WaitConnected(ctx); err != nil {
-		t.Fatalf("RabbitMQ unreachable at %s: %v (%v)", brokerURL(), err, conn.LastError())
+		t.Fatalf("RabbitMQ unreachable at %s: %v (%v)", eventbustest.BrokerURL(), err, conn.LastError())
 	}
 	metrics := eventbus.NewMetrics(nil)
 	c := eventbus.NewConsumer(conn, eventbus.ConsumerConfig{Service: service, Exchange: exchange, RetryDelays: []time.Duration{}, Metrics: metrics})
@@ -106,19 +91,19 @@ func TestCountPeekReplay(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	if code, out, errs := dlq(t, brokerURL(), "count", "-service", service); code != 0 || !strings.Contains(out, service+".dlq: 3 message(s)") {
+	if code, out, errs := dlq(t, eventbustest.BrokerURL(), "count", "-service", service); code != 0 || !strings.Contains(out, service+".dlq: 3 message(s)") {
 		t.Fatalf("count: %d %q %q", code, out, errs)
 	}
-	code, out, errs := dlq(t, brokerURL(), "peek", "-service", service, "-limit", "2")
+	code, out, errs := dlq(t, eventbustest.BrokerURL(), "peek", "-service", service, "-limit", "2")
 	if code != 0 || strings.Count(out, "reason: tax service down") != 2 || !strings.Contains(out, "type=invoice.issued") {
 		t.Fatalf("peek: %d %q %q", code, out, errs)
 	}
 	fixed.Store(true)
-	code, out, errs = dlq(t, brokerURL(), "replay", "-service", service, "-limit", "1")
+	code, out, errs = dlq(t, eventbustest.BrokerURL(), "replay", "-service", service, "-limit", "1")
 	if code != 0 || !strings.Contains(out, "replaying 1 message(s)") || !strings.Contains(out, "moved 1/1") || !strings.Contains(out, "moved 1 message(s)") {
 		t.Fatalf("replay -limit 1: %d %q %q", code, out, errs)
 	}
-	code, out, errs = dlq(t, brokerURL(), "replay", "-service", service)
+	code, out, errs = dlq(t, eventbustest.BrokerURL(), "replay", "-service", service)
 	if code != 0 || !strings.Contains(out, "moved 2 message(s)") {
 		t.Fatalf("replay: %d %q %q", code, out, errs)
 	}
@@ -130,7 +115,7 @@ func TestCountPeekReplay(t *testing.T) {
 	}
 	// Quorum queue message counts lag behind acknowledgements: ask until 0.
 	for {
-		code, out, _ := dlq(t, brokerURL(), "count", "-service", service)
+		code, out, _ := dlq(t, eventbustest.BrokerURL(), "count", "-service", service)
 		if code == 0 && strings.Contains(out, ": 0 message(s)") {
 			break
 		}
@@ -155,13 +140,13 @@ func TestErrors(t *testing.T) {
 		code      int
 		want      string
 	}{
-		{"no command", brokerURL(), nil, 2, "usage:"},
-		{"unknown command", brokerURL(), []string{"purge", "-service", "x"}, 2, `unknown command "purge"`},
-		{"no service", brokerURL(), []string{"count"}, 2, "-service is required"},
-		{"negative limit", brokerURL(), []string{"replay", "-service", "x", "-limit", "-1"}, 2, "must not be negative"},
+		{"no command", eventbustest.BrokerURL(), nil, 2, "usage:"},
+		{"unknown command", eventbustest.BrokerURL(), []string{"purge", "-service", "x"}, 2, `unknown command "purge"`},
+		{"no service", eventbustest.BrokerURL(), []string{"count"}, 2, "-service is required"},
+		{"negative limit", eventbustest.BrokerURL(), []string{"replay", "-service", "x", "-limit", "-1"}, 2, "must not be negative"},
 		{"bad url", "http://localhost/", []string{"count", "-service", "x"}, 2, "not an amqp:// or amqps:// URL"},
 		{"unreachable broker", closed, []string{"count", "-service", "x", "-timeout", "500ms"}, 1, "cannot reach RabbitMQ at amqp://guest:xxxxx@"},
-		{"unknown service", brokerURL(), []string{"replay", "-service", uniq("never-ran")}, 1, "ever consumed on this broker?"},
+		{"unknown service", eventbustest.BrokerURL(), []string{"replay", "-service", eventbustest.Unique("never-ran")}, 1, "ever consumed on this broker?"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

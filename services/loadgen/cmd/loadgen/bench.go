@@ -11,6 +11,7 @@ import (
 
 	"github.com/personscore/loadgen"
 	"github.com/personscore/stack"
+	"github.com/personscore/stack/measure"
 )
 
 // workloads are issue 14's: 600 writes of the seed's items from 16 clients,
@@ -131,7 +132,7 @@ func benchOne(ctx context.Context, o options, bin, backend, name string, persons
 		return e, err
 	}
 	printWorkload(e.Full)
-	if _, err := loadgen.Quiesce(ctx, []string{client.PersonURL, client.ScoreURL}, 2*time.Second, 3*time.Minute); err != nil {
+	if _, err := measure.Quiesce(ctx, []string{client.PersonURL, client.ScoreURL}, 2*time.Second, 3*time.Minute); err != nil {
 		logf("quiesce: %v", err)
 	}
 	cfg.StoreURI = ""

@@ -28,6 +28,7 @@ import (
 
 	"github.com/personscore/loadgen"
 	"github.com/personscore/stack"
+	"github.com/personscore/stack/measure"
 )
 
 type options struct {
@@ -76,47 +77,12 @@ func main() {
 }
 
 func run() error {
-	var o options
-	mix := flag.String("mix", loadgen.DefaultMix.String(), "weights of the writes: "+loadgen.DefaultMix.String())
-	flag.StringVar(&o.personURL, "person", "http://127.0.0.1:8080", "person's base URL (without -start-stack)")
-	flag.StringVar(&o.scoreURL, "score", "http://127.0.0.1:8081", "score's base URL (without -start-stack)")
-	flag.BoolVar(&o.startStack, "start-stack", false, "build and start localmongo, person and score on free ports, in a fresh RabbitMQ vhost and store")
-	flag.StringVar(&o.backend, "backend", "file", "embedded store journal with -start-stack: file or postgresql")
-	flag.StringVar(&o.pgURL, "pg", envOr("LOADGEN_POSTGRESQL_URL", "postgres://root@127.0.0.1:5432/test"), "PostgreSQL server for the postgresql backend (a fresh database is created beside this one and dropped)")
-	flag.StringVar(&o.amqpURL, "amqp", envOr("AMQP_URL", "amqp://guest:guest@localhost:5672/"), "RabbitMQ (a fresh vhost is created on it with -start-stack)")
-	flag.StringVar(&o.binDir, "bin", "", "folder with prebuilt localmongo, person and score (default: build them)")
-	flag.Float64Var(&o.rate, "rate", 0, "target writes per second (0: closed loop, -concurrency writers back to back)")
-	flag.IntVar(&o.concurrency, "concurrency", 8, "writes in flight at most")
-	flag.DurationVar(&o.duration, "duration", 30*time.Second, "how long to write")
-	flag.IntVar(&o.count, "count", 0, "stop after this many writes (0: only -duration)")
-	flag.Float64Var(&o.lagSample, "lag-sample", 1, "fraction of writes whose replication lag is measured")
-	flag.Float64Var(&o.suiteLagSample, "suite-lag-sample", 0.5, "with -suite: fraction of writes whose lag is measured in the rate steps")
-	flag.BoolVar(&o.check, "check", true, "check every cpf's score at the end")
-	flag.BoolVar(&o.storeBench, "store-bench", false, "measure the embedded store's sequential rates (SQLite and PostgreSQL) and exit")
-	flag.DurationVar(&o.storeDuration, "store-duration", 8*time.Second, "length of each store-bench operation")
-	flag.BoolVar(&o.suite, "suite", false, "run every benchmark of docs/BENCHMARKS.md (store, rate sweep on both backends, resources, start-up, sizes, profiles)")
-	flag.DurationVar(&o.step, "step", 30*time.Second, "length of each step of the rate sweep (-suite)")
-	flag.IntVar(&o.persons, "persons", 100, "cap on the persons created (deleted ones are created again); -suite creates them all first")
-	flag.IntVar(&o.grow, "grow", 500, "with -suite: then grow to this many persons and measure saturation again (0: skip)")
-	flag.BoolVar(&o.profile, "profile", false, "CPU-profile person, score and localmongo during a saturation run (alone, or at the end of -suite)")
-	flag.BoolVar(&o.bench, "bench", false, "run issue 14's workloads (-workloads) on fresh systems (-backends): full rate with -concurrency clients, then half that rate with every write's lag")
-	flag.BoolVar(&o.itemsRatio, "items-ratio", true, "with -bench: also compare writes to a person with 5 items and one with 5,000")
-	flag.BoolVar(&o.keep, "keep", false, "keep each started system's folder (store data, stack.log)")
-	flag.Float64Var(&o.lagRate, "lag-rate", 200, "with -bench: rate of the lag run (default 200/s, half of issue 14's 400 writes/s; 0: half the rate the full run reached)")
-	flag.StringVar(&o.backends, "backends", "file,postgresql", "with -bench: store journals (file, postgresql)")
-	flag.StringVar(&o.workloads, "workloads", "spread,hot", "with -bench: spread (200 persons × 3 items) and hot (1 person × 600 items)")
-	flag.StringVar(&o.out, "out", "", "folder for the JSON results and PNG plots (default: none)")
-	flag.BoolVar(&o.quiet, "quiet", false, "no progress line")
-	flag.Uint64Var(&o.seed, "seed", 0, "random seed (0: random)")
-	flag.Parse()
-
-	m, err := loadgen.ParseMix(*mix)
+	o, err := parseOptions(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
 	if err != nil {
 		return err
-	}
-	o.mix = m
-	if o.seed == 0 {
-		o.seed = rand.Uint64()
 	}
 	if !o.quiet && os.Getenv("CI") != "true" && isTerminal(os.Stdout) {
 		o.progress = os.Stdout
@@ -154,6 +120,56 @@ func run() error {
 	default:
 		return runOnce(ctx, o)
 	}
+}
+
+// parseOptions reads the command line; a seed of 0 becomes a random one.
+func parseOptions(args []string) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	mix := fs.String("mix", loadgen.DefaultMix.String(), "weights of the writes: "+loadgen.DefaultMix.String())
+	fs.StringVar(&o.personURL, "person", "http://127.0.0.1:8080", "person's base URL (without -start-stack)")
+	fs.StringVar(&o.scoreURL, "score", "http://127.0.0.1:8081", "score's base URL (without -start-stack)")
+	fs.BoolVar(&o.startStack, "start-stack", false, "build and start localmongo, person and score on free ports, in a fresh RabbitMQ vhost and store")
+	fs.StringVar(&o.backend, "backend", "file", "embedded store journal with -start-stack: file or postgresql")
+	fs.StringVar(&o.pgURL, "pg", envOr("LOADGEN_POSTGRESQL_URL", "postgres://root@127.0.0.1:5432/test"), "PostgreSQL server for the postgresql backend (a fresh database is created beside this one and dropped)")
+	fs.StringVar(&o.amqpURL, "amqp", envOr("AMQP_URL", "amqp://guest:guest@localhost:5672/"), "RabbitMQ (a fresh vhost is created on it with -start-stack)")
+	fs.StringVar(&o.binDir, "bin", "", "folder with prebuilt localmongo, person and score (default: build them)")
+	fs.Float64Var(&o.rate, "rate", 0, "target writes per second (0: closed loop, -concurrency writers back to back)")
+	fs.IntVar(&o.concurrency, "concurrency", 8, "writes in flight at most")
+	fs.DurationVar(&o.duration, "duration", 30*time.Second, "how long to write")
+	fs.IntVar(&o.count, "count", 0, "stop after this many writes (0: only -duration)")
+	fs.Float64Var(&o.lagSample, "lag-sample", 1, "fraction of writes whose replication lag is measured")
+	fs.Float64Var(&o.suiteLagSample, "suite-lag-sample", 0.5, "with -suite: fraction of writes whose lag is measured in the rate steps")
+	fs.BoolVar(&o.check, "check", true, "check every cpf's score at the end")
+	fs.BoolVar(&o.storeBench, "store-bench", false, "measure the embedded store's sequential rates (SQLite and PostgreSQL) and exit")
+	fs.DurationVar(&o.storeDuration, "store-duration", 8*time.Second, "length of each store-bench operation")
+	fs.BoolVar(&o.suite, "suite", false, "run every benchmark of docs/BENCHMARKS.md (store, rate sweep on both backends, resources, start-up, sizes, profiles)")
+	fs.DurationVar(&o.step, "step", 30*time.Second, "length of each step of the rate sweep (-suite)")
+	fs.IntVar(&o.persons, "persons", 100, "cap on the persons created (deleted ones are created again); -suite creates them all first")
+	fs.IntVar(&o.grow, "grow", 500, "with -suite: then grow to this many persons and measure saturation again (0: skip)")
+	fs.BoolVar(&o.profile, "profile", false, "CPU-profile person, score and localmongo during a saturation run (alone, or at the end of -suite)")
+	fs.BoolVar(&o.bench, "bench", false, "run issue 14's workloads (-workloads) on fresh systems (-backends): full rate with -concurrency clients, then half that rate with every write's lag")
+	fs.BoolVar(&o.itemsRatio, "items-ratio", true, "with -bench: also compare writes to a person with 5 items and one with 5,000")
+	fs.BoolVar(&o.keep, "keep", false, "keep each started system's folder (store data, stack.log)")
+	fs.Float64Var(&o.lagRate, "lag-rate", 200, "with -bench: rate of the lag run (default 200/s, half of issue 14's 400 writes/s; 0: half the rate the full run reached)")
+	fs.StringVar(&o.backends, "backends", "file,postgresql", "with -bench: store journals (file, postgresql)")
+	fs.StringVar(&o.workloads, "workloads", "spread,hot", "with -bench: spread (200 persons × 3 items) and hot (1 person × 600 items)")
+	fs.StringVar(&o.out, "out", "", "folder for the JSON results and PNG plots (default: none)")
+	fs.BoolVar(&o.quiet, "quiet", false, "no progress line")
+	fs.Uint64Var(&o.seed, "seed", 0, "random seed (0: random)")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+
+	m, err := loadgen.ParseMix(*mix)
+	if err != nil {
+		return o, fmt.Errorf("-mix: %w", err)
+	}
+	o.mix = m
+	if o.seed == 0 {
+		o.seed = rand.Uint64()
+	}
+	return o, nil
 }
 
 func isTerminal(f *os.File) bool {
@@ -222,7 +238,7 @@ func (s *system) pids() map[string]int {
 			out[n] = pid
 		}
 	}
-	if pid := loadgen.FindProcess("beam.smp"); pid > 0 {
+	if pid := measure.FindProcess("beam.smp"); pid > 0 {
 		out["rabbitmq"] = pid
 	}
 	return out
@@ -272,8 +288,9 @@ func startSystem(ctx context.Context, o options, binDir, backend string, pprof b
 		}
 	}
 	env := []string{"MIN_VERSION_WAIT=10s"}
-	os.Unsetenv("LOCALMONGO_POSTGRESQL_URL")
-	os.Unsetenv("PPROF_ADDR_LOCALMONGO")
+	// localmongo's own settings; empty values override any inherited ones
+	// (an empty LOCALMONGO_POSTGRESQL_URL is the file journal).
+	mongoEnv := []string{"LOCALMONGO_POSTGRESQL_URL=", "PPROF_ADDR_LOCALMONGO="}
 	if backend == "postgresql" {
 		u, drop, err := loadgen.FreshPostgreSQL(ctx, o.pgURL, "loadgen")
 		if err != nil {
@@ -281,25 +298,21 @@ func startSystem(ctx context.Context, o options, binDir, backend string, pprof b
 		}
 		sys.cleanup = append(sys.cleanup, drop)
 		sys.pgURL = u
-		// The stack passes its own environment on to localmongo.
-		os.Setenv("LOCALMONGO_POSTGRESQL_URL", u)
+		mongoEnv = append(mongoEnv, "LOCALMONGO_POSTGRESQL_URL="+u)
 	}
 	if pprof {
 		sys.pprof = map[string]string{stack.Mongo: addrs[3], stack.Person: addrs[4], stack.Score: addrs[5]}
-		os.Setenv("PPROF_ADDR_LOCALMONGO", addrs[3])
+		mongoEnv = append(mongoEnv, "PPROF_ADDR_LOCALMONGO="+addrs[3])
 		env = append(env, "PPROF_ADDR_PERSON="+addrs[4], "PPROF_ADDR_SCORE="+addrs[5])
 	}
 	cfg := stack.Config{BinDir: binDir, DataDir: filepath.Join(dir, "mongo"), AMQPURL: vhost,
-		MongoAddr: addrs[0], PersonAddr: addrs[1], ScoreAddr: addrs[2], Env: env, Output: logFile}
+		MongoAddr: addrs[0], PersonAddr: addrs[1], ScoreAddr: addrs[2], Env: env, Output: logFile,
+		ServiceEnv: map[string][]string{stack.Mongo: mongoEnv}}
 	s, err := stack.Start(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%w (see %s)", err, sys.logFile)
 	}
 	sys.Stack = s
-	sys.cleanup = append(sys.cleanup, func() {
-		os.Unsetenv("LOCALMONGO_POSTGRESQL_URL")
-		os.Unsetenv("PPROF_ADDR_LOCALMONGO")
-	})
 	ok = true
 	return sys, nil
 }
@@ -347,12 +360,12 @@ func runOnce(ctx context.Context, o options) error {
 	model.MaxPersons = o.persons
 	cfg := loadgen.RunConfig{Name: "run", Rate: o.rate, Concurrency: o.concurrency, Duration: o.duration, Count: o.count,
 		Mix: o.mix, LagSample: o.lagSample, Seed: o.seed, Progress: o.progress}
-	var sampler *loadgen.Sampler
+	var sampler *measure.Sampler
 	out := map[string]any{}
 	if sys != nil {
 		idle := readProcs(sys.pids())
 		out["idle"] = idle
-		sampler = loadgen.StartSampler(sys.pids(), 250*time.Millisecond)
+		sampler = measure.StartSampler(sys.pids(), 250*time.Millisecond)
 	}
 	step := measureStep(ctx, sys, client, model, cfg)
 	if sampler != nil {
@@ -362,7 +375,7 @@ func runOnce(ctx context.Context, o options) error {
 	out["run"] = step
 	printStep(step)
 	if o.check {
-		if _, err := loadgen.Quiesce(ctx, []string{client.PersonURL, client.ScoreURL}, 3*time.Second, 5*time.Minute); err != nil {
+		if _, err := measure.Quiesce(ctx, []string{client.PersonURL, client.ScoreURL}, 3*time.Second, 5*time.Minute); err != nil {
 			logf("before the check: %v", err)
 		}
 		chk := loadgen.Check(ctx, model, client, 16, 30*time.Second)
@@ -385,10 +398,10 @@ func cpfBase() int64 {
 	return 10_000_000_000 + rand.Int64N(80_000_000_000)/1_000_000*1_000_000
 }
 
-func readProcs(pids map[string]int) map[string]loadgen.Proc {
-	out := map[string]loadgen.Proc{}
+func readProcs(pids map[string]int) map[string]measure.Proc {
+	out := map[string]measure.Proc{}
 	for n, pid := range pids {
-		if p, err := loadgen.ReadProc(pid); err == nil {
+		if p, err := measure.ReadProc(pid); err == nil {
 			out[n] = p
 		}
 	}

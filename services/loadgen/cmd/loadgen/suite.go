@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/personscore/loadgen"
 	"github.com/personscore/stack"
+	"github.com/personscore/stack/measure"
 )
 
 // Step is one measured run with what the services and the store said about it.
@@ -25,12 +26,12 @@ type Step struct {
 	// time, set by person just before its store write, to handled), for every
 	// event of the run: score.queue (person → score) and person.queue
 	// (score.changed back to person). Estimated from histogram buckets.
-	MetricLagScore  loadgen.MetricLag `json:"metric_lag_score"`
-	MetricLagPerson loadgen.MetricLag `json:"metric_lag_person"`
+	MetricLagScore  measure.MetricLag `json:"metric_lag_score"`
+	MetricLagPerson measure.MetricLag `json:"metric_lag_person"`
 	// DocWritesPerWrite: document writes in the store per 2xx write, by
 	// database (postgresql backend: counted by PostgreSQL).
 	DocWritesPerWrite map[string]float64       `json:"doc_writes_per_write,omitempty"`
-	Resources         map[string]loadgen.Usage `json:"resources,omitempty"`
+	Resources         map[string]measure.Usage `json:"resources,omitempty"`
 	Persons           int                      `json:"persons"` // cpfs created so far
 	// DrainS is how long the services took to go idle after the last write.
 	DrainS    float64 `json:"drain_s"`
@@ -38,8 +39,8 @@ type Step struct {
 	Why       string  `json:"why_not_sustained,omitempty"`
 }
 
-func scrape(ctx context.Context, base, queue string) []loadgen.Bucket {
-	b, err := loadgen.ScrapeHistogram(ctx, base+"/metrics", "eventbus_lag_seconds", map[string]string{"queue": queue})
+func scrape(ctx context.Context, base, queue string) []measure.Bucket {
+	b, err := measure.ScrapeHistogram(ctx, base+"/metrics", "eventbus_lag_seconds", map[string]string{"queue": queue})
 	if err != nil {
 		logf("scrape %s: %v", base, err)
 	}
@@ -50,7 +51,7 @@ func scrape(ctx context.Context, base, queue string) []loadgen.Bucket {
 // document writes and (with a system) the processes' resources.
 func measureStep(ctx context.Context, sys *system, client *loadgen.Client, model *loadgen.Model, cfg loadgen.RunConfig) *Step {
 	services := []string{client.PersonURL, client.ScoreURL}
-	if _, err := loadgen.Quiesce(ctx, services, 3*time.Second, 3*time.Minute); err != nil {
+	if _, err := measure.Quiesce(ctx, services, 3*time.Second, 3*time.Minute); err != nil {
 		logf("before %s: %v", cfg.Name, err)
 	}
 	beforeScore := scrape(ctx, client.ScoreURL, "score")
@@ -59,15 +60,15 @@ func measureStep(ctx context.Context, sys *system, client *loadgen.Client, model
 	if sys != nil && sys.pgURL != "" {
 		pgBefore, _ = loadgen.PGWrites(ctx, sys.pgURL)
 	}
-	var sampler *loadgen.Sampler
+	var sampler *measure.Sampler
 	if sys != nil {
-		sampler = loadgen.StartSampler(sys.pids(), 250*time.Millisecond)
+		sampler = measure.StartSampler(sys.pids(), 250*time.Millisecond)
 	}
 	res := loadgen.Run(ctx, cfg, model, client)
 	step := &Step{RunResult: res}
 	// Let everything the writes caused finish (outbox clean-up, score.changed
 	// back to person) so that it counts for this step.
-	waited, err := loadgen.Quiesce(ctx, services, 3*time.Second, 3*time.Minute)
+	waited, err := measure.Quiesce(ctx, services, 3*time.Second, 3*time.Minute)
 	if err != nil {
 		logf("after %s: %v", cfg.Name, err)
 	}
@@ -76,8 +77,8 @@ func measureStep(ctx context.Context, sys *system, client *loadgen.Client, model
 		step.Resources = sampler.Stop()
 		perWrite(step)
 	}
-	step.MetricLagScore = loadgen.LagFromBuckets(loadgen.SubBuckets(scrape(ctx, client.ScoreURL, "score"), beforeScore))
-	step.MetricLagPerson = loadgen.LagFromBuckets(loadgen.SubBuckets(scrape(ctx, client.PersonURL, "person"), beforePerson))
+	step.MetricLagScore = measure.LagFromBuckets(measure.SubBuckets(scrape(ctx, client.ScoreURL, "score"), beforeScore))
+	step.MetricLagPerson = measure.LagFromBuckets(measure.SubBuckets(scrape(ctx, client.PersonURL, "person"), beforePerson))
 	if pgBefore != nil && res.Writes > 0 {
 		// An idle PostgreSQL backend reports its statistics within 10 s.
 		time.Sleep(11 * time.Second)
@@ -218,7 +219,7 @@ func loadAvg(phase string) string {
 // SystemResult is the whole benchmark of the system on one store backend.
 type SystemResult struct {
 	Backend         string                       `json:"backend"`
-	IdleRSS         map[string]loadgen.Proc      `json:"idle"`
+	IdleRSS         map[string]measure.Proc      `json:"idle"`
 	Startup         map[string][]loadgen.Startup `json:"startup,omitempty"`
 	Steps           []*Step                      `json:"steps"`
 	SaturationRate  float64                      `json:"saturation_rate"`
@@ -226,7 +227,7 @@ type SystemResult struct {
 	MaxSustainedRun string                       `json:"max_sustained_run"`
 	OverloadedAt    string                       `json:"overloaded_at,omitempty"` // the sweep stopped after this step
 	Half            *Step                        `json:"half_rate"`
-	IdleAfter       map[string]loadgen.Proc      `json:"idle_after"`
+	IdleAfter       map[string]measure.Proc      `json:"idle_after"`
 	Check           loadgen.CheckResult          `json:"check"`
 }
 
@@ -486,7 +487,7 @@ func sweep(ctx context.Context, o options, bin, backend string) (*SystemResult, 
 		r.Steps = append(r.Steps, preload(o.grow-model.Len()))
 		r.Steps = append(r.Steps, runStep(fmt.Sprintf("saturation, %d persons", model.Len()), 0, o.step, o.concurrency, noProbes))
 	}
-	if _, err := loadgen.Quiesce(ctx, []string{client.PersonURL, client.ScoreURL}, 3*time.Second, 5*time.Minute); err != nil {
+	if _, err := measure.Quiesce(ctx, []string{client.PersonURL, client.ScoreURL}, 3*time.Second, 5*time.Minute); err != nil {
 		logf("before the check: %v", err)
 	}
 	r.Check = loadgen.Check(ctx, model, client, 16, time.Minute)
@@ -494,7 +495,7 @@ func sweep(ctx context.Context, o options, bin, backend string) (*SystemResult, 
 	return r, nil
 }
 
-func fmtProcs(m map[string]loadgen.Proc) string {
+func fmtProcs(m map[string]measure.Proc) string {
 	var parts []string
 	for _, n := range []string{stack.Mongo, stack.Person, stack.Score} {
 		if p, ok := m[n]; ok {
@@ -582,7 +583,7 @@ func profileRun(ctx context.Context, o options) (map[string]ProfileInfo, error) 
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	// Idle first, so the profiles hold the run and nothing before it.
-	if _, err := loadgen.Quiesce(ctx, []string{client.PersonURL, client.ScoreURL}, 3*time.Second, 3*time.Minute); err != nil {
+	if _, err := measure.Quiesce(ctx, []string{client.PersonURL, client.ScoreURL}, 3*time.Second, 3*time.Minute); err != nil {
 		logf("before the profiled run: %v", err)
 	}
 	before := readProcs(sys.pids())
@@ -660,7 +661,7 @@ func summary(s *Suite) string {
 		}
 		for _, n := range []string{stack.Mongo, stack.Person, stack.Score, "rabbitmq"} {
 			idle, after := r.IdleRSS[n], r.IdleAfter[n]
-			var u loadgen.Usage
+			var u measure.Usage
 			if sat != nil {
 				u = sat.Resources[n]
 			}

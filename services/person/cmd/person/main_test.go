@@ -13,10 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
+	"github.com/personscore/eventbus/eventbustest"
 	"github.com/personscore/eventbus/service"
 	"github.com/personscore/localmongo/mongotest"
-	"github.com/personscore/person"
 	"github.com/personscore/person/internal/persontest"
 	"github.com/personscore/person/mongodb"
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,8 +28,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 )
-
-const amqpURL = "amqp://guest:guest@127.0.0.1:5672/"
 
 // broker is a channel on the test broker with the exchange and queues this
 // test declared, all deleted when the test ends.
@@ -42,16 +41,16 @@ type broker struct {
 
 func newBroker(t *testing.T) *broker {
 	t.Helper()
-	conn, err := amqp.Dial(amqpURL)
+	conn, err := amqp.Dial(eventbustest.BrokerURL())
 	if err != nil {
-		t.Fatalf("RabbitMQ at %s is required: %v", amqpURL, err)
+		t.Fatalf("RabbitMQ at %s is required: %v", eventbustest.BrokerURL(), err)
 	}
 	ch, err := conn.Channel()
 	if err != nil {
 		t.Fatal(err)
 	}
-	suffix := persontest.RandomSuffix()
-	b := &broker{t: t, conn: conn, ch: ch, exchange: "person-test-" + suffix, consumer: "person-test-" + suffix}
+	name := eventbustest.Unique("person-test")
+	b := &broker{t: t, conn: conn, ch: ch, exchange: name, consumer: name}
 	if err := ch.ExchangeDeclare(b.exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -153,15 +152,11 @@ func start(t *testing.T, b *broker, log *zap.Logger, mongoURI, brokerURL string)
 func startWith(t *testing.T, b *broker, log *zap.Logger, mongoURI, brokerURL string, own personConfig) *app {
 	t.Helper()
 	addr := freeAddr(t)
-	own.ConsumerName = b.consumer
-	cfg := config{
-		Config: service.Config{HTTPAddr: addr, AMQPURL: brokerURL, MongoURI: mongoURI, MongoDatabase: "person",
-			Exchange: b.exchange, LogLevel: "info", ShutdownTimeout: 20 * time.Second, Workers: 2},
-		personConfig: own,
-	}
+	cfg := service.Config{HTTPAddr: addr, AMQPURL: brokerURL, MongoURI: mongoURI, MongoDatabase: "person",
+		ConsumerName: b.consumer, Exchange: b.exchange, LogLevel: "info", ShutdownTimeout: 20 * time.Second, Workers: 2}
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &app{base: "http://" + addr, cancel: cancel, done: make(chan error, 1)}
-	go func() { a.done <- run(ctx, cfg, log, prometheus.NewRegistry()) }()
+	go func() { a.done <- service.Run(ctx, spec(&own), cfg, log, prometheus.NewRegistry()) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -268,7 +263,7 @@ func collect(t *testing.T, deliveries <-chan amqp.Delivery, want map[string]bool
 func TestServiceEndToEndAndGracefulShutdown(t *testing.T) {
 	b := newBroker(t)
 	events := b.tap()
-	a := start(t, b, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), mongotest.Start(t).URI(), amqpURL)
+	a := start(t, b, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), mongotest.Start(t).URI(), eventbustest.BrokerURL())
 
 	a.must(t, "POST", "/person", `{"cpf": 11111, "name": "abc", "address": "abc", "date_of_birth": "2019-06-15T19:23:55-03:00"}`, 201)
 	a.must(t, "POST", "/person/11111/income", `{"type": "renting", "value": 1000}`, 201)
@@ -279,7 +274,7 @@ func TestServiceEndToEndAndGracefulShutdown(t *testing.T) {
 
 	// score.changed, as the score service publishes it, through the library.
 	b.waitConsuming(eventbus.WorkQueue(b.consumer))
-	conn := eventbus.Open(eventbus.ConnConfig{URLs: []string{amqpURL}, Name: "person-test-score"})
+	conn := eventbus.Open(eventbus.ConnConfig{URLs: []string{eventbustest.BrokerURL()}, Name: "person-test-score"})
 	defer conn.Close()
 	pub := eventbus.NewPublisher(conn, eventbus.PublisherConfig{Exchange: b.exchange})
 	defer pub.Close()
@@ -289,7 +284,7 @@ func TestServiceEndToEndAndGracefulShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range []struct{ score, version int64 }{{4970, 4}, {20, 2}} { // the older one arrives late
-		ev, err := eventbus.NewEvent(ctx, "/score", person.ScoreChanged, "11111", s.version, person.ScoreData{CPF: 11111, Score: s.score})
+		ev, err := eventbus.NewEvent(ctx, "/score", contract.ScoreChanged, "11111", s.version, contract.ScoreChangedData{CPF: 11111, Score: s.score})
 		if err != nil {
 			t.Fatal(err)
 		}

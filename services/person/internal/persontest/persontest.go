@@ -5,8 +5,6 @@ package persontest
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"io"
 	"net"
@@ -16,6 +14,7 @@ import (
 	"time"
 
 	"github.com/personscore/eventbus"
+	"github.com/personscore/eventbus/eventbustest"
 	"github.com/personscore/eventbus/outbox"
 	"github.com/personscore/localmongo/mongotest"
 	"github.com/personscore/person/mongodb"
@@ -103,7 +102,7 @@ func New(tb testing.TB, opts ...Options) *Env {
 		tb.Fatalf("persontest: connect: %v", err)
 	}
 	tb.Cleanup(func() { _ = client.Disconnect(context.Background()) })
-	db := client.Database("person_" + RandomSuffix())
+	db := client.Database(eventbustest.Unique("person"))
 	rec := &Recorder{}
 	ob := outbox.New(outbox.Config{Collection: mongodb.PersonsCollection(db), Publisher: rec, SweepInterval: o.SweepInterval})
 	return &Env{Proxy: px, Client: client, DB: db, Recorder: rec, Outbox: ob, Store: mongodb.New(db, ob)}
@@ -124,13 +123,6 @@ func (e *Env) RunOutbox(tb testing.TB) (stop func() error) {
 	}
 	tb.Cleanup(func() { _ = stop() })
 	return stop
-}
-
-// RandomSuffix returns 12 random hex digits for unique names.
-func RandomSuffix() string {
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 func hostOf(uri string) (string, error) {

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 
+	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
 	"github.com/personscore/score"
 )
@@ -78,17 +79,17 @@ func (h *History) step(rng *rand.Rand) {
 	r := rng.IntN(100)
 	switch {
 	case !live:
-		typ = score.PersonCreated
+		typ = contract.PersonCreated
 		next.Exists, next.Deleted = true, false
 		next.Person = randomPerson(rng, v)
 		next.Items = map[string]Item{}
 		data = personData(cpf, next.Person)
 	case r < 15:
-		typ = score.PersonUpdated
+		typ = contract.PersonUpdated
 		next.Person = randomPerson(rng, v)
 		data = personData(cpf, next.Person)
 	case r < 25:
-		typ = score.PersonDeleted
+		typ = contract.PersonDeleted
 		next.Deleted, next.Person, next.Items = true, score.Person{}, map[string]Item{}
 		data = map[string]any{"cpf": cpf}
 	case r < 45 && len(cur.Items) > 0:
@@ -98,7 +99,7 @@ func (h *History) step(rng *rand.Rand) {
 		typ = it.Kind + ".deleted"
 		data = map[string]any{"cpf": cpf, "id": it.ID, "kind": it.Kind}
 	default:
-		kind := score.ItemKinds[rng.IntN(len(score.ItemKinds))]
+		kind := contract.ItemKinds[rng.IntN(len(contract.ItemKinds))]
 		it := Item{ID: fmt.Sprintf("%d-item-%d", cpf, v), Kind: kind, Cents: 1 + rng.Int64N(20_000_00), Version: v}
 		if kind != "debt" {
 			it.Type = []string{"salary", "renting", "apartment", "car"}[rng.IntN(4)]
@@ -158,7 +159,7 @@ func (h *History) Snapshot(v int64) eventbus.Event {
 			data["items"] = items
 		}
 	}
-	return mustEvent(score.PersonSnapshot, h.CPF, v, data)
+	return mustEvent(contract.PersonSnapshot, h.CPF, v, data)
 }
 
 // Want is the semantic read model of the cpf after version v, derived from

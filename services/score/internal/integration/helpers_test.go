@@ -8,41 +8,21 @@ import (
 	"time"
 
 	"github.com/personscore/eventbus"
-	"github.com/personscore/localmongo/mongotest"
 	"github.com/personscore/score"
-	"github.com/personscore/score/internal/brokertest"
 	"github.com/personscore/score/internal/historytest"
+	"github.com/personscore/score/internal/scoretest"
 	"github.com/personscore/score/mongodb"
 	"github.com/personscore/score/personevents"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 )
 
-type mongoEnv struct {
-	uri string
-	db  *mongo.Database
-}
+// mongoEnv is one embedded MongoDB; each replica connects with its own client.
+type mongoEnv struct{ *scoretest.Mongo }
 
-func startMongo(t *testing.T) *mongoEnv {
-	t.Helper()
-	srv := mongotest.Start(t)
-	e := &mongoEnv{uri: srv.URI()}
-	e.db = e.connect(t)
-	return e
-}
-
-func (e *mongoEnv) connect(t *testing.T) *mongo.Database {
-	t.Helper()
-	client, err := mongo.Connect(options.Client().ApplyURI(e.uri).SetTimeout(10 * time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
-	return client.Database("score")
-}
+func startMongo(t *testing.T) *mongoEnv { return &mongoEnv{scoretest.StartMongo(t)} }
 
 // replica is one score process: its own MongoDB client, store and consumer of
 // the shared queue. applied counts the events its consumer handled.
@@ -56,15 +36,23 @@ func (r *replica) Apply(ctx context.Context, ev eventbus.Event) error {
 	return r.store.Apply(ctx, ev)
 }
 
+func (r *replica) ApplyBatch(ctx context.Context, evs []eventbus.Event) error {
+	err := r.store.ApplyBatch(ctx, evs)
+	if err == nil { // a failed batch comes back event by event, through Apply
+		r.applied.Add(int64(len(evs)))
+	}
+	return err
+}
+
 func (r *replica) SnapshotCompleted(ctx context.Context, ev eventbus.Event) error {
 	return r.store.SnapshotCompleted(ctx, ev)
 }
 
 // startReplica starts a score replica consuming service's queue; with run it
 // also runs the store (relay, watcher, rebuild driver) as main does.
-func startReplica(t *testing.T, env *mongoEnv, b *brokertest.Broker, service string, run bool) *replica {
+func startReplica(t *testing.T, env *mongoEnv, b *scoretest.Broker, service string, run bool) *replica {
 	t.Helper()
-	cfg := mongodb.Config{DB: env.connect(t), Logger: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)),
+	cfg := mongodb.Config{DB: env.Connect(t), Logger: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)),
 		MetaInterval: 100 * time.Millisecond, OutboxSweep: 500 * time.Millisecond}
 	if run {
 		cfg.Publisher = b.Publisher()
@@ -110,7 +98,7 @@ func waitVersions(t *testing.T, s *mongodb.Store, env *mongoEnv, hs []*historyte
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := semantics(t, env.db.Collection(active))
+		got := semantics(t, env.DB.Collection(active))
 		behind := 0
 		for _, h := range hs {
 			if got[h.CPF].Version < h.Final() {

@@ -10,11 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
+	"github.com/personscore/eventbus/eventbustest"
 	"github.com/personscore/score"
 	"github.com/personscore/score/admin"
-	"github.com/personscore/score/internal/brokertest"
 	"github.com/personscore/score/internal/historytest"
+	"github.com/personscore/score/internal/scoretest"
 	"github.com/personscore/score/mongodb"
 	"go.uber.org/zap"
 )
@@ -36,7 +38,7 @@ type source struct {
 }
 
 func (s *source) snapshotRequested(ctx context.Context, ev eventbus.Event) error {
-	var req score.SnapshotRequest
+	var req contract.SnapshotRequest
 	if err := ev.DecodeData(&req); err != nil {
 		return err
 	}
@@ -48,8 +50,8 @@ func (s *source) snapshotRequested(ctx context.Context, ev eventbus.Event) error
 	snaps = append(snaps, snaps[s.rng.IntN(len(snaps))]) // a duplicate delivery
 	s.rng.Shuffle(len(snaps), func(i, j int) { snaps[i], snaps[j] = snaps[j], snaps[i] })
 	s.mu.Unlock()
-	done, err := eventbus.NewEvent(ctx, historytest.Source, score.SnapshotCompleted, req.RebuildID, 1,
-		score.SnapshotCompletion{RebuildID: req.RebuildID, Count: int64(len(s.hs))})
+	done, err := eventbus.NewEvent(ctx, historytest.Source, contract.SnapshotCompleted, req.RebuildID, 1,
+		contract.SnapshotCompletion{RebuildID: req.RebuildID, Count: int64(len(s.hs))})
 	if err != nil {
 		return err
 	}
@@ -80,9 +82,9 @@ func (s *source) write(h *historytest.History, n int) []eventbus.Event {
 // A second rebuild runs while person keeps writing, and converges to the
 // exact final state too.
 func TestRebuildEqualsIncrementalModel(t *testing.T) {
-	b := brokertest.New(t)
+	b := scoretest.New(t)
 	env := startMongo(t)
-	service := brokertest.Unique("score")
+	service := eventbustest.Unique("score")
 	a := startReplica(t, env, b, service, true)
 	startReplica(t, env, b, service, true)
 
@@ -93,9 +95,9 @@ func TestRebuildEqualsIncrementalModel(t *testing.T) {
 	for i := range 8 {
 		src.hs = append(src.hs, historytest.Generate(rng, int64(90_000+i), 0))
 	}
-	person := b.Consumer(brokertest.Unique("person"), 1)
-	person.Handle(score.SnapshotRequested, src.snapshotRequested)
-	person.Handle(mongodb.ScoreChanged, func(context.Context, eventbus.Event) error { return nil })
+	person := b.Consumer(eventbustest.Unique("person"), 1)
+	person.Handle(contract.SnapshotRequested, src.snapshotRequested)
+	person.Handle(contract.ScoreChanged, func(context.Context, eventbus.Event) error { return nil })
 	b.Run(person)
 
 	// Incremental build: random histories, delivered shuffled with duplicates.
@@ -115,7 +117,7 @@ func TestRebuildEqualsIncrementalModel(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitVersions(t, a.store, env, src.hs, 60*time.Second)
-	incremental := semantics(t, env.db.Collection(mongodb.DefaultCollection))
+	incremental := semantics(t, env.DB.Collection(mongodb.DefaultCollection))
 	for _, h := range src.hs {
 		if want := h.Want(h.Final()); !reflect.DeepEqual(incremental[h.CPF], want) {
 			t.Fatalf("seed %d: incremental document of %d\n got %v\nwant %v", seed, h.CPF, incremental[h.CPF], want)
@@ -149,7 +151,7 @@ func TestRebuildEqualsIncrementalModel(t *testing.T) {
 	if first.Active != first.Target || first.From != mongodb.DefaultCollection || first.Snapshotted != int64(len(src.hs)) {
 		t.Fatalf("first rebuild: %+v", first)
 	}
-	rebuilt := semantics(t, env.db.Collection(first.Target))
+	rebuilt := semantics(t, env.DB.Collection(first.Target))
 	if !reflect.DeepEqual(rebuilt, incremental) {
 		for cpf, inc := range incremental {
 			if !reflect.DeepEqual(rebuilt[cpf], inc) {
@@ -197,7 +199,7 @@ func TestRebuildEqualsIncrementalModel(t *testing.T) {
 		t.Fatalf("second rebuild: %+v", second)
 	}
 	waitVersions(t, a.store, env, src.hs, 60*time.Second)
-	final := semantics(t, env.db.Collection(second.Target))
+	final := semantics(t, env.DB.Collection(second.Target))
 	for _, h := range src.hs {
 		if want := h.Want(h.Final()); !reflect.DeepEqual(final[h.CPF], want) {
 			t.Fatalf("seed %d: after a rebuild under writes, cpf %d\n got %v\nwant %v", seed, h.CPF, final[h.CPF], want)

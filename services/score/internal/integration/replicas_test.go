@@ -9,8 +9,9 @@ import (
 	"time"
 
 	"github.com/personscore/eventbus"
-	"github.com/personscore/score/internal/brokertest"
+	"github.com/personscore/eventbus/eventbustest"
 	"github.com/personscore/score/internal/historytest"
+	"github.com/personscore/score/internal/scoretest"
 	"github.com/personscore/score/mongodb"
 )
 
@@ -20,9 +21,9 @@ import (
 // the replicas apply the same document concurrently. The final document is
 // exactly the history's final state: no update lost, no duplicate counted.
 func TestReplicasShareOneQueue(t *testing.T) {
-	b := brokertest.New(t)
+	b := scoretest.New(t)
 	env := startMongo(t)
-	service := brokertest.Unique("score")
+	service := eventbustest.Unique("score")
 	var replicas []*replica
 	for range 3 {
 		replicas = append(replicas, startReplica(t, env, b, service, false))
@@ -72,7 +73,7 @@ func TestReplicasShareOneQueue(t *testing.T) {
 	for total() < int64(len(deliveries)) && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	got := semantics(t, env.db.Collection(mongodb.DefaultCollection))[h.CPF]
+	got := semantics(t, env.DB.Collection(mongodb.DefaultCollection))[h.CPF]
 	if want := h.Want(h.Final()); !reflect.DeepEqual(got, want) {
 		t.Fatalf("seed %d: after %d deliveries to 3 replicas\n got %v\nwant %v", seed, len(deliveries), got, want)
 	}

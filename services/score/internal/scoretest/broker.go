@@ -1,40 +1,24 @@
-// Package brokertest gives score's integration tests the real RabbitMQ
-// (AMQP_URL, default the local broker) with a private exchange and private
-// consumer names per test, and deletes what the test declared. It never
-// skips: an unreachable broker fails the test loudly.
-package brokertest
+// Package scoretest holds the helpers of score's integration tests: the real
+// RabbitMQ (AMQP_URL, default the local broker) with a private exchange and
+// private consumer names per test, deleting what the test declared, and an
+// embedded MongoDB-wire store. It never skips: an unreachable broker fails the
+// test loudly.
+package scoretest
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/personscore/eventbus"
+	"github.com/personscore/eventbus/eventbustest"
 	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 )
-
-// URL is the broker the tests use.
-func URL() string {
-	if u := os.Getenv("AMQP_URL"); u != "" {
-		return u
-	}
-	return "amqp://guest:guest@127.0.0.1:5672/"
-}
-
-// Unique returns prefix with a random suffix.
-func Unique(prefix string) string {
-	var b [5]byte
-	_, _ = rand.Read(b[:])
-	return prefix + "-" + hex.EncodeToString(b[:])
-}
 
 // RetryDelays is the short retry schedule the tests' consumers use.
 var RetryDelays = []time.Duration{100 * time.Millisecond, 300 * time.Millisecond}
@@ -55,18 +39,18 @@ type Broker struct {
 // the deletion of the exchange and of every consumer's queues.
 func New(t testing.TB) *Broker {
 	t.Helper()
-	raw, err := amqp.Dial(URL())
+	raw, err := amqp.Dial(eventbustest.BrokerURL())
 	if err != nil {
-		t.Fatalf("RabbitMQ unreachable at %s: %v (integration tests need the broker; they never skip)", URL(), err)
+		t.Fatalf("RabbitMQ unreachable at %s: %v (integration tests need the broker; they never skip)", eventbustest.BrokerURL(), err)
 	}
 	_ = raw.Close()
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
-	b := &Broker{t: t, Exchange: Unique("score-test"), Log: log}
-	b.Conn = eventbus.Open(eventbus.ConnConfig{URLs: []string{URL()}, Name: Unique("score-test"), Logger: log})
+	b := &Broker{t: t, Exchange: eventbustest.Unique("score-test"), Log: log}
+	b.Conn = eventbus.Open(eventbus.ConnConfig{URLs: []string{eventbustest.BrokerURL()}, Name: eventbustest.Unique("score-test"), Logger: log})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := b.Conn.WaitConnected(ctx); err != nil {
-		t.Fatalf("RabbitMQ unreachable at %s: %v", URL(), err)
+		t.Fatalf("RabbitMQ unreachable at %s: %v", eventbustest.BrokerURL(), err)
 	}
 	t.Cleanup(b.cleanup)
 	return b
@@ -92,7 +76,7 @@ func (b *Broker) Consumer(service string, workers int) *eventbus.Consumer {
 	b.mu.Lock()
 	b.services = append(b.services, service)
 	b.mu.Unlock()
-	conn := eventbus.Open(eventbus.ConnConfig{URLs: []string{URL()}, Name: Unique(service), Logger: b.Log})
+	conn := eventbus.Open(eventbus.ConnConfig{URLs: []string{eventbustest.BrokerURL()}, Name: eventbustest.Unique(service), Logger: b.Log})
 	b.t.Cleanup(func() { _ = conn.Close() })
 	return eventbus.NewConsumer(conn, eventbus.ConsumerConfig{Service: service, Exchange: b.Exchange, Workers: workers,
 		RetryDelays: RetryDelays, ShutdownTimeout: 5 * time.Second, Logger: b.Log,
@@ -121,7 +105,7 @@ func (b *Broker) Run(c *eventbus.Consumer) {
 }
 
 func (b *Broker) cleanup() {
-	conn, err := amqp.Dial(URL())
+	conn, err := amqp.Dial(eventbustest.BrokerURL())
 	if err != nil {
 		b.t.Errorf("cleanup: %v", err)
 		return
@@ -156,7 +140,7 @@ func (b *Broker) cleanup() {
 // DeadLetters counts the messages in service's dead-letter queue.
 func (b *Broker) DeadLetters(service string) int {
 	b.t.Helper()
-	conn, err := amqp.Dial(URL())
+	conn, err := amqp.Dial(eventbustest.BrokerURL())
 	if err != nil {
 		b.t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package loadgen
+package measure
 
 import (
 	"bufio"
@@ -100,33 +100,19 @@ type Sampler struct {
 	start map[string]Proc
 	mu    sync.Mutex
 	max   map[string]float64
-	stop  chan struct{}
-	done  chan struct{}
+	stop  func()
 }
 
 // StartSampler samples every interval until Stop.
 func StartSampler(pids map[string]int, interval time.Duration) *Sampler {
-	s := &Sampler{pids: pids, start: map[string]Proc{}, max: map[string]float64{},
-		stop: make(chan struct{}), done: make(chan struct{})}
+	s := &Sampler{pids: pids, start: map[string]Proc{}, max: map[string]float64{}}
 	for name, pid := range pids {
 		if p, err := ReadProc(pid); err == nil {
 			s.start[name] = p
 			s.max[name] = p.RSSMB
 		}
 	}
-	go func() {
-		defer close(s.done)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-s.stop:
-				return
-			case <-t.C:
-			}
-			s.sample()
-		}
-	}()
+	s.stop = Every(interval, s.sample)
 	return s
 }
 
@@ -142,9 +128,7 @@ func (s *Sampler) sample() {
 
 // Stop ends sampling and returns each process's usage over the run.
 func (s *Sampler) Stop() map[string]Usage {
-	close(s.stop)
-	<-s.done
-	s.sample()
+	s.stop()
 	out := map[string]Usage{}
 	for name, pid := range s.pids {
 		p, err := ReadProc(pid)
@@ -156,4 +140,16 @@ func (s *Sampler) Stop() map[string]Usage {
 		s.mu.Unlock()
 	}
 	return out
+}
+
+// RSS is a process's current resident set size (VmRSS) in bytes.
+func RSS(pid int) (int64, error) {
+	p, err := ReadProc(pid)
+	return int64(p.RSSMB * (1 << 20)), err
+}
+
+// PeakRSS is a process's peak resident set size (VmHWM) in bytes.
+func PeakRSS(pid int) (int64, error) {
+	p, err := ReadProc(pid)
+	return int64(p.HWMMB * (1 << 20)), err
 }

@@ -1,4 +1,4 @@
-package loadgen
+package measure
 
 import (
 	"math"
@@ -118,21 +118,6 @@ func TestTimelineGroupsBySecond(t *testing.T) {
 	}
 	if secs[2].LagMaxMS != 40 {
 		t.Errorf("second 2 = %+v", secs[2])
-	}
-}
-
-func TestThirds(t *testing.T) {
-	var s []Sample
-	for i := range 90 {
-		lag := time.Millisecond
-		if i >= 60 {
-			lag = 100 * time.Millisecond
-		}
-		s = append(s, Sample{At: time.Duration(i) * 100 * time.Millisecond, Lag: lag, OK: true})
-	}
-	first, last := thirds(s, 9*time.Second)
-	if first != 1 || last != 100 {
-		t.Errorf("thirds = %v, %v", first, last)
 	}
 }
 

@@ -1,4 +1,4 @@
-package loadgen
+package measure
 
 import (
 	"math"
@@ -28,7 +28,8 @@ func Percentile(sorted []time.Duration, p float64) time.Duration {
 	return sorted[rank-1]
 }
 
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+// MS is d in milliseconds.
+func MS(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // Summarize sorts a copy of ds and describes it.
 func Summarize(ds []time.Duration) Summary {
@@ -43,11 +44,11 @@ func Summarize(ds []time.Duration) Summary {
 	}
 	return Summary{
 		Count:  len(s),
-		MeanMS: ms(sum / time.Duration(len(s))),
-		P50MS:  ms(Percentile(s, 50)),
-		P95MS:  ms(Percentile(s, 95)),
-		P99MS:  ms(Percentile(s, 99)),
-		MaxMS:  ms(s[len(s)-1]),
+		MeanMS: MS(sum / time.Duration(len(s))),
+		P50MS:  MS(Percentile(s, 50)),
+		P95MS:  MS(Percentile(s, 95)),
+		P99MS:  MS(Percentile(s, 99)),
+		MaxMS:  MS(s[len(s)-1]),
 	}
 }
 

@@ -1,4 +1,4 @@
-package loadgen
+package measure
 
 import (
 	"bufio"
@@ -7,15 +7,15 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// ScrapeHistogram reads a Prometheus histogram from a /metrics page and sums
-// its buckets over every series whose labels include all of match.
-func ScrapeHistogram(ctx context.Context, url, name string, match map[string]string) ([]Bucket, error) {
+// get fetches a /metrics page (or any page that must answer 200).
+func get(ctx context.Context, url string) (io.ReadCloser, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
@@ -24,53 +24,102 @@ func ScrapeHistogram(ctx context.Context, url, name string, match map[string]str
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
 		return nil, fmt.Errorf("%s: %s", url, resp.Status)
 	}
-	return ParseHistogram(resp.Body, name, match)
+	return resp.Body, nil
+}
+
+// eachSample calls f with every sample of a Prometheus text page.
+func eachSample(r io.Reader, f func(name string, labels map[string]string, value float64)) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		name, rest := line, ""
+		if i := strings.IndexAny(line, "{ "); i >= 0 {
+			name, rest = line[:i], line[i:]
+		}
+		var labels map[string]string
+		if strings.HasPrefix(rest, "{") {
+			end := strings.LastIndex(rest, "}")
+			if end < 0 {
+				continue
+			}
+			labels, rest = parseLabels(rest[1:end]), rest[end+1:]
+		}
+		fields := strings.Fields(rest)
+		if len(fields) == 0 {
+			continue
+		}
+		if v, err := parseFloat(fields[0]); err == nil {
+			f(name, labels, v)
+		}
+	}
+	return sc.Err()
+}
+
+// matches reports whether labels include every label of match.
+func matches(labels, match map[string]string) bool {
+	for k, v := range match {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// Scrape sums the samples of metric on the /metrics page at url whose labels
+// include every label of match (e.g. {"queue": "score"}).
+func Scrape(ctx context.Context, url, metric string, match map[string]string) (float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	body, err := get(ctx, url)
+	if err != nil {
+		return 0, err
+	}
+	defer body.Close()
+	return Sum(body, metric, match)
+}
+
+// Sum is Scrape on the text of a /metrics page.
+func Sum(r io.Reader, metric string, match map[string]string) (float64, error) {
+	sum := 0.0
+	err := eachSample(r, func(name string, labels map[string]string, v float64) {
+		if name == metric && matches(labels, match) {
+			sum += v
+		}
+	})
+	return sum, err
+}
+
+// ScrapeHistogram reads a Prometheus histogram from a /metrics page and sums
+// its buckets over every series whose labels include all of match.
+func ScrapeHistogram(ctx context.Context, url, name string, match map[string]string) ([]Bucket, error) {
+	body, err := get(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	return ParseHistogram(body, name, match)
 }
 
 // ParseHistogram is ScrapeHistogram on the text of a /metrics page.
 func ParseHistogram(r io.Reader, name string, match map[string]string) ([]Bucket, error) {
 	sums := map[float64]float64{}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
-	prefix := name + "_bucket{"
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, prefix) {
-			continue
+	err := eachSample(r, func(n string, labels map[string]string, v float64) {
+		if n != name+"_bucket" || !matches(labels, match) {
+			return
 		}
-		end := strings.LastIndex(line, "}")
-		if end < 0 {
-			continue
+		if le, err := parseFloat(labels["le"]); err == nil {
+			sums[le] += v
 		}
-		labels := parseLabels(line[len(prefix):end])
-		ok := true
-		for k, v := range match {
-			if labels[k] != v {
-				ok = false
-			}
-		}
-		if !ok {
-			continue
-		}
-		le, err := parseFloat(labels["le"])
-		if err != nil {
-			continue
-		}
-		fields := strings.Fields(line[end+1:])
-		if len(fields) == 0 {
-			continue
-		}
-		v, err := parseFloat(fields[0])
-		if err != nil {
-			continue
-		}
-		sums[le] += v
-	}
-	if err := sc.Err(); err != nil {
+	})
+	if err != nil {
 		return nil, err
 	}
 	out := make([]Bucket, 0, len(sums))
@@ -138,34 +187,12 @@ func LagFromBuckets(b []Bucket) MetricLag {
 // (counter or gauge) on a /metrics page.
 func ParseSums(r io.Reader, names ...string) (map[string]float64, error) {
 	out := make(map[string]float64, len(names))
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
+	err := eachSample(r, func(name string, _ map[string]string, v float64) {
+		if slices.Contains(names, name) {
+			out[name] += v
 		}
-		metric := line
-		if i := strings.IndexAny(line, "{ "); i >= 0 {
-			metric = line[:i]
-		}
-		for _, n := range names {
-			if metric != n {
-				continue
-			}
-			fields := strings.Fields(line[strings.LastIndex(line, "}")+1:])
-			if strings.IndexByte(line, '}') < 0 {
-				fields = strings.Fields(line)[1:]
-			}
-			if len(fields) == 0 {
-				continue
-			}
-			if v, err := parseFloat(fields[0]); err == nil {
-				out[n] += v
-			}
-		}
-	}
-	return out, sc.Err()
+	})
+	return out, err
 }
 
 // Quiesce waits until the services behind urls are idle: no event consumed,
@@ -178,16 +205,12 @@ func Quiesce(ctx context.Context, urls []string, quiet, limit time.Duration) (ti
 	for {
 		total, pending := 0.0, 0.0
 		for _, u := range urls {
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+"/metrics", nil)
+			body, err := get(ctx, u+"/metrics")
 			if err != nil {
 				return time.Since(start), err
 			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				return time.Since(start), err
-			}
-			sums, err := ParseSums(resp.Body, names...)
-			resp.Body.Close()
+			sums, err := ParseSums(body, names...)
+			body.Close()
 			if err != nil {
 				return time.Since(start), err
 			}

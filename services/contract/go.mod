@@ -1,0 +1,3 @@
+module github.com/personscore/contract
+
+go 1.26.0
