@@ -35,8 +35,8 @@ func TestSkaffoldRunThenDevIteration(t *testing.T) {
 		t.Fatalf("no skaffold at %s (%v): run `make test-cluster`, which builds it (k8s/hack/build-skaffold.sh)", skaffold, err)
 	}
 	src := copyRepo(t)
-	deleteNamespace(t, skaffoldNamespace)
-	t.Cleanup(func() { deleteNamespace(t, skaffoldNamespace) })
+	removeSkaffoldStack(t)
+	t.Cleanup(func() { removeSkaffoldStack(t) })
 
 	run := startDev(t, src, "run")
 	if err := run.wait(20 * time.Minute); err != nil {
@@ -67,8 +67,17 @@ func TestSkaffoldRunThenDevIteration(t *testing.T) {
 	if !strings.Contains(string(old), openAPITitle) {
 		t.Fatalf("%s no longer contains %s: update the test", openAPITitleFile, openAPITitle)
 	}
+	watching := strings.Count(dev.output(), "Watching for changes")
 	writeFile(t, path, strings.Replace(string(old), openAPITitle, newTitle, 1))
 	waitOpenAPITitle(t, newTitle)
+	// skaffold watches again once its helm upgrade finished; stopping it earlier
+	// cancels the upgrade.
+	eventually(t, "skaffold dev watching again after the iteration", timeoutLong, func() (bool, string) {
+		if dev.exited() {
+			t.Fatalf("skaffold dev exited during the iteration:\n%s", dev.tail())
+		}
+		return strings.Count(dev.output(), "Watching for changes") > watching, ""
+	})
 	image2 := kubectl(t, "-n", skaffoldNamespace, "get", "deployment", "score",
 		"-o", "jsonpath={.spec.template.spec.containers[0].image}")
 	if image2 == image {
@@ -228,14 +237,23 @@ func (p *devProcess) stop(t *testing.T) {
 	}
 }
 
-// deleteNamespace removes a namespace and waits until it is gone.
-func deleteNamespace(t *testing.T, ns string) {
+// removeSkaffoldStack uninstalls skaffold's releases first (score, then person, whose
+// RabbitmqCluster the operator finalizes while its secrets and service account still
+// exist), then deletes the namespace and waits until it is gone.
+func removeSkaffoldStack(t *testing.T) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "kubectl", "--kubeconfig", kubeconfig, "delete", "namespace", ns,
+	for _, release := range []string{"score", "person"} {
+		out, err := exec.CommandContext(ctx, helmBin, "--kubeconfig", kubeconfig, "-n", skaffoldNamespace,
+			"uninstall", release, "--ignore-not-found", "--wait", "--timeout", "8m").CombinedOutput()
+		if err != nil {
+			t.Errorf("helm uninstall %s in %s: %v\n%s", release, skaffoldNamespace, err, out)
+		}
+	}
+	out, err := exec.CommandContext(ctx, "kubectl", "--kubeconfig", kubeconfig, "delete", "namespace", skaffoldNamespace,
 		"--ignore-not-found", "--wait=true").CombinedOutput()
 	if err != nil {
-		t.Errorf("delete namespace %s: %v\n%s", ns, err, out)
+		t.Errorf("delete namespace %s: %v\n%s", skaffoldNamespace, err, out)
 	}
 }
