@@ -9,6 +9,11 @@ BIN        := $(CURDIR)/bin
 ALL_MODULES := $(shell $(GO) list -m -f '{{.Path}}/...' 2>/dev/null)
 MODULES     := $(filter-out github.com/personscore/k8s/%,$(ALL_MODULES))
 FUZZTIME   ?= 10s
+# Fuzzing runs on Go 1.27.3: Go 1.26's fuzz coordinator can fail a target with a bare
+# "context deadline exceeded" when -fuzztime ends while a starved worker is mid-call
+# (go.dev/issue/75804, fixed in 1.27); the go command fetches that toolchain from the
+# module proxy once per machine.
+FUZZ_GO    ?= GOTOOLCHAIN=go1.27.3 $(GO)
 # Packages that hold Go fuzz targets; each target runs for FUZZTIME in `make test`.
 FUZZ_DIRS  := $(shell grep -rl --include='*_test.go' '^func Fuzz' services | xargs -r -n1 dirname | sort -u)
 
@@ -42,7 +47,7 @@ fuzz:
 	@set -e; for dir in $(FUZZ_DIRS); do \
 	  for target in $$(grep -h '^func Fuzz' $$dir/*_test.go | sed -E 's/^func (Fuzz[A-Za-z0-9_]*).*/\1/'); do \
 	    echo "fuzz $$dir $$target for $(FUZZTIME)"; \
-	    $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) ./$$dir; \
+	    $(FUZZ_GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) ./$$dir; \
 	  done; \
 	done
 
