@@ -25,6 +25,7 @@ import (
 	"github.com/personscore/localmongo/mongotest"
 	"github.com/personscore/score/httpapi"
 	"github.com/personscore/score/mongodb"
+	"github.com/personscore/score/rebuild"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -35,8 +36,8 @@ import (
 // the OpenAPI document.
 type env struct {
 	t          *testing.T
-	disconnect atomic.Bool // the consumer reports not receiving while set
-	store      *mongodb.Store
+	disconnect atomic.Bool     // the consumer reports not receiving while set
+	events     *rebuild.Router // applies events to store as score's consumer does
 	engine     *gin.Engine
 	spec       *openapi3.T
 	router     routers.Router
@@ -53,7 +54,7 @@ func newEnv(t *testing.T, maxWait time.Duration) *env {
 	store := mongodb.New(mongodb.Config{DB: client.Database("score")})
 	engine := service.NewRouter(zap.NewNop(), service.NewHTTPMetrics(prometheus.NewRegistry()),
 		func(ctx context.Context) (map[string]any, error) { return nil, store.Ping(ctx) })
-	e := &env{t: t, store: store, engine: engine}
+	e := &env{t: t, events: rebuild.New(rebuild.Config{Store: store}), engine: engine}
 	httpapi.Register(engine, httpapi.Config{Store: store, MaxWait: maxWait, Receiving: func() bool { return !e.disconnect.Load() }})
 
 	e.spec = loadSpec(t)
@@ -81,7 +82,7 @@ func loadSpec(t *testing.T) *openapi3.T {
 func (e *env) apply(events ...eventbus.Event) {
 	e.t.Helper()
 	for _, ev := range events {
-		if err := e.store.Apply(context.Background(), ev); err != nil {
+		if err := e.events.Apply(context.Background(), ev); err != nil {
 			e.t.Fatal(err)
 		}
 	}
