@@ -14,11 +14,6 @@ import (
 	"go.uber.org/zap/zaptest"
 )
 
-// mongoEnv is one embedded MongoDB; each replica connects with its own client.
-type mongoEnv struct{ *scoretest.Mongo }
-
-func startMongo(t *testing.T) *mongoEnv { return &mongoEnv{scoretest.StartMongo(t)} }
-
 // replica is one score process: a Router on a Store with its own MongoDB
 // client, as a separate pod would have.
 type replica struct {
@@ -31,13 +26,14 @@ func (r replica) Get(ctx context.Context, cpf int64) (score.Document, error) {
 	return r.store.Get(ctx, cpf)
 }
 
-// replica is a replica of which nothing runs and nothing relays score.changed.
-func (e *mongoEnv) replica(t *testing.T, cfg rebuild.Config) replica {
+// newReplica is a replica on env of which nothing runs and nothing relays
+// score.changed.
+func newReplica(t *testing.T, env *scoretest.Mongo, cfg rebuild.Config) replica {
 	t.Helper()
-	return e.newReplica(t, cfg, mongodb.Config{DB: e.Connect(t)})
+	return replicaOf(t, cfg, mongodb.Config{DB: env.Connect(t)})
 }
 
-func (e *mongoEnv) newReplica(t *testing.T, cfg rebuild.Config, sc mongodb.Config) replica {
+func replicaOf(t *testing.T, cfg rebuild.Config, sc mongodb.Config) replica {
 	t.Helper()
 	sc.Logger = zaptest.NewLogger(t)
 	cfg.Store = mongodb.New(sc)
@@ -45,13 +41,13 @@ func (e *mongoEnv) newReplica(t *testing.T, cfg rebuild.Config, sc mongodb.Confi
 	return replica{rebuild.New(cfg), cfg.Store}
 }
 
-// running is a replica that runs as cmd/score runs it (router, read-your-writes
-// watcher, score.changed relayed to cfg.Publisher by outboxes sweeping every
-// sweep) until the test ends.
-func (e *mongoEnv) running(t *testing.T, cfg rebuild.Config, sweep time.Duration) replica {
+// runReplica is a replica on env that runs as cmd/score runs it (router,
+// read-your-writes watcher, score.changed relayed to cfg.Publisher by outboxes
+// sweeping every sweep) until the test ends.
+func runReplica(t *testing.T, env *scoretest.Mongo, cfg rebuild.Config, sweep time.Duration) replica {
 	t.Helper()
-	db := e.Connect(t)
-	r := e.newReplica(t, cfg, mongodb.Config{DB: db, Relays: scoretest.NewRelays(t, db, cfg.Publisher, sweep)})
+	db := env.Connect(t)
+	r := replicaOf(t, cfg, mongodb.Config{DB: db, Relays: scoretest.NewRelays(t, db, cfg.Publisher, sweep)})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for _, run := range []func(context.Context) error{r.Run, r.store.Run} {

@@ -26,10 +26,10 @@ import (
 // snapshot and for the live events; the new collection is exact, document for
 // document, and person is told the corrected scores.
 func TestRebuildFromSnapshots(t *testing.T) {
-	env := startMongo(t)
+	env := scoretest.StartMongo(t)
 	pub := &scoretest.Recorder{}
 	cfg := rebuild.Config{Publisher: pub, MetaInterval: 50 * time.Millisecond}
-	a, b := env.running(t, cfg, 100*time.Millisecond), env.running(t, cfg, 100*time.Millisecond)
+	a, b := runReplica(t, env, cfg, 100*time.Millisecond), runReplica(t, env, cfg, 100*time.Millisecond)
 	ctx := context.Background()
 	seed := rand.Uint64()
 	rng := rand.New(rand.NewPCG(seed, 2))
@@ -185,9 +185,9 @@ func TestRebuildFromSnapshots(t *testing.T) {
 }
 
 func TestRebuildFailures(t *testing.T) {
-	env := startMongo(t)
+	env := scoretest.StartMongo(t)
 	pub := &scoretest.Recorder{}
-	s := env.running(t, rebuild.Config{Publisher: pub, MetaInterval: 50 * time.Millisecond, RebuildTimeout: 300 * time.Millisecond}, 0)
+	s := runReplica(t, env, rebuild.Config{Publisher: pub, MetaInterval: 50 * time.Millisecond, RebuildTimeout: 300 * time.Millisecond}, 0)
 	ctx := context.Background()
 	if _, err := s.RebuildStatus(ctx); !errors.Is(err, score.ErrNoRebuild) {
 		t.Fatalf("status before any rebuild: %v", err)
@@ -235,8 +235,8 @@ func TestRebuildFailures(t *testing.T) {
 // The smallest rebuild: one replica, one person, the snapshot applied through
 // the consumer path before snapshot.completed arrives.
 func TestRebuildOfOnePerson(t *testing.T) {
-	env := startMongo(t)
-	s := env.running(t, rebuild.Config{Publisher: &scoretest.Recorder{}, MetaInterval: 50 * time.Millisecond}, 0)
+	env := scoretest.StartMongo(t)
+	s := runReplica(t, env, rebuild.Config{Publisher: &scoretest.Recorder{}, MetaInterval: 50 * time.Millisecond}, 0)
 	ctx := context.Background()
 	applyAll(t, s, []eventbus.Event{ev(t, contract.PersonCreated, 1, map[string]any{"name": "old"})})
 	r, err := s.StartRebuild(ctx)
@@ -261,9 +261,9 @@ func TestRebuildOfOnePerson(t *testing.T) {
 // one as if a rebuild still ran. The newest score.changed of the cpf must
 // still carry the new collection's score, and the new document the event.
 func TestSwitchDuringApply(t *testing.T) {
-	env := startMongo(t)
+	env := scoretest.StartMongo(t)
 	cfg := rebuild.Config{Publisher: &scoretest.Recorder{}}
-	a, b := env.replica(t, cfg), env.replica(t, cfg)
+	a, b := newReplica(t, env, cfg), newReplica(t, env, cfg)
 	ctx := context.Background()
 	person := map[string]any{"cpf": 22222, "name": "a", "date_of_birth": "2000-01-01"}
 	income := map[string]any{"id": "i", "value_cents": 1000_00}
@@ -321,8 +321,8 @@ func TestSwitchDuringApply(t *testing.T) {
 // still shows the score published before the loss. The switch tells person
 // the rebuilt score all the same.
 func TestRebuildTellsPersonWhatTheOldModelLost(t *testing.T) {
-	env := startMongo(t)
-	s := env.replica(t, rebuild.Config{Publisher: &scoretest.Recorder{}})
+	env := scoretest.StartMongo(t)
+	s := newReplica(t, env, rebuild.Config{Publisher: &scoretest.Recorder{}})
 	ctx := context.Background()
 	person := map[string]any{"cpf": 22222, "name": "a", "date_of_birth": "2000-01-01"}
 	income := map[string]any{"id": "i", "value_cents": 1000_00}
@@ -365,8 +365,8 @@ func TestRebuildTellsPersonWhatTheOldModelLost(t *testing.T) {
 }
 
 func TestApplyRejectsABadSubject(t *testing.T) {
-	env := startMongo(t)
-	s := env.replica(t, rebuild.Config{})
+	env := scoretest.StartMongo(t)
+	s := newReplica(t, env, rebuild.Config{})
 	e := ev(t, contract.PersonCreated, 1, map[string]any{"name": "x"})
 	e.Subject = "not-a-cpf"
 	if err := s.Apply(context.Background(), e); !errors.Is(err, eventbus.ErrMalformed) {

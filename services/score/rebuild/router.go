@@ -160,8 +160,8 @@ func (r *metaRead) wait(ctx context.Context) (mongodb.Meta, time.Time, error) {
 	}
 }
 
-// freshMeta reads the meta document, keeps it for routingMeta and follows a
-// switch it shows.
+// freshMeta reads the meta document, keeps it for routingMeta and has the
+// store follow a switch it shows.
 func (s *Router) freshMeta(ctx context.Context) (mongodb.Meta, time.Time, error) {
 	start := time.Now()
 	m, err := s.store.ReadMeta(ctx)
@@ -292,10 +292,7 @@ func (s *Router) Run(ctx context.Context) error {
 	tick := time.NewTicker(s.cfg.MetaInterval)
 	defer tick.Stop()
 	for {
-		start := time.Now()
-		if m, err := s.store.ReadMeta(ctx); err == nil {
-			s.remember(m, start)
-			s.store.Follow(m)
+		if m, _, err := s.freshMeta(ctx); err == nil {
 			if m.Rebuild.Running() {
 				if err := s.advance(ctx, m); err != nil && ctx.Err() == nil {
 					s.log.Warn("rebuild check failed; will retry", zap.Error(err))
