@@ -16,13 +16,6 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 )
 
-// nextRev is the revision after rev: it grows by at least one and follows the
-// clock, so that score.changed versions (the revision) keep growing for a cpf
-// when a rebuilt collection, with fewer changes behind it, takes over.
-func nextRev(rev int64) int64 {
-	return max(rev+1, time.Now().UnixMicro())
-}
-
 // Role is what a collection is to the read model when events are applied to it.
 type Role int
 
@@ -103,6 +96,13 @@ func (s *Store) Apply(ctx context.Context, name string, role Role, cpf int64, ev
 		}
 	}
 	return fmt.Errorf("%w: too much contention on cpf %d", ErrUnavailable, cpf)
+}
+
+// nextRev is the revision after rev: it grows by at least one and follows the
+// clock, so that score.changed versions (the revision) keep growing for a cpf
+// when a rebuilt collection, with fewer changes behind it, takes over.
+func nextRev(rev int64) int64 {
+	return max(rev+1, time.Now().UnixMicro())
 }
 
 func scoreChanged(ctx context.Context, d score.Document) (eventbus.Event, error) {
