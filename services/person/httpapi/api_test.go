@@ -15,6 +15,7 @@ import (
 	"github.com/personscore/eventbus/outbox"
 	"github.com/personscore/person"
 	"github.com/personscore/person/httpapi"
+	"github.com/personscore/person/internal/persontest"
 	"github.com/personscore/person/mongodb"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -411,6 +412,29 @@ func TestMongoDownIs503AndWritesNothing(t *testing.T) {
 	s.do(t, "GET", "/person/22222", "").expect(t, http.StatusNotFound)
 	if got, want := types(s.outbox(t, 11111)), []string{"person.created@1", "income.created@2"}; !slices.Equal(got, want) {
 		t.Errorf("outbox %v, want %v", got, want)
+	}
+}
+
+// A POST whose store write reached MongoDB only after its answer was lost
+// (connection cut after sending; the command held back until then) is
+// answered 201 with the stored item, never a plain 503 that invites a retry
+// which would store the income twice.
+func TestLateWriteIsNotAnsweredAsRefused(t *testing.T) {
+	s := newServer(t)
+	s.do(t, "POST", "/person", origPerson).expect(t, http.StatusCreated)
+	held, release := s.env.Proxy.Hold(1, persontest.Command("update", mongodb.Collection), true)
+	r := s.do(t, "POST", "/person/11111/income", origIncome)
+	<-held
+	if err := release(); err != nil {
+		t.Fatal(err)
+	}
+	if r.Code != http.StatusCreated {
+		t.Errorf("POST income sent, answer lost, applied late: %d %s (Write-Outcome %q); want 201",
+			r.Code, r.body, r.Header().Get("Write-Outcome"))
+	}
+	got := s.do(t, "GET", "/person/11111", "").expect(t, http.StatusOK).json(t)
+	if incomes := got["incomes"].([]any); len(incomes) != 1 || fmt.Sprint(got["version"]) != "2" {
+		t.Errorf("after the late write: version %v, incomes %v; want 2 and one income", got["version"], incomes)
 	}
 }
 

@@ -19,7 +19,9 @@ import (
 	"github.com/personscore/person/internal/persontest"
 	"github.com/personscore/person/mongodb"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver"
 )
 
 func ctx(t *testing.T) context.Context {
@@ -546,6 +548,8 @@ func TestFailedWriteIsResolvedBeforeAnswering(t *testing.T) {
 	c := ctx(t)
 	const cpf person.CPF = 78787
 	lostAnswer := errors.New("connection reset after the command was sent")
+	// What the driver says of a command it never sent.
+	notSent := mongo.CommandError{Message: "no server selected", Labels: []string{driver.NoWritesPerformed}}
 	failOnce := func(when bool, then func()) {
 		var once sync.Once
 		env.Store.SetFault(func(sent bool) error {
@@ -556,6 +560,9 @@ func TestFailedWriteIsResolvedBeforeAnswering(t *testing.T) {
 						then()
 					}
 					err = lostAnswer
+					if !sent {
+						err = notSent
+					}
 				})
 			}
 			return err
@@ -597,6 +604,111 @@ func TestFailedWriteIsResolvedBeforeAnswering(t *testing.T) {
 		t.Errorf("the create that never reached the store exists: %v", err)
 	}
 	checkOneEventPerVersion(t, pending(t, env, cpf), cpf, 1, 3)
+}
+
+// A write command that reaches MongoDB only after person stopped waiting for
+// its answer (the connection was cut after it was sent, or the write's
+// deadline passed while it was in flight: a loaded server) may be applied
+// after any read person makes, so a read showing it missing proves nothing.
+// Person must never answer such a write as refused (ErrUnavailable, a plain
+// 503): the client would retry it and the item would be stored twice.
+func TestWriteArrivingAfterItsAnswerWasLost(t *testing.T) {
+	env := persontest.New(t)
+	c := ctx(t)
+	const cpf person.CPF = 79797
+	if _, err := env.Store.Create(c, newPerson(cpf)); err != nil {
+		t.Fatal(err)
+	}
+	update := persontest.Command("update", mongodb.Collection)
+	// late runs write while the proxy holds back its (first) update or
+	// insert, then lets that reach MongoDB.
+	late := func(name string, match func([]byte) bool, cut bool, write func() error) {
+		t.Helper()
+		held, release := env.Proxy.Hold(1, match, cut)
+		err := write()
+		select {
+		case <-held:
+		default:
+			t.Fatalf("%s: no command held", name)
+		}
+		if err := release(); err != nil {
+			t.Fatalf("%s: sending the held command: %v", name, err)
+		}
+		if err != nil {
+			t.Errorf("%s sent, answer lost, applied late: %v; want it applied (once) and answered so", name, err)
+		}
+	}
+	var it person.Item
+	late("AddItem", update, true, func() (err error) {
+		it, err = env.Store.AddItem(c, cpf, person.Income, person.NewItem{Type: "late", Value: 100})
+		return err
+	})
+	late("three AddItems of one batch", update, true, func() error {
+		errs := make(chan error, 3)
+		for _, k := range []person.Kind{person.Income, person.Asset, person.Debt} {
+			go func() {
+				_, err := env.Store.AddItem(c, cpf, k, person.NewItem{Type: "batch", Value: 7})
+				errs <- err
+			}()
+		}
+		return errors.Join(<-errs, <-errs, <-errs)
+	})
+	late("Update", update, true, func() error {
+		_, err := env.Store.Update(c, cpf, person.Details{Name: "late", Address: "x", DateOfBirth: "2000-01-01"})
+		return err
+	})
+	late("DeleteItem", update, true, func() error { _, err := env.Store.DeleteItem(c, cpf, person.Income, it.ID); return err })
+	late("AddItem past its deadline", update, false, func() error {
+		_, err := env.Store.AddItem(c, cpf, person.Debt, person.NewItem{Type: "deadline", Value: 3})
+		return err
+	})
+	late("Create", persontest.Command("insert", mongodb.Collection), true, func() error {
+		_, err := env.Store.Create(c, newPerson(cpf+1))
+		return err
+	})
+	late("Delete", update, true, func() error { _, err := env.Store.Delete(c, cpf+1); return err })
+
+	p, items, err := env.Store.Get(c, cpf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Version != 8 || len(items) != 4 || p.Name != "late" {
+		t.Errorf("version %d, %d items, name %q; want 8, 4 (the batch's and the deadline's), late", p.Version, len(items), p.Name)
+	}
+	checkOneEventPerVersion(t, pending(t, env, cpf), cpf, 1, 8)
+	if _, _, err := env.Store.Get(c, cpf+1); !errors.Is(err, person.ErrNotFound) {
+		t.Errorf("person %s after its late create and delete: %v, want not found", cpf+1, err)
+	}
+	checkOneEventPerVersion(t, pending(t, env, cpf+1), cpf+1, 1, 2)
+}
+
+// When the write cannot be settled either (the command sent again is lost
+// too), its answer is ErrOutcomeUnknown (503 with Write-Outcome: unknown),
+// never ErrUnavailable; the write, arriving late, is applied once.
+func TestLateWriteThatCannotBeSettledIsUnknown(t *testing.T) {
+	env := persontest.New(t)
+	c := ctx(t)
+	const cpf person.CPF = 79898
+	if _, err := env.Store.Create(c, newPerson(cpf)); err != nil {
+		t.Fatal(err)
+	}
+	held, release := env.Proxy.Hold(2, persontest.Command("update", mongodb.Collection), true)
+	_, err := env.Store.AddItem(c, cpf, person.Income, person.NewItem{Type: "late", Value: 100})
+	if !errors.Is(err, person.ErrOutcomeUnknown) {
+		t.Errorf("AddItem whose command and its copy were both lost: %v, want ErrOutcomeUnknown", err)
+	}
+	<-held
+	if err := release(); err != nil {
+		t.Fatal(err)
+	}
+	p, items, err := env.Store.Get(c, cpf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Version != 2 || len(items) != 1 {
+		t.Errorf("version %d with %d items, want 2 and 1: the late write applied once", p.Version, len(items))
+	}
+	checkOneEventPerVersion(t, pending(t, env, cpf), cpf, 1, 2)
 }
 
 // A request's deadline also bounds its wait for its turn on a busy person.

@@ -146,6 +146,7 @@ type Proxy struct {
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
 	cut   bool
+	hold  *hold // the client message to keep back, if armed (hold.go)
 	wg    sync.WaitGroup
 }
 
@@ -235,12 +236,15 @@ func (p *Proxy) serve() {
 			continue
 		}
 		p.wg.Add(2)
-		pipe := func(dst, src net.Conn) {
+		go func() {
 			defer p.wg.Done()
-			_, _ = io.Copy(dst, src)
+			p.forward(out, in) // client to server, one wire message at a time (hold.go)
 			p.untrack(in, out)
-		}
-		go pipe(out, in)
-		go pipe(in, out)
+		}()
+		go func() {
+			defer p.wg.Done()
+			_, _ = io.Copy(in, out)
+			p.untrack(in, out)
+		}()
 	}
 }
