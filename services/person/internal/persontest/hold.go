@@ -78,11 +78,19 @@ func Command(name, coll string) func(msg []byte) bool {
 	}
 }
 
-// forward copies src to dst one wire message at a time, keeping back the one
-// an armed hold matches.
+// forward copies src to dst one MongoDB wire message at a time, keeping back
+// the ones an armed hold matches. Anything else (the proxy also stands in for
+// RabbitMQ) is copied as it comes.
 func (p *Proxy) forward(dst, src net.Conn) {
 	for {
 		msg, err := readMessage(src)
+		var other notWire
+		if errors.As(err, &other) {
+			if _, err := dst.Write(other); err == nil {
+				_, _ = io.Copy(dst, src)
+			}
+			return
+		}
 		if err != nil {
 			return
 		}
@@ -112,6 +120,11 @@ func (p *Proxy) forward(dst, src net.Conn) {
 	}
 }
 
+// notWire is the start of a stream that is no MongoDB wire message.
+type notWire []byte
+
+func (notWire) Error() string { return "persontest: not a MongoDB wire message" }
+
 // readMessage reads one wire message (its length, then the rest).
 func readMessage(r io.Reader) ([]byte, error) {
 	var size [4]byte
@@ -119,8 +132,8 @@ func readMessage(r io.Reader) ([]byte, error) {
 		return nil, err
 	}
 	n := binary.LittleEndian.Uint32(size[:])
-	if n < 16 || n > 64<<20 {
-		return nil, errors.New("persontest: bad wire message length")
+	if n < 16 || n > 48_000_000 {
+		return nil, notWire(size[:])
 	}
 	msg := make([]byte, n)
 	copy(msg, size[:])
