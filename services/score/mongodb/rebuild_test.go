@@ -15,6 +15,7 @@ import (
 	"github.com/personscore/eventbus"
 	"github.com/personscore/score"
 	"github.com/personscore/score/internal/historytest"
+	"github.com/personscore/score/internal/scoretest"
 	"github.com/personscore/score/mongodb"
 	"go.mongodb.org/mongo-driver/v2/bson"
 )
@@ -131,7 +132,7 @@ func TestRebuildFromSnapshots(t *testing.T) {
 		t.Fatalf("expected %d snapshots, status says %d", len(hs), st.Expected)
 	}
 	time.Sleep(200 * time.Millisecond) // several checks by both replicas
-	if act, _ := a.Active(ctx); act != mongodb.DefaultCollection {
+	if act := scoretest.Active(t, a); act != mongodb.DefaultCollection {
 		t.Fatalf("switched to %s before any snapshot arrived", act)
 	}
 	var snaps []eventbus.Event
@@ -142,7 +143,7 @@ func TestRebuildFromSnapshots(t *testing.T) {
 	rng.Shuffle(len(snaps), func(i, j int) { snaps[i], snaps[j] = snaps[j], snaps[i] })
 	applyAll(t, a, snaps[:3])
 	time.Sleep(200 * time.Millisecond)
-	if act, _ := a.Active(ctx); act != mongodb.DefaultCollection {
+	if act := scoretest.Active(t, a); act != mongodb.DefaultCollection {
 		t.Fatalf("switched to %s with snapshots missing", act)
 	}
 	applyAll(t, b, snaps[3:])
@@ -329,7 +330,7 @@ func TestSwitchDuringApply(t *testing.T) {
 	if err := b.Advance(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if act, _ := b.Active(ctx); act != r.Target {
+	if act := scoretest.Active(t, b); act != r.Target {
 		t.Fatalf("active %s, want the rebuilt %s", act, r.Target)
 	}
 
@@ -385,7 +386,7 @@ func TestRebuildTellsPersonWhatTheOldModelLost(t *testing.T) {
 	if err := s.Advance(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if act, _ := s.Active(ctx); act != r.Target {
+	if act := scoretest.Active(t, s); act != r.Target {
 		t.Fatalf("active %s, want the rebuilt %s", act, r.Target)
 	}
 	old, _ := readDoc(t, live, 22222)

@@ -94,11 +94,7 @@ func waitVersions(t *testing.T, s *mongodb.Store, env *mongoEnv, hs []*historyte
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		active, err := s.Active(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := semantics(t, env.DB.Collection(active))
+		got := semantics(t, env.DB.Collection(scoretest.Active(t, s)))
 		behind := 0
 		for _, h := range hs {
 			if got[h.CPF].Version < h.Final() {
