@@ -68,12 +68,6 @@ func (s *Store) casMeta(ctx context.Context, old metaDoc, next *metaDoc) (bool, 
 	return res.MatchedCount == 1, nil
 }
 
-// Active names the collection serving the read model now.
-func (s *Store) Active(ctx context.Context) (string, error) {
-	m, err := s.readMeta(ctx)
-	return m.Active, err
-}
-
 // StartRebuild starts rebuilding the read model from person's snapshots; it
 // returns at once. ErrRebuildRunning (with the running one) when a rebuild is
 // in progress.
