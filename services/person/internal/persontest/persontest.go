@@ -90,7 +90,7 @@ func New(tb testing.TB, opts ...Options) *Env {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	px := StartProxy(tb, target)
+	px := StartMongoProxy(tb, target)
 	// Short selection and connect timeouts make the MongoDB-down tests quick
 	// (connection checkouts share the selection timeout, so let the pool open
 	// connections in parallel); the long operation timeout copes with a
@@ -138,25 +138,41 @@ func ProxiedURI(px *Proxy) string { return "mongodb://" + px.Addr() + "/?directC
 
 // Proxy forwards TCP connections to a target until it is cut: then it closes
 // every open connection and refuses new ones, as a crashed or unreachable
-// server would look to a client, until Restore.
+// server would look to a client, until Restore. A proxy to MongoDB
+// (StartMongoProxy) can also break the connection of one write command.
 type Proxy struct {
 	ln     net.Listener
 	target string
+	mongo  bool // forward MongoDB wire messages one by one (FailNextWrite)
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
 	cut   bool
+	fault *writeFault
 	wg    sync.WaitGroup
 }
 
-// StartProxy listens on a loopback port and forwards to target (host:port).
+// StartProxy listens on a loopback port and forwards bytes to target
+// (host:port).
 func StartProxy(tb testing.TB, target string) *Proxy {
+	tb.Helper()
+	return startProxy(tb, target, false)
+}
+
+// StartMongoProxy is StartProxy for a MongoDB target: it forwards whole wire
+// messages, so that FailNextWrite can pick out a write command.
+func StartMongoProxy(tb testing.TB, target string) *Proxy {
+	tb.Helper()
+	return startProxy(tb, target, true)
+}
+
+func startProxy(tb testing.TB, target string, mongo bool) *Proxy {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatalf("persontest: proxy: %v", err)
 	}
-	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{ln: ln, target: target, mongo: mongo, conns: map[net.Conn]struct{}{}}
 	p.wg.Add(1)
 	go p.serve()
 	tb.Cleanup(p.close)
@@ -235,12 +251,18 @@ func (p *Proxy) serve() {
 			continue
 		}
 		p.wg.Add(2)
-		pipe := func(dst, src net.Conn) {
-			defer p.wg.Done()
-			_, _ = io.Copy(dst, src)
-			p.untrack(in, out)
+		if !p.mongo {
+			pipe := func(dst, src net.Conn) {
+				defer p.wg.Done()
+				_, _ = io.Copy(dst, src)
+				p.untrack(in, out)
+			}
+			go pipe(out, in)
+			go pipe(in, out)
+			continue
 		}
-		go pipe(out, in)
-		go pipe(in, out)
+		l := &mongoLink{p: p, client: in, server: out}
+		go l.requests()
+		go l.replies()
 	}
 }
