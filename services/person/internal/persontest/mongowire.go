@@ -2,13 +2,10 @@ package persontest
 
 import (
 	"encoding/binary"
-	"fmt"
-	"io"
 	"net"
-	"strings"
 	"sync"
 
-	"go.mongodb.org/mongo-driver/v2/bson"
+	"github.com/personscore/localmongo/mongotest"
 )
 
 // writeFault is an armed FailNextWrite.
@@ -55,120 +52,63 @@ type mongoLink struct {
 	dropped func()
 }
 
-// requests forwards the client's messages, dropping a failed write.
+// requests forwards the client's messages; a failed write is dropped, or its
+// answer marked to be dropped.
 func (l *mongoLink) requests() {
-	defer l.p.wg.Done()
-	defer l.p.untrack(l.client, l.server)
-	var buf []byte
-	for {
-		msg, err := readWireMsg(l.client, buf)
-		if err != nil {
-			return
+	l.pump(l.client, l.server, func(msg []byte) (bool, func()) {
+		f := l.p.takeFault(msg)
+		switch {
+		case f == nil:
+			return false, nil
+		case !f.applied:
+			return true, f.then
 		}
-		buf = msg
-		if f := l.p.takeFault(msg); f != nil {
-			if !f.applied {
-				l.fail(f.then)
-				return
-			}
-			l.mu.Lock()
-			l.drop, l.dropID, l.dropped = true, int32(binary.LittleEndian.Uint32(msg[4:8])), f.then
-			l.mu.Unlock()
-		}
-		if _, err := l.server.Write(msg); err != nil {
-			return
-		}
-	}
-}
-
-// replies forwards MongoDB's answers, dropping the one to a failed write.
-func (l *mongoLink) replies() {
-	defer l.p.wg.Done()
-	defer l.p.untrack(l.client, l.server)
-	var buf []byte
-	for {
-		msg, err := readWireMsg(l.server, buf)
-		if err != nil {
-			return
-		}
-		buf = msg
 		l.mu.Lock()
-		drop := l.drop && int32(binary.LittleEndian.Uint32(msg[8:12])) == l.dropID
-		then := l.dropped
+		l.drop, l.dropID, l.dropped = true, int32(binary.LittleEndian.Uint32(msg[4:8])), f.then
 		l.mu.Unlock()
-		if drop {
-			l.fail(then)
+		return false, nil
+	})
+}
+
+// replies forwards MongoDB's answers but the one to a failed write.
+func (l *mongoLink) replies() {
+	l.pump(l.server, l.client, func(msg []byte) (bool, func()) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.drop && int32(binary.LittleEndian.Uint32(msg[8:12])) == l.dropID, l.dropped
+	})
+}
+
+// pump forwards whole messages from src to dst until the connection ends, or
+// until brk says so for a message: then it runs the returned func (unless
+// nil), drops the message and closes the connection.
+func (l *mongoLink) pump(src, dst net.Conn, brk func(msg []byte) (bool, func())) {
+	defer l.p.wg.Done()
+	defer l.p.untrack(l.client, l.server)
+	var buf []byte
+	for {
+		msg, err := mongotest.ReadMessage(src, buf)
+		if err != nil {
 			return
 		}
-		if _, err := l.client.Write(msg); err != nil {
+		buf = msg
+		if stop, then := brk(msg); stop {
+			if then != nil {
+				then()
+			}
+			return
+		}
+		if _, err := dst.Write(msg); err != nil {
 			return
 		}
 	}
 }
 
-// fail runs then and closes the connection.
-func (l *mongoLink) fail(then func()) {
-	if then != nil {
-		then()
-	}
-	l.p.untrack(l.client, l.server)
-}
-
-const (
-	wireHeaderLen = 16
-	opMsg         = 2013
-	maxWireMsg    = 64 << 20
-)
-
-// readWireMsg reads one whole MongoDB wire message, reusing buf if it is
-// large enough.
-func readWireMsg(r io.Reader, buf []byte) ([]byte, error) {
-	var hdr [wireHeaderLen]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return nil, err
-	}
-	n := int(int32(binary.LittleEndian.Uint32(hdr[:4])))
-	if n < wireHeaderLen || n > maxWireMsg {
-		return nil, fmt.Errorf("persontest: wire message of %d bytes", n)
-	}
-	if cap(buf) < n {
-		buf = make([]byte, n)
-	}
-	buf = buf[:n]
-	copy(buf, hdr[:])
-	if _, err := io.ReadFull(r, buf[wireHeaderLen:]); err != nil {
-		return nil, err
-	}
-	return buf, nil
-}
-
-// isWrite reports whether msg is an OP_MSG whose command is a write.
+// isWrite reports whether msg carries a write command.
 func isWrite(msg []byte) bool {
-	if len(msg) < wireHeaderLen+4 || binary.LittleEndian.Uint32(msg[12:16]) != opMsg {
-		return false
-	}
-	end := len(msg)
-	if binary.LittleEndian.Uint32(msg[16:20])&1 != 0 { // checksum present
-		end -= 4
-	}
-	for pos := wireHeaderLen + 4; pos+5 <= end; {
-		kind := msg[pos]
-		size := int(int32(binary.LittleEndian.Uint32(msg[pos+1 : pos+5])))
-		if size < 5 || pos+1+size > end {
-			return false
-		}
-		if kind == 0 { // the command document
-			e, err := bson.Raw(msg[pos+1 : pos+1+size]).IndexErr(0)
-			if err != nil {
-				return false
-			}
-			switch strings.ToLower(e.Key()) {
-			case "insert", "update", "delete", "findandmodify":
-				return true
-			}
-			return false
-		}
-		pos += 1 + size // a document sequence
+	switch mongotest.CommandName(msg) {
+	case "insert", "update", "delete", "findandmodify":
+		return true
 	}
 	return false
 }
