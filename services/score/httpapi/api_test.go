@@ -147,6 +147,11 @@ func TestAPI(t *testing.T) {
 		expectProblem(t, e.get("/22222/score"), 404)
 		expectProblem(t, e.get("/22222"), 404)
 	})
+	t.Run("not a cpf (digits only, as person's): 404", func(t *testing.T) {
+		for _, cpf := range []string{"+11111", "0", "x", "9223372036854775807"} {
+			expectProblem(t, e.get("/"+cpf+"/score"), 404)
+		}
+	})
 	t.Run("bad min_version: 400", func(t *testing.T) {
 		for _, q := range []string{"x", "-1", "1.5", ""} {
 			if q == "" {
