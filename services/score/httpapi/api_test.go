@@ -18,6 +18,7 @@ import (
 	"github.com/personscore/score/httpapi"
 	"github.com/personscore/score/internal/scoretest"
 	"github.com/personscore/score/mongodb"
+	"github.com/personscore/score/rebuild"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
@@ -26,8 +27,8 @@ import (
 // the OpenAPI document.
 type env struct {
 	t          *testing.T
-	disconnect atomic.Bool // the consumer reports not receiving while set
-	store      *mongodb.Store
+	disconnect atomic.Bool     // the consumer reports not receiving while set
+	events     *rebuild.Router // applies events to store as score's consumer does
 	engine     *gin.Engine
 	spec       *servicetest.Spec
 }
@@ -37,7 +38,7 @@ func newEnv(t *testing.T, maxWait time.Duration) *env {
 	store := mongodb.New(mongodb.Config{DB: scoretest.StartMongo(t).DB})
 	engine := service.NewRouter(zap.NewNop(), service.NewHTTPMetrics(prometheus.NewRegistry()),
 		func(ctx context.Context) (map[string]any, error) { return nil, store.Ping(ctx) })
-	e := &env{t: t, store: store, engine: engine, spec: loadSpec(t)}
+	e := &env{t: t, events: rebuild.New(rebuild.Config{Store: store}), engine: engine, spec: loadSpec(t)}
 	httpapi.Register(engine, httpapi.Config{Store: store, MaxWait: maxWait, Receiving: func() bool { return !e.disconnect.Load() }})
 	return e
 }
@@ -54,7 +55,7 @@ func loadSpec(t *testing.T) *servicetest.Spec {
 func (e *env) apply(events ...eventbus.Event) {
 	e.t.Helper()
 	for _, ev := range events {
-		if err := e.store.Apply(context.Background(), ev); err != nil {
+		if err := e.events.Apply(context.Background(), ev); err != nil {
 			e.t.Fatal(err)
 		}
 	}
