@@ -660,7 +660,7 @@ func TestEventsWaitInOutboxWhileBrokerIsDown(t *testing.T) {
 	env := persontest.New(t)
 	c := ctx(t)
 	const cpf person.CPF = 99999
-	env.Recorder.SetFailing(true)
+	env.Recorder.Fail(errors.New("broker down"))
 	stop := env.RunOutbox(t)
 	if _, err := env.Store.Create(c, newPerson(cpf)); err != nil {
 		t.Fatal(err)
@@ -675,7 +675,7 @@ func TestEventsWaitInOutboxWhileBrokerIsDown(t *testing.T) {
 	if n := len(env.Recorder.Events()); n != 0 {
 		t.Fatalf("%d events published while the broker was down", n)
 	}
-	env.Recorder.SetFailing(false)
+	env.Recorder.Fail(nil)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

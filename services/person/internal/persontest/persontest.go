@@ -5,7 +5,6 @@ package persontest
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net"
 	"net/url"
@@ -13,56 +12,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/personscore/eventbus"
 	"github.com/personscore/eventbus/eventbustest"
 	"github.com/personscore/eventbus/outbox"
+	"github.com/personscore/eventbus/outbox/outboxtest"
 	"github.com/personscore/localmongo/mongotest"
 	"github.com/personscore/person/mongodb"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
-// Recorder is an outbox publisher that keeps every event it is given. While
-// failing it refuses every publish, as a disconnected broker would.
-type Recorder struct {
-	mu      sync.Mutex
-	events  []eventbus.Event
-	failing bool
-}
-
-var errBrokerDown = errors.New("persontest: broker down")
-
-// Publish records events, or fails while SetFailing(true).
-func (r *Recorder) Publish(_ context.Context, events ...eventbus.Event) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.failing {
-		return errBrokerDown
-	}
-	r.events = append(r.events, events...)
-	return nil
-}
-
-// SetFailing makes every later publish fail (true) or succeed (false).
-func (r *Recorder) SetFailing(f bool) {
-	r.mu.Lock()
-	r.failing = f
-	r.mu.Unlock()
-}
-
-// Events returns a copy of what was published so far, in publish order.
-func (r *Recorder) Events() []eventbus.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]eventbus.Event(nil), r.events...)
-}
-
 // Env is a person store on its own embedded MongoDB.
 type Env struct {
 	Proxy    *Proxy // between the store and MongoDB; Cut it to make MongoDB unreachable
 	Client   *mongo.Client
 	DB       *mongo.Database
-	Recorder *Recorder
+	Recorder *outboxtest.Recorder
 	Outbox   *outbox.Outbox
 	Store    *mongodb.Store
 }
@@ -103,7 +67,7 @@ func New(tb testing.TB, opts ...Options) *Env {
 	}
 	tb.Cleanup(func() { _ = client.Disconnect(context.Background()) })
 	db := client.Database(eventbustest.Unique("person"))
-	rec := &Recorder{}
+	rec := &outboxtest.Recorder{}
 	ob := outbox.New(outbox.Config{Collection: mongodb.PersonsCollection(db), Publisher: rec, SweepInterval: o.SweepInterval})
 	return &Env{Proxy: px, Client: client, DB: db, Recorder: rec, Outbox: ob, Store: mongodb.New(db, ob)}
 }
