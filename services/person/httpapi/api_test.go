@@ -15,7 +15,6 @@ import (
 	"github.com/personscore/eventbus/outbox"
 	"github.com/personscore/person"
 	"github.com/personscore/person/httpapi"
-	"github.com/personscore/person/internal/persontest"
 	"github.com/personscore/person/mongodb"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -422,7 +421,7 @@ func TestMongoDownIs503AndWritesNothing(t *testing.T) {
 func TestLateWriteIsNotAnsweredAsRefused(t *testing.T) {
 	s := newServer(t)
 	s.do(t, "POST", "/person", origPerson).expect(t, http.StatusCreated)
-	held, release := s.env.Proxy.Hold(1, persontest.Command("update", mongodb.Collection), true)
+	held, release := s.env.Proxy.Hold(1, "update", true)
 	r := s.do(t, "POST", "/person/11111/income", origIncome)
 	<-held
 	if err := release(); err != nil {

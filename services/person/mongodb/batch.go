@@ -158,8 +158,7 @@ func (s *Store) addBatchLocked(ctx context.Context, held *cpfLock, cpf person.CP
 		update := outbox.With(bson.D{{Key: "$set", Value: set}}, events...)
 		filter = append(filter, bson.E{Key: "version", Value: base})
 		swap := s.swap(filter, update)
-		var matched bool
-		err := s.write(func() (err error) { matched, err = swap(ctx); return err })
+		matched, err := swap(ctx)
 		if err != nil {
 			if err := s.resolve(cpf, last, lastEv.ID, err, swap); err != nil {
 				fail(err)

@@ -51,25 +51,6 @@ type Store struct {
 	outbox *outbox.Outbox
 	locks  cpfLocks
 	adds   addQueues
-	// fault, set by tests only, makes a write command fail before it is sent
-	// (sent false) or lose its answer after it was applied (sent true).
-	fault func(sent bool) error
-}
-
-// write runs one write command of a change, with the test fault if any.
-func (s *Store) write(op func() error) error {
-	if s.fault != nil {
-		if err := s.fault(false); err != nil {
-			return err
-		}
-	}
-	if err := op(); err != nil {
-		return err
-	}
-	if s.fault != nil {
-		return s.fault(true)
-	}
-	return nil
 }
 
 // New returns a store on db; ob relays the events the store writes.
@@ -152,12 +133,9 @@ func (s *Store) Create(ctx context.Context, p person.NewPerson) (int64, error) {
 	}
 	insert := func(ctx context.Context) (bool, error) {
 		_, err := s.coll.InsertOne(ctx, d)
-		if mongo.IsDuplicateKeyError(err) {
-			return false, nil
-		}
 		return err == nil, err
 	}
-	err = s.write(func() error { _, err := s.coll.InsertOne(ctx, d); return err })
+	_, err = insert(ctx)
 	if err != nil && !mongo.IsDuplicateKeyError(err) {
 		err = s.resolve(p.CPF, 1, ev.ID, err, insert)
 	}
@@ -299,8 +277,7 @@ func (s *Store) changeLocked(ctx context.Context, held *cpfLock, cpf person.CPF,
 			bson.E{Key: lastEventField, Value: ev.ID})
 		filter = append(filter, bson.E{Key: "version", Value: cur.Version})
 		swap := s.swap(filter, outbox.With(update, ev))
-		var matched bool
-		err = s.write(func() (err error) { matched, err = swap(ctx); return err })
+		matched, err := swap(ctx)
 		if err != nil {
 			if err := s.resolve(cpf, next, ev.ID, err, swap); err != nil {
 				return 0, err
@@ -337,15 +314,15 @@ func (s *Store) swap(filter, update bson.D) func(ctx context.Context) (bool, err
 // certainly is not and never will be, and ErrOutcomeUnknown if that cannot be
 // told.
 //
-// A command that was sent may still be on its way (queued in the server, or
-// in a connection's buffers) and be applied after any read, so a read alone
-// proves nothing when it shows the write missing. Instead resolve sends the
-// same command again (again, its compare-and-swap on the version or insert of
-// the document): it applies at most once, since whichever copy comes first
-// moves the version (or creates the document) the other one is conditioned
-// on. If the copy applied, the write is done. If it did not, the person has
-// left the state the write needs and never returns to it (versions only
-// grow), so the original can no longer apply either, and the person's
+// A command that was sent may still be on its way (queued in a loaded server)
+// and be applied after any read, so a read alone proves nothing when it shows
+// the write missing. Instead resolve sends the same command again (again: the
+// compare-and-swap on the version, or the insert of the document; a duplicate
+// key means it did not apply). It applies at most once, since whichever copy
+// comes first moves the version (or creates the document) the other one is
+// conditioned on. If the copy applied, the write is done. If it did not, the
+// person has left the state the write needs and never returns to it (versions
+// only grow), so the original cannot apply later either, and the person's
 // version and last event tell whether it did.
 func (s *Store) resolve(cpf person.CPF, next int64, evID string, cause error, again func(ctx context.Context) (bool, error)) error {
 	if notSent(cause) {
@@ -355,6 +332,7 @@ func (s *Store) resolve(cpf person.CPF, next int64, evID string, cause error, ag
 	defer cancel()
 	applied, err := again(ctx)
 	switch {
+	case mongo.IsDuplicateKeyError(err):
 	case err != nil:
 		// The original may still arrive.
 		return fmt.Errorf("%w: %v (sent again: %v)", person.ErrOutcomeUnknown, cause, err)
@@ -369,7 +347,7 @@ func (s *Store) resolve(cpf person.CPF, next int64, evID string, cause error, ag
 	err = s.coll.FindOne(ctx, bson.D{{Key: "_id", Value: cpf}}, opts).Decode(&d)
 	switch {
 	case err != nil:
-		// A person that is missing after the copy found it is no state a write leaves.
+		// Missing after the copy found it is no state a write leaves.
 		return fmt.Errorf("%w: %v (read back: %v)", person.ErrOutcomeUnknown, cause, err)
 	case d.LastEvent == evID:
 		return nil

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,9 +20,7 @@ import (
 	"github.com/personscore/person/internal/persontest"
 	"github.com/personscore/person/mongodb"
 	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
-	"go.mongodb.org/mongo-driver/v2/x/mongo/driver"
 )
 
 func ctx(t *testing.T) context.Context {
@@ -540,70 +539,60 @@ func TestMongoDownIsUnavailableAndWritesNothing(t *testing.T) {
 	checkOneEventPerVersion(t, pending(t, env, cpf), cpf, 1, 2)
 }
 
-// A write whose command fails after it may have reached the store is read
-// back before it is answered: applied is success, not applied is
-// ErrUnavailable, and a store that cannot be read is ErrOutcomeUnknown.
+// A write whose command fails after it may have reached the store is settled
+// before it is answered: the proxy breaks the connection of one write,
+// dropping the command or its answer, so the driver cannot tell whether it was
+// applied. Person sends it again: applied once, success. A store that cannot
+// be reached for that is ErrOutcomeUnknown. (ErrUnavailable is for commands
+// the driver never sent: TestMongoDownIsUnavailableAndWritesNothing.)
 func TestFailedWriteIsResolvedBeforeAnswering(t *testing.T) {
 	env := persontest.New(t)
 	c := ctx(t)
 	const cpf person.CPF = 78787
-	lostAnswer := errors.New("connection reset after the command was sent")
-	// What the driver says of a command it never sent.
-	notSent := mongo.CommandError{Message: "no server selected", Labels: []string{driver.NoWritesPerformed}}
-	failOnce := func(when bool, then func()) {
-		var once sync.Once
-		env.Store.SetFault(func(sent bool) error {
-			var err error
-			if sent == when {
-				once.Do(func() {
-					if then != nil {
-						then()
-					}
-					err = lostAnswer
-					if !sent {
-						err = notSent
-					}
-				})
+	var broken atomic.Int32
+	breakNext := func(applied bool, then func()) {
+		env.Proxy.FailNextWrite(applied, func() {
+			broken.Add(1)
+			if then != nil {
+				then()
 			}
-			return err
 		})
 	}
-
-	failOnce(true, nil)
+	breakNext(true, nil)
 	if v, err := env.Store.Create(c, newPerson(cpf)); err != nil || v != 1 {
 		t.Fatalf("create with its answer lost: version %d, %v; want 1, nil", v, err)
 	}
-	failOnce(true, nil)
+	breakNext(true, nil)
 	it, err := env.Store.AddItem(c, cpf, person.Income, person.NewItem{Type: "x", Value: 100})
 	if err != nil || it.Version != 2 {
 		t.Fatalf("add with its answer lost: %+v, %v; want version 2", it, err)
 	}
-	failOnce(false, nil)
-	if _, err := env.Store.AddItem(c, cpf, person.Debt, person.NewItem{Value: 5}); !errors.Is(err, person.ErrUnavailable) {
-		t.Fatalf("add that never reached the store: %v, want ErrUnavailable", err)
+	breakNext(false, nil)
+	if it, err := env.Store.AddItem(c, cpf, person.Debt, person.NewItem{Value: 5}); err != nil || it.Version != 3 {
+		t.Fatalf("add dropped on its way: %+v, %v; want version 3", it, err)
 	}
-	failOnce(false, nil)
-	if _, err := env.Store.Create(c, newPerson(cpf+1)); !errors.Is(err, person.ErrUnavailable) {
-		t.Fatalf("create that never reached the store: %v, want ErrUnavailable", err)
+	breakNext(false, nil)
+	if v, err := env.Store.Create(c, newPerson(cpf+1)); err != nil || v != 1 {
+		t.Fatalf("create dropped on its way: version %d, %v; want 1, nil", v, err)
 	}
-	failOnce(true, env.Proxy.Cut)
+	breakNext(true, env.Proxy.Cut)
 	if _, err := env.Store.AddItem(c, cpf, person.Asset, person.NewItem{Value: 40}); !errors.Is(err, person.ErrOutcomeUnknown) {
 		t.Fatalf("add applied, then the store unreachable: %v, want ErrOutcomeUnknown", err)
 	}
 	env.Proxy.Restore()
-	env.Store.SetFault(nil)
+	if n := broken.Load(); n != 5 {
+		t.Errorf("%d write commands broken by the proxy, want 5", n)
+	}
 
 	p, items, err := env.Store.Get(c, cpf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Version != 3 || len(items) != 2 {
-		t.Errorf("version %d with %d items, want 3 and 2 (income and asset)", p.Version, len(items))
+	if p.Version != 4 || len(items) != 3 {
+		t.Errorf("version %d with %d items, want 4 and 3 (income, debt and asset)", p.Version, len(items))
 	}
-	if _, _, err := env.Store.Get(c, cpf+1); !errors.Is(err, person.ErrNotFound) {
-		t.Errorf("the create that never reached the store exists: %v", err)
-	}
-	checkOneEventPerVersion(t, pending(t, env, cpf), cpf, 1, 3)
+	checkOneEventPerVersion(t, pending(t, env, cpf), cpf, 1, 4)
+	checkOneEventPerVersion(t, pending(t, env, cpf+1), cpf+1, 1, 1)
 }
 
 // A write command that reaches MongoDB only after person stopped waiting for
@@ -619,12 +608,11 @@ func TestWriteArrivingAfterItsAnswerWasLost(t *testing.T) {
 	if _, err := env.Store.Create(c, newPerson(cpf)); err != nil {
 		t.Fatal(err)
 	}
-	update := persontest.Command("update", mongodb.Collection)
-	// late runs write while the proxy holds back its (first) update or
-	// insert, then lets that reach MongoDB.
-	late := func(name string, match func([]byte) bool, cut bool, write func() error) {
+	// late runs write while the proxy holds back its (first) command, then
+	// lets that reach MongoDB.
+	late := func(name, command string, cut bool, write func() error) {
 		t.Helper()
-		held, release := env.Proxy.Hold(1, match, cut)
+		held, release := env.Proxy.Hold(1, command, cut)
 		err := write()
 		select {
 		case <-held:
@@ -639,11 +627,11 @@ func TestWriteArrivingAfterItsAnswerWasLost(t *testing.T) {
 		}
 	}
 	var it person.Item
-	late("AddItem", update, true, func() (err error) {
+	late("AddItem", "update", true, func() (err error) {
 		it, err = env.Store.AddItem(c, cpf, person.Income, person.NewItem{Type: "late", Value: 100})
 		return err
 	})
-	late("three AddItems of one batch", update, true, func() error {
+	late("three AddItems of one batch", "update", true, func() error {
 		errs := make(chan error, 3)
 		for _, k := range []person.Kind{person.Income, person.Asset, person.Debt} {
 			go func() {
@@ -653,20 +641,20 @@ func TestWriteArrivingAfterItsAnswerWasLost(t *testing.T) {
 		}
 		return errors.Join(<-errs, <-errs, <-errs)
 	})
-	late("Update", update, true, func() error {
+	late("Update", "update", true, func() error {
 		_, err := env.Store.Update(c, cpf, person.Details{Name: "late", Address: "x", DateOfBirth: "2000-01-01"})
 		return err
 	})
-	late("DeleteItem", update, true, func() error { _, err := env.Store.DeleteItem(c, cpf, person.Income, it.ID); return err })
-	late("AddItem past its deadline", update, false, func() error {
+	late("DeleteItem", "update", true, func() error { _, err := env.Store.DeleteItem(c, cpf, person.Income, it.ID); return err })
+	late("AddItem past its deadline", "update", false, func() error {
 		_, err := env.Store.AddItem(c, cpf, person.Debt, person.NewItem{Type: "deadline", Value: 3})
 		return err
 	})
-	late("Create", persontest.Command("insert", mongodb.Collection), true, func() error {
+	late("Create", "insert", true, func() error {
 		_, err := env.Store.Create(c, newPerson(cpf+1))
 		return err
 	})
-	late("Delete", update, true, func() error { _, err := env.Store.Delete(c, cpf+1); return err })
+	late("Delete", "update", true, func() error { _, err := env.Store.Delete(c, cpf+1); return err })
 
 	p, items, err := env.Store.Get(c, cpf)
 	if err != nil {
@@ -692,7 +680,7 @@ func TestLateWriteThatCannotBeSettledIsUnknown(t *testing.T) {
 	if _, err := env.Store.Create(c, newPerson(cpf)); err != nil {
 		t.Fatal(err)
 	}
-	held, release := env.Proxy.Hold(2, persontest.Command("update", mongodb.Collection), true)
+	held, release := env.Proxy.Hold(2, "update", true)
 	_, err := env.Store.AddItem(c, cpf, person.Income, person.NewItem{Type: "late", Value: 100})
 	if !errors.Is(err, person.ErrOutcomeUnknown) {
 		t.Errorf("AddItem whose command and its copy were both lost: %v, want ErrOutcomeUnknown", err)
@@ -776,7 +764,7 @@ func TestEventsWaitInOutboxWhileBrokerIsDown(t *testing.T) {
 	env := persontest.New(t)
 	c := ctx(t)
 	const cpf person.CPF = 99999
-	env.Recorder.SetFailing(true)
+	env.Recorder.Fail(errors.New("broker down"))
 	stop := env.RunOutbox(t)
 	if _, err := env.Store.Create(c, newPerson(cpf)); err != nil {
 		t.Fatal(err)
@@ -791,7 +779,7 @@ func TestEventsWaitInOutboxWhileBrokerIsDown(t *testing.T) {
 	if n := len(env.Recorder.Events()); n != 0 {
 		t.Fatalf("%d events published while the broker was down", n)
 	}
-	env.Recorder.SetFailing(false)
+	env.Recorder.Fail(nil)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -15,12 +15,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// Active names the collection serving the read model now.
-func (s *Router) Active(ctx context.Context) (string, error) {
-	m, err := s.store.ReadMeta(ctx)
-	return m.Active, err
-}
-
 // StartRebuild starts rebuilding the read model from person's snapshots; it
 // returns at once. ErrRebuildRunning (with the running one) when a rebuild is
 // in progress.

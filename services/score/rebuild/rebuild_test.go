@@ -12,6 +12,7 @@ import (
 
 	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
+	"github.com/personscore/eventbus/outbox/outboxtest"
 	"github.com/personscore/score"
 	"github.com/personscore/score/internal/historytest"
 	"github.com/personscore/score/internal/scoretest"
@@ -27,7 +28,7 @@ import (
 // document, and person is told the corrected scores.
 func TestRebuildFromSnapshots(t *testing.T) {
 	env := scoretest.StartMongo(t)
-	pub := &scoretest.Recorder{}
+	pub := &outboxtest.Recorder{}
 	cfg := rebuild.Config{Publisher: pub, MetaInterval: 50 * time.Millisecond}
 	a, b := runReplica(t, env, cfg, 100*time.Millisecond), runReplica(t, env, cfg, 100*time.Millisecond)
 	ctx := context.Background()
@@ -97,7 +98,7 @@ func TestRebuildFromSnapshots(t *testing.T) {
 		t.Fatalf("expected %d snapshots, status says %d", len(hs), st.Expected)
 	}
 	time.Sleep(200 * time.Millisecond) // several checks by both replicas
-	if act, _ := a.Active(ctx); act != mongodb.DefaultCollection {
+	if act := scoretest.Active(t, a); act != mongodb.DefaultCollection {
 		t.Fatalf("switched to %s before any snapshot arrived", act)
 	}
 	var snaps []eventbus.Event
@@ -108,7 +109,7 @@ func TestRebuildFromSnapshots(t *testing.T) {
 	rng.Shuffle(len(snaps), func(i, j int) { snaps[i], snaps[j] = snaps[j], snaps[i] })
 	applyAll(t, a, snaps[:3])
 	time.Sleep(200 * time.Millisecond)
-	if act, _ := a.Active(ctx); act != mongodb.DefaultCollection {
+	if act := scoretest.Active(t, a); act != mongodb.DefaultCollection {
 		t.Fatalf("switched to %s with snapshots missing", act)
 	}
 	applyAll(t, b, snaps[3:])
@@ -186,7 +187,7 @@ func TestRebuildFromSnapshots(t *testing.T) {
 
 func TestRebuildFailures(t *testing.T) {
 	env := scoretest.StartMongo(t)
-	pub := &scoretest.Recorder{}
+	pub := &outboxtest.Recorder{}
 	s := runReplica(t, env, rebuild.Config{Publisher: pub, MetaInterval: 50 * time.Millisecond, RebuildTimeout: 300 * time.Millisecond}, 0)
 	ctx := context.Background()
 	if _, err := s.RebuildStatus(ctx); !errors.Is(err, score.ErrNoRebuild) {
@@ -236,7 +237,7 @@ func TestRebuildFailures(t *testing.T) {
 // the consumer path before snapshot.completed arrives.
 func TestRebuildOfOnePerson(t *testing.T) {
 	env := scoretest.StartMongo(t)
-	s := runReplica(t, env, rebuild.Config{Publisher: &scoretest.Recorder{}, MetaInterval: 50 * time.Millisecond}, 0)
+	s := runReplica(t, env, rebuild.Config{Publisher: &outboxtest.Recorder{}, MetaInterval: 50 * time.Millisecond}, 0)
 	ctx := context.Background()
 	applyAll(t, s, []eventbus.Event{ev(t, contract.PersonCreated, 1, map[string]any{"name": "old"})})
 	r, err := s.StartRebuild(ctx)
@@ -262,7 +263,7 @@ func TestRebuildOfOnePerson(t *testing.T) {
 // still carry the new collection's score, and the new document the event.
 func TestSwitchDuringApply(t *testing.T) {
 	env := scoretest.StartMongo(t)
-	cfg := rebuild.Config{Publisher: &scoretest.Recorder{}}
+	cfg := rebuild.Config{Publisher: &outboxtest.Recorder{}}
 	a, b := newReplica(t, env, cfg), newReplica(t, env, cfg)
 	ctx := context.Background()
 	person := map[string]any{"cpf": 22222, "name": "a", "date_of_birth": "2000-01-01"}
@@ -291,7 +292,7 @@ func TestSwitchDuringApply(t *testing.T) {
 	if err := b.Advance(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if act, _ := b.Active(ctx); act != r.Target {
+	if act := scoretest.Active(t, b); act != r.Target {
 		t.Fatalf("active %s, want the rebuilt %s", act, r.Target)
 	}
 
@@ -322,7 +323,7 @@ func TestSwitchDuringApply(t *testing.T) {
 // the rebuilt score all the same.
 func TestRebuildTellsPersonWhatTheOldModelLost(t *testing.T) {
 	env := scoretest.StartMongo(t)
-	s := newReplica(t, env, rebuild.Config{Publisher: &scoretest.Recorder{}})
+	s := newReplica(t, env, rebuild.Config{Publisher: &outboxtest.Recorder{}})
 	ctx := context.Background()
 	person := map[string]any{"cpf": 22222, "name": "a", "date_of_birth": "2000-01-01"}
 	income := map[string]any{"id": "i", "value_cents": 1000_00}
@@ -347,7 +348,7 @@ func TestRebuildTellsPersonWhatTheOldModelLost(t *testing.T) {
 	if err := s.Advance(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if act, _ := s.Active(ctx); act != r.Target {
+	if act := scoretest.Active(t, s); act != r.Target {
 		t.Fatalf("active %s, want the rebuilt %s", act, r.Target)
 	}
 	old, _ := scoretest.ReadDoc(t, live, 22222)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
+	"github.com/personscore/eventbus/outbox/outboxtest"
 	"github.com/personscore/score/internal/scoretest"
 	"github.com/personscore/score/mongodb"
 	"go.uber.org/zap/zaptest"
@@ -16,7 +17,7 @@ import (
 // from, follow it when it switches, and flush at the end of Run.
 func TestRelaysFollowTheActiveCollection(t *testing.T) {
 	db := scoretest.StartMongo(t).DB
-	pub := &scoretest.Recorder{}
+	pub := &outboxtest.Recorder{}
 	log := zaptest.NewLogger(t)
 	out := newRelays(db, pub, log, 100*time.Millisecond, 5*time.Second)
 	store := mongodb.New(mongodb.Config{DB: db, Relays: out, Logger: log})

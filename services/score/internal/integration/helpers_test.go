@@ -82,11 +82,7 @@ func waitVersions(t *testing.T, s *rebuild.Router, env *mongoEnv, hs []*historyt
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		active, err := s.Active(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := scoretest.Semantics(t, env.DB.Collection(active))
+		got := scoretest.Semantics(t, env.DB.Collection(scoretest.Active(t, s)))
 		behind := 0
 		for _, h := range hs {
 			if got[h.CPF].Version < h.Final() {

@@ -17,44 +17,6 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 )
 
-// Recorder is a publisher that keeps what it is given.
-type Recorder struct {
-	mu     sync.Mutex
-	events []eventbus.Event
-	fail   error
-}
-
-// Publish keeps events, or fails as told by Fail.
-func (r *Recorder) Publish(_ context.Context, events ...eventbus.Event) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.fail != nil {
-		return r.fail
-	}
-	r.events = append(r.events, events...)
-	return nil
-}
-
-// Fail makes Publish fail with err (nil: succeed again).
-func (r *Recorder) Fail(err error) {
-	r.mu.Lock()
-	r.fail = err
-	r.mu.Unlock()
-}
-
-// Of returns the events of type typ published so far.
-func (r *Recorder) Of(typ string) []eventbus.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []eventbus.Event
-	for _, ev := range r.events {
-		if ev.Type == typ {
-			out = append(out, ev)
-		}
-	}
-	return out
-}
-
 // Relays relays the score.changed of every collection a store follows (see
 // mongodb.Relays) to a publisher until the test ends. Unlike cmd/score's it
 // never retires the relay of a replaced collection.
@@ -184,4 +146,20 @@ func Eventually(t testing.TB, within time.Duration, what string, cond func() boo
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// RebuildStatuser reports the rebuild of a read model (rebuild.Router).
+type RebuildStatuser interface {
+	RebuildStatus(ctx context.Context) (score.Rebuild, error)
+}
+
+// Active is the collection serving s's read model now, as its rebuild status
+// reports it (with or without a rebuild).
+func Active(t testing.TB, s RebuildStatuser) string {
+	t.Helper()
+	r, err := s.RebuildStatus(context.Background())
+	if err != nil && !errors.Is(err, score.ErrNoRebuild) {
+		t.Fatalf("rebuild status: %v", err)
+	}
+	return r.Active
 }
