@@ -29,6 +29,16 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
+// withPerson is a fresh store holding person cpf (version 1).
+func withPerson(t *testing.T, cpf person.CPF) (*persontest.Env, context.Context) {
+	t.Helper()
+	env, c := persontest.New(t), ctx(t)
+	if _, err := env.Store.Create(c, newPerson(cpf)); err != nil {
+		t.Fatal(err)
+	}
+	return env, c
+}
+
 func newPerson(cpf person.CPF) person.NewPerson {
 	return person.NewPerson{CPF: cpf, Details: person.Details{Name: "abc", Address: "abc", DateOfBirth: "2019-06-15T19:23:55-03:00"}}
 }
@@ -336,12 +346,8 @@ func TestUpdateAndDeleteItem(t *testing.T) {
 // Amounts reach the event exactly: 0.1 and 0.2 are 10 and 20 cents, never
 // 0.30000000000000004 of anything.
 func TestMoneyIsExactInStoreAndEvents(t *testing.T) {
-	env := persontest.New(t)
-	c := ctx(t)
 	const cpf person.CPF = 55555
-	if _, err := env.Store.Create(c, newPerson(cpf)); err != nil {
-		t.Fatal(err)
-	}
+	env, c := withPerson(t, cpf)
 	for _, text := range []string{"0.1", "0.2", "1000000000000", "999999999999.99"} {
 		in, err := person.ParseNewItem(person.Income, []byte(`{"type":"x","value":`+text+`}`))
 		if err != nil {
@@ -480,12 +486,8 @@ func TestSetScoreLastWriterWinsByVersion(t *testing.T) {
 // With MongoDB unreachable every operation is ErrUnavailable and nothing is
 // written; once it is back, the state is exactly as before.
 func TestMongoDownIsUnavailableAndWritesNothing(t *testing.T) {
-	env := persontest.New(t)
-	c := ctx(t)
 	const cpf person.CPF = 77777
-	if _, err := env.Store.Create(c, newPerson(cpf)); err != nil {
-		t.Fatal(err)
-	}
+	env, c := withPerson(t, cpf)
 	it, err := env.Store.AddItem(c, cpf, person.Income, person.NewItem{Type: "x", Value: 100})
 	if err != nil {
 		t.Fatal(err)
@@ -602,12 +604,8 @@ func TestFailedWriteIsResolvedBeforeAnswering(t *testing.T) {
 // Person must never answer such a write as refused (ErrUnavailable, a plain
 // 503): the client would retry it and the item would be stored twice.
 func TestWriteArrivingAfterItsAnswerWasLost(t *testing.T) {
-	env := persontest.New(t)
-	c := ctx(t)
 	const cpf person.CPF = 79797
-	if _, err := env.Store.Create(c, newPerson(cpf)); err != nil {
-		t.Fatal(err)
-	}
+	env, c := withPerson(t, cpf)
 	// late runs write while the proxy holds back its (first) command, then
 	// lets that reach MongoDB.
 	late := func(name, command string, cut bool, write func() error) {
@@ -656,57 +654,36 @@ func TestWriteArrivingAfterItsAnswerWasLost(t *testing.T) {
 	})
 	late("Delete", "update", true, func() error { _, err := env.Store.Delete(c, cpf+1); return err })
 
-	p, items, err := env.Store.Get(c, cpf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.Version != 8 || len(items) != 4 || p.Name != "late" {
-		t.Errorf("version %d, %d items, name %q; want 8, 4 (the batch's and the deadline's), late", p.Version, len(items), p.Name)
-	}
-	checkOneEventPerVersion(t, pending(t, env, cpf), cpf, 1, 8)
-	if _, _, err := env.Store.Get(c, cpf+1); !errors.Is(err, person.ErrNotFound) {
-		t.Errorf("person %s after its late create and delete: %v, want not found", cpf+1, err)
-	}
-	checkOneEventPerVersion(t, pending(t, env, cpf+1), cpf+1, 1, 2)
-}
-
-// When the write cannot be settled either (the command sent again is lost
-// too), its answer is ErrOutcomeUnknown (503 with Write-Outcome: unknown),
-// never ErrUnavailable; the write, arriving late, is applied once.
-func TestLateWriteThatCannotBeSettledIsUnknown(t *testing.T) {
-	env := persontest.New(t)
-	c := ctx(t)
-	const cpf person.CPF = 79898
-	if _, err := env.Store.Create(c, newPerson(cpf)); err != nil {
-		t.Fatal(err)
-	}
+	// When the write cannot be settled either (the command sent again is
+	// lost too), its answer is ErrOutcomeUnknown (503 with Write-Outcome:
+	// unknown), never ErrUnavailable.
 	held, release := env.Proxy.Hold(2, "update", true)
-	_, err := env.Store.AddItem(c, cpf, person.Income, person.NewItem{Type: "late", Value: 100})
-	if !errors.Is(err, person.ErrOutcomeUnknown) {
+	if _, err := env.Store.AddItem(c, cpf, person.Income, person.NewItem{Type: "unsettled", Value: 9}); !errors.Is(err, person.ErrOutcomeUnknown) {
 		t.Errorf("AddItem whose command and its copy were both lost: %v, want ErrOutcomeUnknown", err)
 	}
 	<-held
 	if err := release(); err != nil {
 		t.Fatal(err)
 	}
+
 	p, items, err := env.Store.Get(c, cpf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Version != 2 || len(items) != 1 {
-		t.Errorf("version %d with %d items, want 2 and 1: the late write applied once", p.Version, len(items))
+	if p.Version != 9 || len(items) != 5 || p.Name != "late" {
+		t.Errorf("version %d, %d items, name %q; want 9, 5 (the batch's, the deadline's, the unsettled one), late", p.Version, len(items), p.Name)
 	}
-	checkOneEventPerVersion(t, pending(t, env, cpf), cpf, 1, 2)
+	checkOneEventPerVersion(t, pending(t, env, cpf), cpf, 1, 9)
+	if _, _, err := env.Store.Get(c, cpf+1); !errors.Is(err, person.ErrNotFound) {
+		t.Errorf("person %s after its late create and delete: %v, want not found", cpf+1, err)
+	}
+	checkOneEventPerVersion(t, pending(t, env, cpf+1), cpf+1, 1, 2)
 }
 
 // A request's deadline also bounds its wait for its turn on a busy person.
 func TestWaitForTurnHonoursDeadline(t *testing.T) {
-	env := persontest.New(t)
-	c := ctx(t)
 	const cpf person.CPF = 88888
-	if _, err := env.Store.Create(c, newPerson(cpf)); err != nil {
-		t.Fatal(err)
-	}
+	env, c := withPerson(t, cpf)
 	short, cancel := context.WithTimeout(c, time.Nanosecond)
 	defer cancel()
 	<-short.Done()
