@@ -18,7 +18,9 @@ type cacheKey struct {
 }
 
 // maxCached bounds the cache (a document is a few hundred bytes to a few
-// KiB); it is emptied when full, which only costs reads afterwards.
+// KiB); when it is full a new document takes the place of an arbitrary one.
+// (Emptying it instead cost a store read for each of its cpfs every time it
+// filled, as in a backlog of 10,000 cpfs.)
 const maxCached = 10_000
 
 func (c *docCache) get(coll string, cpf int64) (stored, bool) {
@@ -31,10 +33,17 @@ func (c *docCache) get(coll string, cpf int64) (stored, bool) {
 func (c *docCache) put(coll string, cpf int64, st stored) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.docs == nil || len(c.docs) >= maxCached {
+	key := cacheKey{coll, cpf}
+	if c.docs == nil {
 		c.docs = map[cacheKey]stored{}
 	}
-	c.docs[cacheKey{coll, cpf}] = st
+	if _, ok := c.docs[key]; !ok && len(c.docs) >= maxCached {
+		for k := range c.docs { // an arbitrary one: map order is random
+			delete(c.docs, k)
+			break
+		}
+	}
+	c.docs[key] = st
 }
 
 func (c *docCache) drop(coll string, cpf int64) {

@@ -86,20 +86,41 @@ func (t *Tally) Stop() float64 {
 }
 
 // QueueDepth is the number of ready messages in a queue (passive declare).
+// An answer of 0 messages and 0 consumers may be the broker's placeholder
+// for a quorum queue whose leader did not answer in time (see QueueStat), so
+// such an answer is asked again a few times before it is believed.
 func QueueDepth(amqpURL, queue string) (int, error) {
+	var n, consumers int
+	var err error
+	for range 5 {
+		if n, consumers, err = QueueStat(amqpURL, queue); err != nil || n > 0 || consumers > 0 {
+			return n, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return n, err
+}
+
+// QueueStat is the number of ready messages in a queue and of its consumers
+// (passive declare). For a quorum queue the broker asks the queue's leader
+// and, when the leader does not answer within 250 ms (a busy broker on a
+// loaded machine), it answers 0 messages and 0 consumers whatever the queue
+// holds (rabbit_quorum_queue:stat/2). So 0 messages is only known to be true
+// when the answer also counts a consumer the queue is known to have.
+func QueueStat(amqpURL, queue string) (messages, consumers int, err error) {
 	conn, err := amqp.DialConfig(amqpURL, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer conn.Close()
 	ch, err := conn.Channel()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer ch.Close()
 	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return q.Messages, nil
+	return q.Messages, q.Consumers, nil
 }

@@ -350,15 +350,22 @@ func TestBacklogDrain(t *testing.T) {
 	pid := h.s.PID(stack.Score)
 	var maxRSS int64
 	lastLog, lastDepth := start, len(msgs)
+	// 0 ready messages counts as empty only with score's consumer counted in
+	// the same answer: 0 and 0 is also what the broker answers when the
+	// queue's leader is too busy to answer (chaos.QueueStat).
+	placeholders := 0
 	for {
 		if rss, err := measure.RSS(pid); err == nil {
 			maxRSS = max(maxRSS, rss)
 		}
-		depth, err := chaos.QueueDepth(h.amqpURL, "score.queue")
-		if err == nil && depth == 0 {
+		depth, consumers, err := chaos.QueueStat(h.amqpURL, "score.queue")
+		if err == nil && depth == 0 && consumers > 0 {
 			break
 		}
-		if err == nil && time.Since(lastLog) >= 30*time.Second {
+		if err == nil && depth == 0 {
+			placeholders++
+		}
+		if err == nil && depth > 0 && time.Since(lastLog) >= 30*time.Second {
 			t.Logf("draining: after %s %d events left in score.queue (%.0f events/s over the last %s), score RSS %d MiB",
 				time.Since(start).Round(time.Second), depth, float64(lastDepth-depth)/time.Since(lastLog).Seconds(),
 				time.Since(lastLog).Round(time.Second), maxRSS>>20)
@@ -370,6 +377,8 @@ func TestBacklogDrain(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 	}
 	queueEmpty := time.Since(start)
+	t.Logf("score.queue empty after %s (%d answers of 0 messages and 0 consumers before, not taken for empty)",
+		queueEmpty.Round(100*time.Millisecond), placeholders)
 	deadline := time.Now().Add(5 * time.Minute)
 	sem := make(chan struct{}, 8)
 	var wg sync.WaitGroup
