@@ -249,6 +249,19 @@ func (p *Publisher) PublishAsync(ctx context.Context, events ...Event) (*Pending
 	return p.sendAsync(ctx, shard, msgs)
 }
 
+// PublishAsyncOn is PublishAsync on the channel of key instead of the one of
+// the first event's subject: publishes made one after another with one key
+// reach the broker in that order, whatever subjects their events have (while
+// that channel stays open), so a producer can keep several batches of mixed
+// subjects in flight without one overtaking another.
+func (p *Publisher) PublishAsyncOn(ctx context.Context, key string, events ...Event) (*Pending, error) {
+	msgs, err := p.encode(ctx, events)
+	if err != nil {
+		return nil, err
+	}
+	return p.sendAsync(ctx, key, msgs)
+}
+
 func (p *Publisher) encode(ctx context.Context, events []Event) ([]outgoing, error) {
 	msgs := make([]outgoing, len(events))
 	for i, ev := range events {
