@@ -17,6 +17,16 @@
 // go out in version order. Backlog reports the backlog's size and age from
 // memory, for a service to bound it.
 //
+// A relay worker keeps several batches in flight (Config.RelayInFlight): it
+// publishes a batch while the confirms of earlier ones are on their way, all
+// on one publisher channel, so the broker gets them in order. An event is
+// cleared only once its own confirm came. If the broker nacks a batch while
+// a later one is in flight, the later one may reach consumers first; the
+// nacked events stay stored and go out again with their document's next
+// events (or the sweep's). Consumers must therefore apply a document's events
+// whatever their order, as they must for redeliveries anyway (score applies
+// by version, person's copy of the score by its revision).
+//
 // Delivery is at least once: an event may be published twice (two replicas
 // sweeping, a crash between confirm and removal), never lost.
 package outbox
