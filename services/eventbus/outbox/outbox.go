@@ -63,7 +63,7 @@ type Publisher interface {
 // confirms of earlier ones are on their way, in order on one channel per
 // worker. Without it each batch waits for its confirms before the next.
 type asyncPublisher interface {
-	PublishAsyncOn(ctx context.Context, key string, events ...eventbus.Event) (*eventbus.Pending, error)
+	PublishAsyncOn(ctx context.Context, lane int, events ...eventbus.Event) (*eventbus.Pending, error)
 }
 
 // readier is implemented by publishers that know whether the broker is
@@ -117,7 +117,7 @@ type Outbox struct {
 	drained prometheus.Counter
 	// publishAsync publishes events on the channel of key and returns what
 	// waits for their confirms (nil: the publisher has no asyncPublisher).
-	publishAsync func(ctx context.Context, key string, events []eventbus.Event) (func(context.Context) error, error)
+	publishAsync func(ctx context.Context, lane int, events []eventbus.Event) (func(context.Context) error, error)
 
 	// suspect is set when events may have been left behind: after
 	// a failed publish or removal, when the relay had no room, and when a
@@ -196,8 +196,8 @@ func New(cfg Config) *Outbox {
 	})
 	o.drained = cfg.Metrics.OutboxDrained.WithLabelValues(cfg.Collection.Name())
 	if ap, ok := cfg.Publisher.(asyncPublisher); ok {
-		o.publishAsync = func(ctx context.Context, key string, events []eventbus.Event) (func(context.Context) error, error) {
-			pd, err := ap.PublishAsyncOn(ctx, key, events...)
+		o.publishAsync = func(ctx context.Context, lane int, events []eventbus.Event) (func(context.Context) error, error) {
+			pd, err := ap.PublishAsyncOn(ctx, lane, events...)
 			if err != nil {
 				return nil, err
 			}
@@ -460,7 +460,6 @@ func (o *Outbox) Run(ctx context.Context, flushTimeout time.Duration) error {
 // cleared when ctx ends stays held, and Run clears it at shutdown, so it is
 // not published again at the next start.
 func (o *Outbox) relay(ctx context.Context, worker int, notes chan note) {
-	key := fmt.Sprintf("outbox %s %d", o.cfg.Collection.Name(), worker)
 	slots := make(chan struct{}, o.cfg.RelayInFlight)
 	published := make(chan sentBatch, o.cfg.RelayInFlight)
 	settled := make(chan struct{})
@@ -513,7 +512,7 @@ func (o *Outbox) relay(ctx context.Context, worker int, notes chan note) {
 		batch = o.catchUp(ctx, o.unpublished(batch))
 		events := inDocumentOrder(batch)
 		o.sending(batch, true)
-		wait, err := o.publish(ctx, key, events)
+		wait, err := o.publish(ctx, worker, events)
 		if err != nil {
 			o.sending(batch, false)
 			o.failed(batch, len(events), err)
@@ -531,11 +530,12 @@ type sentBatch struct {
 	wait   func(context.Context) error
 }
 
-// publish sends events on the channel of key, and returns what waits for
-// their confirms; a publisher that cannot stream them confirms them first.
-func (o *Outbox) publish(ctx context.Context, key string, events []eventbus.Event) (func(context.Context) error, error) {
+// publish sends events on the publisher's channel lane, and returns what
+// waits for their confirms; a publisher that cannot stream them confirms
+// them first.
+func (o *Outbox) publish(ctx context.Context, lane int, events []eventbus.Event) (func(context.Context) error, error) {
 	if o.publishAsync != nil {
-		return o.publishAsync(ctx, key, events)
+		return o.publishAsync(ctx, lane, events)
 	}
 	if err := o.cfg.Publisher.Publish(ctx, events...); err != nil {
 		return nil, err

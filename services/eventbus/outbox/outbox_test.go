@@ -667,7 +667,7 @@ func newConfirmGate(pub *eventbus.Publisher) *confirmGate {
 
 func (g *confirmGate) install(ob *Outbox) { ob.publishAsync = g.publish }
 
-func (g *confirmGate) publish(ctx context.Context, key string, events []eventbus.Event) (func(context.Context) error, error) {
+func (g *confirmGate) publish(ctx context.Context, lane int, events []eventbus.Event) (func(context.Context) error, error) {
 	g.mu.Lock()
 	g.calls++
 	nack := g.nack(g.calls)
@@ -680,7 +680,7 @@ func (g *confirmGate) publish(ctx context.Context, key string, events []eventbus
 	var pd *eventbus.Pending
 	if !nack {
 		var err error
-		if pd, err = g.pub.PublishAsyncOn(ctx, key, events...); err != nil {
+		if pd, err = g.pub.PublishAsyncOn(ctx, lane, events...); err != nil {
 			return nil, err
 		}
 	}
