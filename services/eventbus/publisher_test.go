@@ -401,6 +401,20 @@ func TestPublishAsyncStreams(t *testing.T) {
 	}
 }
 
+// readyPublisher is a publisher to the fixture's exchange, connected, and a
+// context that ends after timeout; both end with the test.
+func (f *fixture) readyPublisher(timeout time.Duration) (*Publisher, context.Context) {
+	f.t.Helper()
+	pub := NewPublisher(openConn(f.t, ConnConfig{}), PublisherConfig{Exchange: f.exchange, Metrics: f.metrics})
+	f.t.Cleanup(func() { pub.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	f.t.Cleanup(cancel)
+	if err := pub.WaitReady(ctx); err != nil {
+		f.t.Fatal(err)
+	}
+	return pub, ctx
+}
+
 // Batches of mixed subjects streamed on one lane arrive in the order they
 // were published, though their first subjects would spread them over the
 // publisher's four channels.
@@ -408,14 +422,7 @@ func TestPublishAsyncOnKeepsALaneInOrder(t *testing.T) {
 	f := newFixture(t)
 	raw := rawChannel(t)
 	q := f.bindQueue(raw, "lane.item")
-	conn := openConn(t, ConnConfig{})
-	pub := NewPublisher(conn, PublisherConfig{Exchange: f.exchange, Metrics: f.metrics})
-	defer pub.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := pub.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
+	pub, ctx := f.readyPublisher(30 * time.Second)
 	const batches, size = 150, 3
 	var pendings []*Pending
 	seq := int64(0)

@@ -465,8 +465,20 @@ func (o *Outbox) relay(ctx context.Context, worker int, notes chan note) {
 	settled := make(chan struct{})
 	go func() {
 		defer close(settled)
+		// Once ctx ended, the confirms still on their way get removeTimeout
+		// in all, so that the flush at shutdown does not publish again
+		// what was confirmed.
+		var grace context.Context
+		cancel := func() {}
+		defer func() { cancel() }()
+		stopping := func() context.Context {
+			if grace == nil {
+				grace, cancel = context.WithTimeout(context.WithoutCancel(ctx), removeTimeout)
+			}
+			return grace
+		}
 		for b := range published {
-			o.settle(ctx, b)
+			o.settle(ctx, b, stopping)
 			<-slots
 		}
 	}()
@@ -589,15 +601,12 @@ func (o *Outbox) failed(batch []note, events int, err error) {
 // settle waits for a published batch's confirms, then clears its events: it
 // holds them for the document's next write (ClearWith), or clears them now,
 // one removal per document. A catch-up note's events are removed at once,
-// exactly as read. Once ctx ends it waits a little more for the confirms
-// (they are a round trip away), so that the flush at shutdown does not
-// publish again what was confirmed.
-func (o *Outbox) settle(ctx context.Context, b sentBatch) {
+// exactly as read. Once ctx ends it waits for the confirms within the
+// context stopping returns.
+func (o *Outbox) settle(ctx context.Context, b sentBatch, stopping func() context.Context) {
 	err := b.wait(ctx)
 	if ctx.Err() != nil {
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), removeTimeout)
-		err = b.wait(wctx)
-		cancel()
+		err = b.wait(stopping())
 	}
 	// Confirmed or failed, they are out of flight: a failed batch's events
 	// are older events for the catch-up of the next note of their document.
