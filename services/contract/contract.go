@@ -19,7 +19,9 @@ package contract
 
 import (
 	"encoding/json"
+	"errors"
 	"strconv"
+	"strings"
 )
 
 // Event types.
@@ -78,6 +80,22 @@ func PersonEventTypes() []string {
 
 // Subject is the subject of an event about the person with this cpf.
 func Subject(cpf int64) string { return strconv.FormatInt(cpf, 10) }
+
+// errCPF: the text is not a cpf.
+var errCPF = errors.New("must be a positive integer of at most 18 digits")
+
+// ParseCPF reads a cpf as both services write it in their paths and subjects:
+// 1 to 18 decimal digits, not all zero, and nothing else.
+func ParseCPF(s string) (int64, error) {
+	if s == "" || len(s) > 18 || strings.Trim(s, "0123456789") != "" {
+		return 0, errCPF
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, errCPF
+	}
+	return n, nil
+}
 
 // PersonDetails are the fields of a person. Both services also store them
 // under the same names (person.Details and score.Person are this type).

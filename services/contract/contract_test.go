@@ -77,3 +77,21 @@ func TestItemEventTypes(t *testing.T) {
 		t.Errorf("PersonEventTypes = %v", types)
 	}
 }
+
+// A cpf is digits only, 1 to 18 of them, not all zero: Subject's output and
+// nothing else that strconv would take.
+func TestParseCPF(t *testing.T) {
+	for s, want := range map[string]int64{"11111": 11111, "00011111": 11111, "999999999999999999": 999999999999999999} {
+		if got, err := ParseCPF(s); err != nil || got != want {
+			t.Errorf("ParseCPF(%q) = %d, %v; want %d", s, got, err, want)
+		}
+		if got, _ := ParseCPF(Subject(want)); got != want {
+			t.Errorf("ParseCPF(Subject(%d)) = %d", want, got)
+		}
+	}
+	for _, s := range []string{"", "0", "000", "-1", "+11111", " 1", "1 ", "1e3", "0x2B67", "11111.0", "١٢٣", "9223372036854775807"} {
+		if got, err := ParseCPF(s); err == nil {
+			t.Errorf("ParseCPF(%q) = %d, want an error", s, got)
+		}
+	}
+}

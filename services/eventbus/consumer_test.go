@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/personscore/eventbus/eventbustest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -110,10 +109,9 @@ func TestRetryScheduleThenDeadLetter(t *testing.T) {
 	// Not monotonic on purpose: each attempt must wait its own delay. The
 	// first is long enough for the other event to be published meanwhile.
 	delays := []time.Duration{800 * time.Millisecond, 100 * time.Millisecond, 300 * time.Millisecond}
-	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-retry"), Exchange: f.exchange, Workers: 1, RetryDelays: delays,
-		Metrics: f.metrics, Logger: zap.New(core)}
-	f.trackService(cfg)
-	c := NewConsumer(conn, cfg)
+	cfg := ConsumerConfig{Service: "eb-retry", Workers: 1, RetryDelays: delays,
+		Logger: zap.New(core)}
+	c := f.consumer(conn, &cfg)
 	var mu sync.Mutex
 	var attempts []time.Time
 	otherDone := make(chan time.Time, 1)
@@ -214,10 +212,9 @@ func mustJSON(t testing.TB, ev Event) []byte {
 func TestRetryAfterErrorAndPanic(t *testing.T) {
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-panic"), Exchange: f.exchange, Workers: 2,
-		RetryDelays: []time.Duration{50 * time.Millisecond, 50 * time.Millisecond}, Metrics: f.metrics}
-	f.trackService(cfg)
-	c := NewConsumer(conn, cfg)
+	cfg := ConsumerConfig{Service: "eb-panic", Workers: 2,
+		RetryDelays: []time.Duration{50 * time.Millisecond, 50 * time.Millisecond}}
+	c := f.consumer(conn, &cfg)
 	var calls atomic.Int32
 	handled := make(chan int, 1)
 	c.Handle("flaky.thing", func(ctx context.Context, ev Event) error {
@@ -255,10 +252,9 @@ func TestRetryAfterErrorAndPanic(t *testing.T) {
 func TestMalformedMessagesDeadLetteredAtOnce(t *testing.T) {
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-malformed"), Exchange: f.exchange, Workers: 2,
-		RetryDelays: []time.Duration{50 * time.Millisecond}, Metrics: f.metrics}
-	f.trackService(cfg)
-	c := NewConsumer(conn, cfg)
+	cfg := ConsumerConfig{Service: "eb-malformed", Workers: 2,
+		RetryDelays: []time.Duration{50 * time.Millisecond}}
+	c := f.consumer(conn, &cfg)
 	var calls atomic.Int32
 	c.Handle("thing.done", func(ctx context.Context, ev Event) error {
 		calls.Add(1)
@@ -318,9 +314,8 @@ func TestMalformedMessagesDeadLetteredAtOnce(t *testing.T) {
 func TestPerSubjectOrderUnderConcurrency(t *testing.T) {
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-order"), Exchange: f.exchange, Workers: 8, Metrics: f.metrics}
-	f.trackService(cfg)
-	c := NewConsumer(conn, cfg)
+	cfg := ConsumerConfig{Service: "eb-order", Workers: 8}
+	c := f.consumer(conn, &cfg)
 	const subjects, versions = 24, 40
 	var mu sync.Mutex
 	order := map[string][]int64{}
@@ -377,10 +372,9 @@ func TestPerSubjectOrderUnderConcurrency(t *testing.T) {
 func TestGracefulShutdownDrainsInFlight(t *testing.T) {
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-shutdown"), Exchange: f.exchange, Workers: 2, Metrics: f.metrics,
+	cfg := ConsumerConfig{Service: "eb-shutdown", Workers: 2,
 		ShutdownTimeout: 5 * time.Second}
-	f.trackService(cfg)
-	c := NewConsumer(conn, cfg)
+	c := f.consumer(conn, &cfg)
 	started := make(chan struct{}, 10)
 	var finished atomic.Int32
 	c.Handle("slow.job", func(ctx context.Context, ev Event) error {
@@ -418,10 +412,9 @@ func TestGracefulShutdownDrainsInFlight(t *testing.T) {
 func TestShutdownDeadline(t *testing.T) {
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-deadline"), Exchange: f.exchange, Workers: 1, Metrics: f.metrics,
+	cfg := ConsumerConfig{Service: "eb-deadline", Workers: 1,
 		ShutdownTimeout: 300 * time.Millisecond}
-	f.trackService(cfg)
-	c := NewConsumer(conn, cfg)
+	c := f.consumer(conn, &cfg)
 	started := make(chan struct{})
 	cancelled := make(chan struct{})
 	c.Handle("stuck.job", func(ctx context.Context, ev Event) error {
@@ -451,13 +444,13 @@ func TestShutdownDeadline(t *testing.T) {
 func TestTopologyDeclaredIdempotently(t *testing.T) {
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-topology"), Exchange: f.exchange, Metrics: f.metrics, DeliveryLimit: 7,
+	cfg := ConsumerConfig{Service: "eb-topology", DeliveryLimit: 7,
 		RetryDelays: []time.Duration{250 * time.Millisecond, time.Second}}
-	f.trackService(cfg)
+	c := f.consumer(conn, &cfg)
 	for range 2 { // a restart redeclares the same topology
-		c := NewConsumer(conn, cfg)
 		c.Handle("a.b", func(context.Context, Event) error { return nil })
 		startConsumer(t, c).stop(t)
+		c = NewConsumer(conn, cfg)
 	}
 	conflicts := func(queue string, args amqp.Table) bool {
 		t.Helper()
@@ -514,9 +507,8 @@ func TestTraceContextPropagated(t *testing.T) {
 
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-trace"), Exchange: f.exchange, Metrics: f.metrics}
-	f.trackService(cfg)
-	c := NewConsumer(conn, cfg)
+	cfg := ConsumerConfig{Service: "eb-trace"}
+	c := f.consumer(conn, &cfg)
 	got := make(chan trace.SpanContext, 1)
 	c.Handle("traced.event", func(ctx context.Context, ev Event) error {
 		got <- trace.SpanContextFromContext(ctx)
@@ -568,9 +560,8 @@ func TestConsumerRejectsBadConfig(t *testing.T) {
 func TestBatchHandlerKeepsOrderAndFallsBack(t *testing.T) {
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-batch"), Exchange: f.exchange, Workers: 1, Metrics: f.metrics}
-	f.trackService(cfg)
-	c := NewConsumer(conn, cfg)
+	cfg := ConsumerConfig{Service: "eb-batch", Workers: 1}
+	c := f.consumer(conn, &cfg)
 	gate := make(chan struct{})
 	var mu sync.Mutex
 	order := map[string][]int64{}

@@ -84,8 +84,13 @@ func (f *fixture) track(queues ...string) {
 	f.queues = append(f.queues, queues...)
 }
 
-// trackService schedules every queue of a consuming service for deletion.
-func (f *fixture) trackService(cfg ConsumerConfig) {
+// consumer completes cfg for this test (a unique service named after
+// cfg.Service, the fixture's exchange and metrics), schedules every queue of
+// that service for deletion and returns a consumer of cfg on conn.
+func (f *fixture) consumer(conn *Conn, cfg *ConsumerConfig) *Consumer {
+	cfg.Service = eventbustest.Unique(cfg.Service)
+	cfg.Exchange = f.exchange
+	cfg.Metrics = f.metrics
 	f.track(WorkQueue(cfg.Service), DeadLetterQueue(cfg.Service))
 	delays := cfg.RetryDelays
 	if delays == nil {
@@ -94,28 +99,13 @@ func (f *fixture) trackService(cfg ConsumerConfig) {
 	for _, d := range delays {
 		f.track(delayQueue(cfg.Service, d))
 	}
+	return NewConsumer(conn, *cfg)
 }
 
 func (f *fixture) cleanup() {
-	conn, err := amqp.Dial(eventbustest.BrokerURL())
-	if err != nil {
-		f.t.Errorf("cleanup: %v", err)
-		return
-	}
-	defer conn.Close()
-	for _, q := range f.queues {
-		ch, err := conn.Channel()
-		if err != nil {
-			f.t.Errorf("cleanup: %v", err)
-			return
-		}
-		_, _ = ch.QueueDelete(q, false, false, false)
-		_ = ch.Close()
-	}
-	if ch, err := conn.Channel(); err == nil {
-		_ = ch.ExchangeDelete(f.exchange, false, false)
-		_ = ch.Close()
-	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	eventbustest.DeleteDeclared(f.t, f.exchange, f.queues...)
 }
 
 // bindQueue declares a quorum test queue bound to keys on the fixture's exchange.

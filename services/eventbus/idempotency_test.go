@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/personscore/eventbus/eventbustest"
 	"github.com/personscore/localmongo/mongotest"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -81,10 +80,9 @@ func TestIdempotentConsumerAppliesEachVersionOnce(t *testing.T) {
 
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-idem"), Exchange: f.exchange, Workers: 4, Metrics: f.metrics,
+	cfg := ConsumerConfig{Service: "eb-idem", Workers: 4,
 		RetryDelays: []time.Duration{20 * time.Millisecond, 50 * time.Millisecond}}
-	f.trackService(cfg)
-	c := NewConsumer(conn, cfg)
+	c := f.consumer(conn, &cfg)
 	var mu sync.Mutex
 	failedOnce := map[string]bool{}
 	c.Handle("money.deposited", func(ctx context.Context, ev Event) error {

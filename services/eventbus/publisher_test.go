@@ -207,10 +207,9 @@ func TestReconnectAfterBrokerClosesConnection(t *testing.T) {
 	conn := openConn(t, ConnConfig{Name: name, MaxBackoff: time.Second})
 	pub := NewPublisher(conn, PublisherConfig{Exchange: f.exchange, Metrics: f.metrics})
 	defer pub.Close()
-	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-reconnect"), Exchange: f.exchange, Workers: 4,
-		RetryDelays: []time.Duration{100 * time.Millisecond}, Metrics: f.metrics, ShutdownTimeout: 2 * time.Second}
-	f.trackService(cfg)
-	c := NewConsumer(conn, cfg)
+	cfg := ConsumerConfig{Service: "eb-reconnect", Workers: 4,
+		RetryDelays: []time.Duration{100 * time.Millisecond}, ShutdownTimeout: 2 * time.Second}
+	c := f.consumer(conn, &cfg)
 	var mu sync.Mutex
 	seen := map[string]int{}
 	c.Handle("tick.happened", func(ctx context.Context, ev Event) error {

@@ -17,9 +17,8 @@ import (
 func TestReplayDeadLetters(t *testing.T) {
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-replay"), Exchange: f.exchange, RetryDelays: []time.Duration{}, Metrics: f.metrics}
-	f.trackService(cfg)
-	c := NewConsumer(conn, cfg)
+	cfg := ConsumerConfig{Service: "eb-replay", RetryDelays: []time.Duration{}}
+	c := f.consumer(conn, &cfg)
 	var fixed atomic.Bool
 	var mu sync.Mutex
 	handled := map[string]int{}
@@ -83,9 +82,8 @@ func TestReplayDeadLetters(t *testing.T) {
 func TestDeliveryLimitDeadLetters(t *testing.T) {
 	f := newFixture(t)
 	conn := openConn(t, ConnConfig{})
-	cfg := ConsumerConfig{Service: eventbustest.Unique("eb-limit"), Exchange: f.exchange, RetryDelays: []time.Duration{}, DeliveryLimit: 2, Metrics: f.metrics}
-	f.trackService(cfg)
-	c := NewConsumer(conn, cfg)
+	cfg := ConsumerConfig{Service: "eb-limit", RetryDelays: []time.Duration{}, DeliveryLimit: 2}
+	c := f.consumer(conn, &cfg)
 	c.Handle("crash.me", func(context.Context, Event) error { return nil })
 	startConsumer(t, c).stop(t) // declares the topology
 	ev := mustEvent(t, "crash.me", "1", 1, nil)

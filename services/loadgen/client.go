@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -145,12 +144,9 @@ var ErrStale = errors.New("score did not reach the version in time")
 func (c *Client) WaitScore(ctx context.Context, cpf, version int64) (ScoreAnswer, error) {
 	url := c.ScoreURL + "/" + strconv.FormatInt(cpf, 10) + "/score?min_version=" + strconv.FormatInt(version, 10)
 	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return ScoreAnswer{}, err
-		}
-		resp, err := c.reads.Do(req)
-		if err != nil {
+		a := measure.Call(ctx, c.reads, http.MethodGet, url, nil)
+		switch {
+		case a.Err != nil:
 			if ctx.Err() != nil {
 				return ScoreAnswer{}, fmt.Errorf("%w: %v", ErrStale, ctx.Err())
 			}
@@ -159,31 +155,25 @@ func (c *Client) WaitScore(ctx context.Context, cpf, version int64) (ScoreAnswer
 			case <-time.After(50 * time.Millisecond):
 				continue
 			case <-ctx.Done():
-				return ScoreAnswer{}, fmt.Errorf("%w: %v", ErrStale, err)
+				return ScoreAnswer{}, fmt.Errorf("%w: %v", ErrStale, a.Err)
 			}
-		}
-		raw, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		at := time.Now()
-		stale := resp.Header.Get("X-Stale") == "true"
-		switch {
-		case stale:
+		case a.Header.Get("X-Stale") == "true":
 			if ctx.Err() != nil {
 				return ScoreAnswer{}, ErrStale
 			}
 			continue
-		case resp.StatusCode == http.StatusOK:
+		case a.Status == http.StatusOK:
 			var out struct {
 				Score   int64 `json:"score"`
 				Version int64 `json:"version"`
 			}
-			if err := json.Unmarshal(raw, &out); err != nil {
-				return ScoreAnswer{}, fmt.Errorf("score answer: %w: %s", err, raw)
+			if err := json.Unmarshal(a.Body, &out); err != nil {
+				return ScoreAnswer{}, fmt.Errorf("score answer: %w: %s", err, a.Body)
 			}
-			return ScoreAnswer{Found: true, Score: out.Score, Version: out.Version, At: at}, nil
-		case resp.StatusCode == http.StatusNotFound:
-			return ScoreAnswer{Found: false, At: at}, nil
-		case resp.StatusCode == http.StatusServiceUnavailable:
+			return ScoreAnswer{Found: true, Score: out.Score, Version: out.Version, At: a.At}, nil
+		case a.Status == http.StatusNotFound:
+			return ScoreAnswer{Found: false, At: a.At}, nil
+		case a.Status == http.StatusServiceUnavailable:
 			select {
 			case <-time.After(50 * time.Millisecond):
 				continue
@@ -191,7 +181,7 @@ func (c *Client) WaitScore(ctx context.Context, cpf, version int64) (ScoreAnswer
 				return ScoreAnswer{}, fmt.Errorf("%w: %v", ErrStale, ctx.Err())
 			}
 		default:
-			return ScoreAnswer{}, fmt.Errorf("score answered %d: %s", resp.StatusCode, raw)
+			return ScoreAnswer{}, fmt.Errorf("score answered %d: %s", a.Status, a.Body)
 		}
 	}
 }
@@ -206,17 +196,11 @@ type PersonView struct {
 
 // Person reads GET /person/{cpf}.
 func (c *Client) Person(ctx context.Context, cpf int64) (PersonView, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.PersonURL+"/person/"+strconv.FormatInt(cpf, 10), nil)
-	if err != nil {
-		return PersonView{}, err
+	a := measure.Call(ctx, c.reads, http.MethodGet, c.PersonURL+"/person/"+strconv.FormatInt(cpf, 10), nil)
+	if a.Err != nil {
+		return PersonView{}, a.Err
 	}
-	resp, err := c.reads.Do(req)
-	if err != nil {
-		return PersonView{}, err
-	}
-	raw, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	switch resp.StatusCode {
+	switch a.Status {
 	case http.StatusNotFound:
 		return PersonView{}, nil
 	case http.StatusOK:
@@ -226,7 +210,7 @@ func (c *Client) Person(ctx context.Context, cpf int64) (PersonView, error) {
 				Value int64 `json:"value"`
 			} `json:"score"`
 		}
-		if err := json.Unmarshal(raw, &out); err != nil {
+		if err := json.Unmarshal(a.Body, &out); err != nil {
 			return PersonView{}, err
 		}
 		v := PersonView{Found: true, Version: out.Version}
@@ -235,5 +219,5 @@ func (c *Client) Person(ctx context.Context, cpf int64) (PersonView, error) {
 		}
 		return v, nil
 	}
-	return PersonView{}, fmt.Errorf("person answered %d: %s", resp.StatusCode, raw)
+	return PersonView{}, fmt.Errorf("person answered %d: %s", a.Status, a.Body)
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/personscore/localmongo/internal/wire"
 	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
@@ -434,7 +435,7 @@ func (e *engine) replay(path string) error {
 			return nil // EOF or a torn length
 		}
 		n := int(int32(uint32(hdr[0]) | uint32(hdr[1])<<8 | uint32(hdr[2])<<16 | uint32(hdr[3])<<24))
-		if n < 5 || n > maxMsgSize {
+		if n < 5 || n > wire.MaxSize {
 			return fmt.Errorf("localmongo: journal %s is corrupt (record length %d)", path, n)
 		}
 		raw := make([]byte, n)

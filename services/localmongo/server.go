@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/personscore/localmongo/internal/wire"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.uber.org/zap"
 )
@@ -83,7 +84,7 @@ func (s *wireServer) handle(c net.Conn) {
 	}()
 	id := s.connID.Add(1)
 	for {
-		msg, err := readMsg(c, nil)
+		msg, err := wire.Read(c, nil)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				s.log.Debug("localmongo: connection ended", zap.Error(err))
@@ -106,101 +107,36 @@ func (s *wireServer) handle(c net.Conn) {
 // serveMsg answers one wire message; nil reply for a moreToCome request.
 func (s *wireServer) serveMsg(msg []byte, connID int32) ([]byte, error) {
 	reqID := int32(binary.LittleEndian.Uint32(msg[4:8]))
-	switch opcode(msg) {
-	case opMsg:
-		cmd, err := parseOpMsg(msg)
+	switch wire.Opcode(msg) {
+	case wire.OpMsg:
+		cmd, err := wire.ParseOpMsg(msg)
 		if err != nil {
 			return nil, err
 		}
 		out := s.run(cmd, connID)
-		if msgFlags(msg)&msgMoreToCome != 0 {
+		if wire.Flags(msg)&wire.MoreToCome != 0 {
 			return nil, nil
 		}
 		return s.opMsgReply(reqID, out)
-	case opQuery:
+	case wire.OpQuery:
 		cmd, err := parseOpQuery(msg)
 		if err != nil {
 			return nil, err
 		}
 		return s.opReply(reqID, s.run(cmd, connID))
 	}
-	return nil, fmt.Errorf("unsupported wire opcode %d", opcode(msg))
-}
-
-// parseOpMsg returns the command body with its document sequences merged in as arrays.
-func parseOpMsg(msg []byte) (bson.D, error) {
-	end := len(msg)
-	if msgFlags(msg)&msgChecksumPresent != 0 {
-		end -= 4
-	}
-	var body bson.D
-	var seqs []bson.E
-	for p := headerLen + 4; p < end; {
-		kind := msg[p]
-		p++
-		if end-p < 4 {
-			return nil, errors.New("short OP_MSG section")
-		}
-		size := int(int32(binary.LittleEndian.Uint32(msg[p:])))
-		if size < 5 || p+size > end {
-			return nil, errors.New("bad OP_MSG section size")
-		}
-		switch kind {
-		case 0:
-			if err := bson.Unmarshal(msg[p:p+size], &body); err != nil {
-				return nil, err
-			}
-		case 1:
-			sec := msg[p+4 : p+size]
-			i := 0
-			for i < len(sec) && sec[i] != 0 {
-				i++
-			}
-			name := string(sec[:i])
-			var docs bson.A
-			for q := i + 1; q+4 <= len(sec); {
-				n := int(int32(binary.LittleEndian.Uint32(sec[q:])))
-				if n < 5 || q+n > len(sec) {
-					return nil, errors.New("bad document in OP_MSG sequence")
-				}
-				var d bson.D
-				if err := bson.Unmarshal(sec[q:q+n], &d); err != nil {
-					return nil, err
-				}
-				docs = append(docs, d)
-				q += n
-			}
-			seqs = append(seqs, bson.E{Key: name, Value: docs})
-		default:
-			return nil, fmt.Errorf("unknown OP_MSG section kind %d", kind)
-		}
-		p += size
-	}
-	return append(body, seqs...), nil
+	return nil, fmt.Errorf("unsupported wire opcode %d", wire.Opcode(msg))
 }
 
 // parseOpQuery returns the command of a legacy OP_QUERY on <db>.$cmd, with $db set.
 func parseOpQuery(msg []byte) (bson.D, error) {
-	p := headerLen + 4
-	i := p
-	for i < len(msg) && msg[i] != 0 {
-		i++
-	}
-	if i >= len(msg) {
+	ns, p := wire.CString(msg, wire.HeaderLen+4)
+	if p > len(msg) {
 		return nil, errors.New("bad OP_QUERY")
 	}
-	ns := string(msg[p:i])
-	p = i + 1 + 8
-	if p+4 > len(msg) {
-		return nil, errors.New("short OP_QUERY")
-	}
-	n := int(int32(binary.LittleEndian.Uint32(msg[p:])))
-	if n < 5 || p+n > len(msg) {
-		return nil, errors.New("bad OP_QUERY document")
-	}
-	var q bson.D
-	if err := bson.Unmarshal(msg[p:p+n], &q); err != nil {
-		return nil, err
+	q, _, err := wire.Document(msg, p+8) // after numberToSkip and numberToReturn
+	if err != nil {
+		return nil, fmt.Errorf("OP_QUERY: %w", err)
 	}
 	if inner, ok := lookup(q, "$query"); ok {
 		q, _ = inner.(bson.D)
@@ -216,12 +152,12 @@ func (s *wireServer) opMsgReply(responseTo int32, doc bson.D) ([]byte, error) {
 	if err != nil {
 		raw, _ = bson.Marshal(errDoc(err))
 	}
-	out := make([]byte, headerLen+4+1, headerLen+5+len(raw))
+	out := make([]byte, wire.HeaderLen+4+1, wire.HeaderLen+5+len(raw))
 	out = append(out, raw...)
 	binary.LittleEndian.PutUint32(out[0:], uint32(len(out)))
 	binary.LittleEndian.PutUint32(out[4:], uint32(s.reqID.Add(1)))
 	binary.LittleEndian.PutUint32(out[8:], uint32(responseTo))
-	binary.LittleEndian.PutUint32(out[12:], opMsg)
+	binary.LittleEndian.PutUint32(out[12:], wire.OpMsg)
 	return out, nil
 }
 
@@ -230,7 +166,7 @@ func (s *wireServer) opReply(responseTo int32, doc bson.D) ([]byte, error) {
 	if err != nil {
 		raw, _ = bson.Marshal(errDoc(err))
 	}
-	out := make([]byte, headerLen+20, headerLen+20+len(raw))
+	out := make([]byte, wire.HeaderLen+20, wire.HeaderLen+20+len(raw))
 	out = append(out, raw...)
 	binary.LittleEndian.PutUint32(out[0:], uint32(len(out)))
 	binary.LittleEndian.PutUint32(out[4:], uint32(s.reqID.Add(1)))

@@ -21,14 +21,8 @@ func (c CPF) String() string { return strconv.FormatInt(int64(c), 10) }
 
 // ParseCPF accepts 1 to 18 decimal digits, not all zero.
 func ParseCPF(s string) (CPF, error) {
-	if s == "" || len(s) > 18 || strings.Trim(s, "0123456789") != "" {
-		return 0, errors.New("must be a positive integer of at most 18 digits")
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n <= 0 {
-		return 0, errors.New("must be a positive integer of at most 18 digits")
-	}
-	return CPF(n), nil
+	n, err := contract.ParseCPF(s)
+	return CPF(n), err
 }
 
 // Kind is the kind of a financial item of a person.

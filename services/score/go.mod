@@ -3,7 +3,6 @@ module github.com/personscore/score
 go 1.26.0
 
 require (
-	github.com/getkin/kin-openapi v0.153.0
 	github.com/gin-gonic/gin v1.12.0
 	github.com/personscore/eventbus v0.0.0
 	github.com/personscore/localmongo v0.0.0
@@ -13,6 +12,7 @@ require (
 )
 
 require (
+	github.com/getkin/kin-openapi v0.153.0 // indirect
 	github.com/go-openapi/jsonpointer v0.22.5 // indirect
 	github.com/go-openapi/swag/jsonname v0.25.5 // indirect
 	github.com/gorilla/mux v1.8.0 // indirect

@@ -116,11 +116,8 @@ func (t *topology) queue() string {
 }
 
 func (t *topology) close() {
-	for _, q := range t.queues {
-		_, _ = t.ch.QueueDelete(q, false, false, false)
-	}
-	_ = t.ch.ExchangeDelete(t.exchange, false, false)
 	_ = t.conn.Close()
+	eventbustest.DeleteDeclared(t.b, t.exchange, t.queues...)
 }
 
 // fill puts n messages into queue with pipelined confirms (not measured).

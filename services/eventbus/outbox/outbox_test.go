@@ -63,11 +63,8 @@ func (e *env) attachBroker(t *testing.T) {
 		t.Fatalf("RabbitMQ unreachable at %s: %v", eventbustest.BrokerURL(), err)
 	}
 	t.Cleanup(func() {
-		if ch, err := rc.Channel(); err == nil {
-			_, _ = ch.QueueDelete(tap, false, false, false)
-			_ = ch.ExchangeDelete(exchange, false, false)
-		}
 		_ = rc.Close()
+		eventbustest.DeleteDeclared(t, exchange, tap)
 	})
 	ch, err := rc.Channel()
 	if err != nil {

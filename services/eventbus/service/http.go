@@ -48,6 +48,16 @@ func WriteProblem(c *gin.Context, status int, detail string, fields ...FieldErro
 	c.Header("Content-Type", "application/problem+json")
 }
 
+// WriteUnavailable answers 503 with Retry-After (whole seconds): the service
+// cannot serve the request now because of err (a store that failed, a bound
+// that refuses writes), which it logs as a warning with the request id;
+// detail tells the client what became of its request.
+func WriteUnavailable(c *gin.Context, log *zap.Logger, retry time.Duration, err error, detail string) {
+	Log(c.Request.Context(), log).Warn("unavailable", zap.String("detail", detail), zap.Error(err))
+	c.Header("Retry-After", strconv.Itoa(int(retry.Seconds())))
+	WriteProblem(c, http.StatusServiceUnavailable, detail)
+}
+
 type loggerKey struct{}
 
 // Log returns the request-scoped logger (with the request id), or base.

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -78,14 +77,12 @@ func (a *API) writable(ctx context.Context, c *gin.Context) bool {
 		return true
 	}
 	if err := a.canWrite(ctx); err != nil {
-		service.Log(c.Request.Context(), a.log).Warn("write refused", zap.Error(err))
 		retry := time.Second
 		var full *BacklogFullError
 		if errors.As(err, &full) {
 			retry = RetryAfter
 		}
-		c.Header("Retry-After", strconv.Itoa(int(retry.Seconds())))
-		service.WriteProblem(c, http.StatusServiceUnavailable, err.Error()+"; nothing was written, retry later")
+		service.WriteUnavailable(c, a.log, retry, err, err.Error()+"; nothing was written, retry later")
 		return false
 	}
 	return true
@@ -147,9 +144,7 @@ func (a *API) fail(c *gin.Context, err error) {
 		service.Log(c.Request.Context(), a.log).Debug("client went away", zap.Error(err))
 		service.WriteProblem(c, http.StatusServiceUnavailable, "request cancelled, nothing was written")
 	default:
-		service.Log(c.Request.Context(), a.log).Warn("request failed", zap.Error(err))
-		c.Header("Retry-After", "1")
-		service.WriteProblem(c, http.StatusServiceUnavailable, "storage unavailable, nothing was written; retry later")
+		service.WriteUnavailable(c, a.log, time.Second, err, "storage unavailable, nothing was written; retry later")
 	}
 }
 

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -14,12 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/getkin/kin-openapi/openapi3"
-	"github.com/getkin/kin-openapi/openapi3filter"
-	"github.com/getkin/kin-openapi/routers"
-	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/gin-gonic/gin"
 	"github.com/personscore/eventbus/service"
+	"github.com/personscore/eventbus/service/servicetest"
 	"github.com/personscore/person/httpapi"
 	"github.com/personscore/person/internal/persontest"
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,29 +25,18 @@ import (
 // The OpenAPI document, loaded once; every response of every handler test is
 // validated against it.
 var (
-	specOnce   sync.Once
-	specDoc    *openapi3.T
-	specRouter routers.Router
-	specErr    error
+	specOnce sync.Once
+	specDoc  *servicetest.Spec
+	specErr  error
 )
 
-func spec(tb testing.TB) (*openapi3.T, routers.Router) {
+func spec(tb testing.TB) *servicetest.Spec {
 	tb.Helper()
-	specOnce.Do(func() {
-		loader := openapi3.NewLoader()
-		specDoc, specErr = loader.LoadFromData(httpapi.OpenAPI)
-		if specErr != nil {
-			return
-		}
-		if specErr = specDoc.Validate(loader.Context); specErr != nil {
-			return
-		}
-		specRouter, specErr = gorillamux.NewRouter(specDoc)
-	})
+	specOnce.Do(func() { specDoc, specErr = servicetest.NewSpec(httpapi.OpenAPI) })
 	if specErr != nil {
 		tb.Fatalf("openapi.json: %v", specErr)
 	}
-	return specDoc, specRouter
+	return specDoc
 }
 
 // server is person's router on a real store.
@@ -162,68 +146,16 @@ func (r response) expect(t testing.TB, status int) response {
 
 func checkConventions(t testing.TB, r response) {
 	t.Helper()
-	if r.Header().Get(service.RequestIDHeader) == "" {
-		t.Errorf("%s %s: no %s header", r.req.Method, r.req.URL, service.RequestIDHeader)
-	}
-	if r.Code >= 500 && r.Code != http.StatusServiceUnavailable {
-		t.Errorf("%s %s: status %d, body %s", r.req.Method, r.req.URL, r.Code, r.body)
-	}
-	if r.Code < 400 {
-		return
-	}
-	if ct := r.Header().Get("Content-Type"); ct != "application/problem+json" {
-		t.Errorf("%s %s: %d with Content-Type %q, want application/problem+json", r.req.Method, r.req.URL, r.Code, ct)
-	}
-	var p service.Problem
-	if err := json.Unmarshal(r.body, &p); err != nil || p.Status != r.Code || p.Title == "" || p.Type == "" || p.Message == "" {
-		t.Errorf("%s %s: %d with problem %+v (%v)", r.req.Method, r.req.URL, r.Code, p, err)
-	}
-}
-
-// checkAgainstSpec validates the response (status, headers, body) against the
-// operation the OpenAPI document has for the request; 2xx requests must be
-// valid requests of the document too. A request the document has no operation
-// for must have been answered 404 or 405 with a Problem.
-func checkAgainstSpec(t testing.TB, r response, body string) {
-	t.Helper()
-	if err := specCheck(t, r.req, body, r.Code, r.Header(), r.body); err != nil {
+	if err := servicetest.Conventions(r.Code, r.Header(), r.body); err != nil {
 		t.Errorf("%s %s: %v", r.req.Method, r.req.URL, err)
 	}
 }
 
-func specCheck(t testing.TB, original *http.Request, reqBody string, status int, header http.Header, body []byte) error {
-	doc, router := spec(t)
-	req := original.Clone(context.Background())
-	req.Body = io.NopCloser(strings.NewReader(reqBody))
-	route, params, err := router.FindRoute(req)
-	if err != nil {
-		if status != http.StatusNotFound && status != http.StatusMethodNotAllowed {
-			return fmt.Errorf("answered %d but the document has no such operation (%v)", status, err)
-		}
-		if ct := header.Get("Content-Type"); ct != "application/problem+json" {
-			return fmt.Errorf("%d with Content-Type %q", status, ct)
-		}
-		var v any
-		if err := json.Unmarshal(body, &v); err != nil {
-			return err
-		}
-		if err := doc.Components.Schemas["Problem"].Value.VisitJSON(v, openapi3.EnableJSONSchema2020()); err != nil {
-			return fmt.Errorf("%d body is not a Problem: %w", status, err)
-		}
-		return nil
+// checkAgainstSpec validates the response (status, headers, body) against the
+// operation the OpenAPI document has for the request (servicetest.Spec.Check).
+func checkAgainstSpec(t testing.TB, r response, body string) {
+	t.Helper()
+	if err := spec(t).Check(r.req, body, r.Code, r.Header(), r.body); err != nil {
+		t.Errorf("%s %s: %v", r.req.Method, r.req.URL, err)
 	}
-	opts := &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true,
-		AuthenticationFunc: openapi3filter.NoopAuthenticationFunc}
-	in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route, Options: opts}
-	if status < 300 {
-		if err := openapi3filter.ValidateRequest(context.Background(), in); err != nil {
-			return fmt.Errorf("accepted (%d) a request the document rejects: %w", status, err)
-		}
-	}
-	out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: status, Header: header, Options: opts}
-	out.SetBodyBytes(body)
-	if err := openapi3filter.ValidateResponse(context.Background(), out); err != nil {
-		return fmt.Errorf("response %d %s does not match the document: %w", status, body, err)
-	}
-	return nil
 }

@@ -157,12 +157,8 @@ func (s *Store) addBatchLocked(ctx context.Context, held *cpfLock, cpf person.CP
 		set = append(set, bson.E{Key: "version", Value: last}, bson.E{Key: "updated_at", Value: now}, bson.E{Key: lastEventField, Value: lastEv.ID})
 		update := outbox.With(bson.D{{Key: "$set", Value: set}}, events...)
 		filter = append(filter, bson.E{Key: "version", Value: base})
-		var matched bool
-		err := s.write(func() error {
-			res, err := s.coll.UpdateOne(ctx, filter, update)
-			matched = err == nil && res.MatchedCount == 1
-			return err
-		})
+		res, err := s.coll.UpdateOne(ctx, filter, update)
+		matched := err == nil && res.MatchedCount == 1
 		if err != nil {
 			if err := s.resolve(cpf, last, lastEv.ID, err); err != nil {
 				fail(err)

@@ -51,25 +51,6 @@ type Store struct {
 	outbox *outbox.Outbox
 	locks  cpfLocks
 	adds   addQueues
-	// fault, set by tests only, makes a write command fail before it is sent
-	// (sent false) or lose its answer after it was applied (sent true).
-	fault func(sent bool) error
-}
-
-// write runs one write command of a change, with the test fault if any.
-func (s *Store) write(op func() error) error {
-	if s.fault != nil {
-		if err := s.fault(false); err != nil {
-			return err
-		}
-	}
-	if err := op(); err != nil {
-		return err
-	}
-	if s.fault != nil {
-		return s.fault(true)
-	}
-	return nil
 }
 
 // New returns a store on db; ob relays the events the store writes.
@@ -150,7 +131,7 @@ func (s *Store) Create(ctx context.Context, p person.NewPerson) (int64, error) {
 		{Key: "created_at", Value: now}, {Key: "updated_at", Value: now},
 		{Key: lastEventField, Value: ev.ID}, {Key: outbox.Field, Value: []eventbus.Event{ev}},
 	}
-	err = s.write(func() error { _, err := s.coll.InsertOne(ctx, d); return err })
+	_, err = s.coll.InsertOne(ctx, d)
 	if err != nil && !mongo.IsDuplicateKeyError(err) {
 		err = s.resolve(p.CPF, 1, ev.ID, err)
 	}
@@ -291,12 +272,8 @@ func (s *Store) changeLocked(ctx context.Context, held *cpfLock, cpf person.CPF,
 		update = setFields(update, bson.E{Key: "version", Value: next}, bson.E{Key: "updated_at", Value: time.Now().UTC()},
 			bson.E{Key: lastEventField, Value: ev.ID})
 		filter = append(filter, bson.E{Key: "version", Value: cur.Version})
-		var matched bool
-		err = s.write(func() error {
-			res, err := s.coll.UpdateOne(ctx, filter, outbox.With(update, ev))
-			matched = err == nil && res.MatchedCount == 1
-			return err
-		})
+		res, err := s.coll.UpdateOne(ctx, filter, outbox.With(update, ev))
+		matched := err == nil && res.MatchedCount == 1
 		if err != nil {
 			if err := s.resolve(cpf, next, ev.ID, err); err != nil {
 				return 0, err

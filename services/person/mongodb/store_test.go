@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -540,51 +541,46 @@ func TestMongoDownIsUnavailableAndWritesNothing(t *testing.T) {
 
 // A write whose command fails after it may have reached the store is read
 // back before it is answered: applied is success, not applied is
-// ErrUnavailable, and a store that cannot be read is ErrOutcomeUnknown.
+// ErrUnavailable, and a store that cannot be read is ErrOutcomeUnknown. The
+// proxy breaks the connection of one write, dropping the command or its answer.
 func TestFailedWriteIsResolvedBeforeAnswering(t *testing.T) {
 	env := persontest.New(t)
 	c := ctx(t)
 	const cpf person.CPF = 78787
-	lostAnswer := errors.New("connection reset after the command was sent")
-	failOnce := func(when bool, then func()) {
-		var once sync.Once
-		env.Store.SetFault(func(sent bool) error {
-			var err error
-			if sent == when {
-				once.Do(func() {
-					if then != nil {
-						then()
-					}
-					err = lostAnswer
-				})
+	var broken atomic.Int32
+	breakNext := func(applied bool, then func()) {
+		env.Proxy.FailNextWrite(applied, func() {
+			broken.Add(1)
+			if then != nil {
+				then()
 			}
-			return err
 		})
 	}
-
-	failOnce(true, nil)
+	breakNext(true, nil)
 	if v, err := env.Store.Create(c, newPerson(cpf)); err != nil || v != 1 {
 		t.Fatalf("create with its answer lost: version %d, %v; want 1, nil", v, err)
 	}
-	failOnce(true, nil)
+	breakNext(true, nil)
 	it, err := env.Store.AddItem(c, cpf, person.Income, person.NewItem{Type: "x", Value: 100})
 	if err != nil || it.Version != 2 {
 		t.Fatalf("add with its answer lost: %+v, %v; want version 2", it, err)
 	}
-	failOnce(false, nil)
+	breakNext(false, nil)
 	if _, err := env.Store.AddItem(c, cpf, person.Debt, person.NewItem{Value: 5}); !errors.Is(err, person.ErrUnavailable) {
 		t.Fatalf("add that never reached the store: %v, want ErrUnavailable", err)
 	}
-	failOnce(false, nil)
+	breakNext(false, nil)
 	if _, err := env.Store.Create(c, newPerson(cpf+1)); !errors.Is(err, person.ErrUnavailable) {
 		t.Fatalf("create that never reached the store: %v, want ErrUnavailable", err)
 	}
-	failOnce(true, env.Proxy.Cut)
+	breakNext(true, env.Proxy.Cut)
 	if _, err := env.Store.AddItem(c, cpf, person.Asset, person.NewItem{Value: 40}); !errors.Is(err, person.ErrOutcomeUnknown) {
 		t.Fatalf("add applied, then the store unreachable: %v, want ErrOutcomeUnknown", err)
 	}
 	env.Proxy.Restore()
-	env.Store.SetFault(nil)
+	if n := broken.Load(); n != 5 {
+		t.Errorf("%d write commands broken by the proxy, want 5", n)
+	}
 
 	p, items, err := env.Store.Get(c, cpf)
 	if err != nil {
@@ -664,7 +660,7 @@ func TestEventsWaitInOutboxWhileBrokerIsDown(t *testing.T) {
 	env := persontest.New(t)
 	c := ctx(t)
 	const cpf person.CPF = 99999
-	env.Recorder.SetFailing(true)
+	env.Recorder.Fail(errors.New("broker down"))
 	stop := env.RunOutbox(t)
 	if _, err := env.Store.Create(c, newPerson(cpf)); err != nil {
 		t.Fatal(err)
@@ -679,7 +675,7 @@ func TestEventsWaitInOutboxWhileBrokerIsDown(t *testing.T) {
 	if n := len(env.Recorder.Events()); n != 0 {
 		t.Fatalf("%d events published while the broker was down", n)
 	}
-	env.Recorder.SetFailing(false)
+	env.Recorder.Fail(nil)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

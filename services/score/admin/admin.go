@@ -27,7 +27,7 @@ import (
 	"go.uber.org/zap"
 )
 
-// Rebuilder starts and reports rebuilds (mongodb.Store).
+// Rebuilder starts and reports rebuilds (rebuild.Router).
 type Rebuilder interface {
 	StartRebuild(ctx context.Context) (score.Rebuild, error)
 	RebuildStatus(ctx context.Context) (score.Rebuild, error)

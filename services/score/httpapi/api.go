@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/personscore/contract"
 	"github.com/personscore/eventbus/service"
 	"github.com/personscore/score"
 	"go.uber.org/zap"
@@ -65,8 +66,8 @@ func Register(r *gin.Engine, cfg Config) {
 // read returns the document, why it is stale ("" when not) and whether it
 // answered already (an error).
 func (a *API) read(c *gin.Context) (score.Document, string, bool) {
-	cpf, err := strconv.ParseInt(c.Param("cpf"), 10, 64)
-	if err != nil || cpf <= 0 {
+	cpf, err := contract.ParseCPF(c.Param("cpf"))
+	if err != nil {
 		service.WriteProblem(c, http.StatusNotFound, "no score known for this cpf")
 		return score.Document{}, "", false
 	}
@@ -128,9 +129,7 @@ func (a *API) fail(c *gin.Context, err error, stale bool) {
 		service.WriteProblem(c, http.StatusNotFound, "no score known for this cpf")
 		return
 	}
-	service.Log(c.Request.Context(), a.log).Warn("read failed", zap.Error(err))
-	c.Header("Retry-After", "1")
-	service.WriteProblem(c, http.StatusServiceUnavailable, "read model unavailable; retry later")
+	service.WriteUnavailable(c, a.log, time.Second, err, "read model unavailable; retry later")
 }
 
 func (a *API) getScore(c *gin.Context) {

@@ -9,7 +9,7 @@ import (
 	"github.com/personscore/eventbus"
 )
 
-// Store is what the handlers need (mongodb.Store).
+// Store is what the handlers need (rebuild.Router).
 type Store interface {
 	Apply(ctx context.Context, ev eventbus.Event) error
 	ApplyBatch(ctx context.Context, evs []eventbus.Event) error

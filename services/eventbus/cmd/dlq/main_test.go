@@ -12,7 +12,6 @@ import (
 
 	"github.com/personscore/eventbus"
 	"github.com/personscore/eventbus/eventbustest"
-	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 func dlq(t *testing.T, url string, args ...string) (code int, stdout, stderr string) {
@@ -30,16 +29,7 @@ func dlq(t *testing.T, url string, args ...string) (code int, stdout, stderr str
 func TestCountPeekReplay(t *testing.T) {
 	service, exchange := eventbustest.Unique("dlq-cmd"), eventbustest.Unique("dlq-cmd-x")
 	t.Cleanup(func() {
-		conn, err := amqp.Dial(eventbustest.BrokerURL())
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		ch, _ := conn.Channel()
-		for _, q := range []string{eventbus.WorkQueue(service), eventbus.DeadLetterQueue(service)} {
-			_, _ = ch.QueueDelete(q, false, false, false)
-		}
-		_ = ch.ExchangeDelete(exchange, false, false)
+		eventbustest.DeleteDeclared(t, exchange, eventbus.WorkQueue(service), eventbus.DeadLetterQueue(service))
 	})
 	conn := eventbus.Open(eventbus.ConnConfig{URLs: eventbus.SplitURLs(eventbustest.BrokerURL()), Name: eventbustest.Unique("dlq-cmd-test")})
 	defer conn.Close()

@@ -99,11 +99,12 @@ func (b *broker) waitConsuming(queue string) {
 }
 
 func (b *broker) cleanup() {
-	names := []string{b.consumer + ".tap", eventbus.WorkQueue(b.consumer), eventbus.DeadLetterQueue(b.consumer)}
+	_ = b.conn.Close() // the broker deletes the exclusive tap queue with it
+	names := []string{eventbus.WorkQueue(b.consumer), eventbus.DeadLetterQueue(b.consumer)}
 	// The consumer's delay queues, whatever the library names them: list ours.
 	if out, err := exec.Command("rabbitmqctl", "list_queues", "-q", "--no-table-headers", "name").Output(); err == nil {
 		for _, name := range strings.Fields(string(out)) {
-			if strings.HasPrefix(name, b.consumer+".") {
+			if strings.HasPrefix(name, b.consumer+".") && name != b.consumer+".tap" {
 				names = append(names, name)
 			}
 		}
@@ -111,18 +112,7 @@ func (b *broker) cleanup() {
 	for _, retry := range []string{"500ms", "2s", "8s", "32s"} {
 		names = append(names, b.consumer+".retry."+retry)
 	}
-	for _, n := range names {
-		if _, err := b.ch.QueueDelete(n, false, false, false); err != nil {
-			b.t.Logf("delete queue %s: %v", n, err)
-			if b.ch, err = b.conn.Channel(); err != nil {
-				break
-			}
-		}
-	}
-	if err := b.ch.ExchangeDelete(b.exchange, false, false); err != nil {
-		b.t.Logf("delete exchange %s: %v", b.exchange, err)
-	}
-	_ = b.conn.Close()
+	eventbustest.DeleteDeclared(b.t, b.exchange, names...)
 }
 
 func freeAddr(t *testing.T) string {

@@ -15,6 +15,7 @@ import (
 	"github.com/personscore/score/httpapi"
 	"github.com/personscore/score/mongodb"
 	"github.com/personscore/score/personevents"
+	"github.com/personscore/score/rebuild"
 	"go.uber.org/zap"
 )
 
@@ -32,10 +33,16 @@ func main() { service.Main(spec) }
 
 func spec(own *scoreConfig) service.Spec {
 	return service.Spec{Name: "score", HTTPAddr: ":8081", Build: func(rt *service.Runtime) error {
-		store := mongodb.New(mongodb.Config{DB: rt.DB, Publisher: rt.Publisher, Logger: rt.Log,
-			RebuildTimeout: own.RebuildTimeout, FlushTimeout: rt.Config.FlushTimeout()})
-		personevents.Register(rt.Consumer, store)
-		rt.Background(store.Run)
+		// score.changed goes out through an outbox in each document of the
+		// collection serving the read model; its relay follows a switch.
+		out := newRelays(rt.DB, rt.Publisher, rt.Log, 0, rt.Config.FlushTimeout())
+		store := mongodb.New(mongodb.Config{DB: rt.DB, Relays: out, Logger: rt.Log})
+		router := rebuild.New(rebuild.Config{Store: store, Publisher: rt.Publisher, Logger: rt.Log,
+			RebuildTimeout: own.RebuildTimeout})
+		personevents.Register(rt.Consumer, router)
+		rt.Background(router.Run) // follows switches, drives rebuilds
+		rt.Background(store.Run)  // wakes min_version readers on other replicas' writes
+		rt.Background(out.Run)    // last: flushes score.changed after the rest stopped
 
 		// Once score has consumed from its queue, reads need only the store:
 		// while the broker is unreachable they are served, marked stale (see
@@ -58,7 +65,7 @@ func spec(own *scoreConfig) service.Spec {
 			rt.Log.Warn("admin listener disabled: ADMIN_TOKEN is empty (rebuilds cannot be started)")
 			return nil
 		}
-		h, err := admin.NewHandler(store, own.AdminToken, rt.Log.With(zap.String("listener", "admin")))
+		h, err := admin.NewHandler(router, own.AdminToken, rt.Log.With(zap.String("listener", "admin")))
 		if err != nil {
 			return err
 		}

@@ -116,8 +116,8 @@ func TestRebuildEqualsIncrementalModel(t *testing.T) {
 	if err := pub.Publish(context.Background(), deliveries...); err != nil {
 		t.Fatal(err)
 	}
-	waitVersions(t, a.store, env, src.hs, 60*time.Second)
-	incremental := semantics(t, env.DB.Collection(mongodb.DefaultCollection))
+	waitVersions(t, a.router, env, src.hs, 60*time.Second)
+	incremental := scoretest.Semantics(t, env.DB.Collection(mongodb.DefaultCollection))
 	for _, h := range src.hs {
 		if want := h.Want(h.Final()); !reflect.DeepEqual(incremental[h.CPF], want) {
 			t.Fatalf("seed %d: incremental document of %d\n got %v\nwant %v", seed, h.CPF, incremental[h.CPF], want)
@@ -126,7 +126,7 @@ func TestRebuildEqualsIncrementalModel(t *testing.T) {
 
 	// Rebuild through the admin API, as the rebuild command does.
 	const token = "test-token"
-	h, err := admin.NewHandler(a.store, token, zap.NewNop())
+	h, err := admin.NewHandler(a.router, token, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ func TestRebuildEqualsIncrementalModel(t *testing.T) {
 	if first.Active != first.Target || first.From != mongodb.DefaultCollection || first.Snapshotted != int64(len(src.hs)) {
 		t.Fatalf("first rebuild: %+v", first)
 	}
-	rebuilt := semantics(t, env.DB.Collection(first.Target))
+	rebuilt := scoretest.Semantics(t, env.DB.Collection(first.Target))
 	if !reflect.DeepEqual(rebuilt, incremental) {
 		for cpf, inc := range incremental {
 			if !reflect.DeepEqual(rebuilt[cpf], inc) {
@@ -198,8 +198,8 @@ func TestRebuildEqualsIncrementalModel(t *testing.T) {
 	if second.From != first.Target || second.Active != second.Target {
 		t.Fatalf("second rebuild: %+v", second)
 	}
-	waitVersions(t, a.store, env, src.hs, 60*time.Second)
-	final := semantics(t, env.DB.Collection(second.Target))
+	waitVersions(t, a.router, env, src.hs, 60*time.Second)
+	final := scoretest.Semantics(t, env.DB.Collection(second.Target))
 	for _, h := range src.hs {
 		if want := h.Want(h.Final()); !reflect.DeepEqual(final[h.CPF], want) {
 			t.Fatalf("seed %d: after a rebuild under writes, cpf %d\n got %v\nwant %v", seed, h.CPF, final[h.CPF], want)

@@ -60,7 +60,7 @@ func TestReplicasShareOneQueue(t *testing.T) {
 		t.FailNow()
 	}
 
-	waitVersions(t, replicas[0].store, env, []*historytest.History{h}, 60*time.Second)
+	waitVersions(t, replicas[0].router, env, []*historytest.History{h}, 60*time.Second)
 	// Let redeliveries and late duplicates land before judging.
 	total := func() int64 {
 		var n int64
@@ -73,7 +73,7 @@ func TestReplicasShareOneQueue(t *testing.T) {
 	for total() < int64(len(deliveries)) && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	got := semantics(t, env.DB.Collection(mongodb.DefaultCollection))[h.CPF]
+	got := scoretest.Semantics(t, env.DB.Collection(mongodb.DefaultCollection))[h.CPF]
 	if want := h.Want(h.Final()); !reflect.DeepEqual(got, want) {
 		t.Fatalf("seed %d: after %d deliveries to 3 replicas\n got %v\nwant %v", seed, len(deliveries), got, want)
 	}

@@ -105,36 +105,16 @@ func (b *Broker) Run(c *eventbus.Consumer) {
 }
 
 func (b *Broker) cleanup() {
-	conn, err := amqp.Dial(eventbustest.BrokerURL())
-	if err != nil {
-		b.t.Errorf("cleanup: %v", err)
-		return
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		b.t.Errorf("cleanup: %v", err)
-		return
-	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	var queues []string
 	for _, s := range b.services {
-		queues := []string{eventbus.WorkQueue(s), eventbus.DeadLetterQueue(s)}
+		queues = append(queues, eventbus.WorkQueue(s), eventbus.DeadLetterQueue(s))
 		for _, d := range RetryDelays {
 			queues = append(queues, fmt.Sprintf("%s.retry.%s", s, d))
 		}
-		for _, q := range queues {
-			if _, err := ch.QueueDelete(q, false, false, false); err != nil {
-				b.t.Errorf("cleanup: delete queue %s: %v", q, err)
-				if ch, err = conn.Channel(); err != nil {
-					return
-				}
-			}
-		}
 	}
-	if err := ch.ExchangeDelete(b.Exchange, false, false); err != nil {
-		b.t.Errorf("cleanup: delete exchange %s: %v", b.Exchange, err)
-	}
+	eventbustest.DeleteDeclared(b.t, b.Exchange, queues...)
 }
 
 // DeadLetters counts the messages in service's dead-letter queue.

@@ -1,4 +1,4 @@
-package mongodb_test
+package rebuild_test
 
 import (
 	"context"
@@ -7,51 +7,19 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
+	"github.com/personscore/eventbus/outbox/outboxtest"
 	"github.com/personscore/score"
 	"github.com/personscore/score/internal/historytest"
+	"github.com/personscore/score/internal/scoretest"
 	"github.com/personscore/score/mongodb"
+	"github.com/personscore/score/rebuild"
 	"go.mongodb.org/mongo-driver/v2/bson"
 )
-
-// runStores runs the stores until the test ends.
-func runStores(t *testing.T, stores ...*mongodb.Store) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for _, s := range stores {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := s.Run(ctx); err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		}()
-	}
-	t.Cleanup(func() { cancel(); wg.Wait() })
-}
-
-func waitRebuild(t *testing.T, s *mongodb.Store, within time.Duration, state string) score.Rebuild {
-	t.Helper()
-	var r score.Rebuild
-	eventually(t, within, "rebuild reaches "+state, func() bool {
-		var err error
-		r, err = s.RebuildStatus(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r.State != state && !r.Running() {
-			t.Fatalf("rebuild ended %s (%s), want %s", r.State, r.Error, state)
-		}
-		return r.State == state
-	})
-	return r
-}
 
 // Two running replicas rebuild a read model that was built incrementally and
 // then damaged (a wrong score, a lost document) while person keeps writing;
@@ -59,11 +27,10 @@ func waitRebuild(t *testing.T, s *mongodb.Store, within time.Duration, state str
 // snapshot and for the live events; the new collection is exact, document for
 // document, and person is told the corrected scores.
 func TestRebuildFromSnapshots(t *testing.T) {
-	env := startMongo(t)
-	pub := &recorder{}
-	cfg := mongodb.Config{Publisher: pub, MetaInterval: 50 * time.Millisecond, OutboxSweep: 100 * time.Millisecond}
-	a, b := env.replica(t, cfg), env.replica(t, cfg)
-	runStores(t, a, b)
+	env := scoretest.StartMongo(t)
+	pub := &outboxtest.Recorder{}
+	cfg := rebuild.Config{Publisher: pub, MetaInterval: 50 * time.Millisecond}
+	a, b := runReplica(t, env, cfg, 100*time.Millisecond), runReplica(t, env, cfg, 100*time.Millisecond)
 	ctx := context.Background()
 	seed := rand.Uint64()
 	rng := rand.New(rand.NewPCG(seed, 2))
@@ -73,13 +40,13 @@ func TestRebuildFromSnapshots(t *testing.T) {
 	for i := range 6 {
 		hs = append(hs, historytest.Generate(rng, int64(50_000+i), 5+rng.IntN(20)))
 	}
-	replicas := []*mongodb.Store{a, b}
+	replicas := []replica{a, b}
 	for i, h := range hs {
 		applyAll(t, replicas[i%2], h.Delivery(rng, true, 0.5, 1))
 	}
 	live := env.DB.Collection(mongodb.DefaultCollection)
 	for _, h := range hs {
-		if got := semantics(t, live)[h.CPF]; !reflect.DeepEqual(got, h.Want(h.Final())) {
+		if got := scoretest.Semantics(t, live)[h.CPF]; !reflect.DeepEqual(got, h.Want(h.Final())) {
 			t.Fatalf("incremental model of %d: %v, want %v", h.CPF, got, h.Want(h.Final()))
 		}
 	}
@@ -98,7 +65,7 @@ func TestRebuildFromSnapshots(t *testing.T) {
 	if again, err := b.StartRebuild(ctx); !errors.Is(err, score.ErrRebuildRunning) || again.ID != r.ID {
 		t.Fatalf("second StartRebuild = %+v, %v; want the running one and ErrRebuildRunning", again, err)
 	}
-	reqs := pub.of(contract.SnapshotRequested)
+	reqs := pub.Of(contract.SnapshotRequested)
 	var req contract.SnapshotRequest
 	if len(reqs) != 1 || reqs[0].DecodeData(&req) != nil || req.RebuildID != r.ID {
 		t.Fatalf("snapshot.requested published %d times (%+v), want once for %s", len(reqs), req, r.ID)
@@ -131,7 +98,7 @@ func TestRebuildFromSnapshots(t *testing.T) {
 		t.Fatalf("expected %d snapshots, status says %d", len(hs), st.Expected)
 	}
 	time.Sleep(200 * time.Millisecond) // several checks by both replicas
-	if act, _ := a.Active(ctx); act != mongodb.DefaultCollection {
+	if act := scoretest.Active(t, a); act != mongodb.DefaultCollection {
 		t.Fatalf("switched to %s before any snapshot arrived", act)
 	}
 	var snaps []eventbus.Event
@@ -142,7 +109,7 @@ func TestRebuildFromSnapshots(t *testing.T) {
 	rng.Shuffle(len(snaps), func(i, j int) { snaps[i], snaps[j] = snaps[j], snaps[i] })
 	applyAll(t, a, snaps[:3])
 	time.Sleep(200 * time.Millisecond)
-	if act, _ := a.Active(ctx); act != mongodb.DefaultCollection {
+	if act := scoretest.Active(t, a); act != mongodb.DefaultCollection {
 		t.Fatalf("switched to %s with snapshots missing", act)
 	}
 	applyAll(t, b, snaps[3:])
@@ -152,7 +119,7 @@ func TestRebuildFromSnapshots(t *testing.T) {
 	if done.Active != r.Target || done.Snapshotted != int64(len(hs)) || done.FinishedAt == nil {
 		t.Fatalf("done: %+v", done)
 	}
-	rebuilt := semantics(t, env.DB.Collection(r.Target))
+	rebuilt := scoretest.Semantics(t, env.DB.Collection(r.Target))
 	if len(rebuilt) != len(hs) {
 		t.Fatalf("rebuilt model has %d documents, want %d", len(rebuilt), len(hs))
 	}
@@ -169,7 +136,7 @@ func TestRebuildFromSnapshots(t *testing.T) {
 			want := h.Want(h.Final())
 			var d score.Document
 			var err error
-			eventually(t, 5*time.Second, fmt.Sprintf("replica %d reading %d from the new model", i, h.CPF), func() bool {
+			scoretest.Eventually(t, 5*time.Second, fmt.Sprintf("replica %d reading %d from the new model", i, h.CPF), func() bool {
 				d, err = s.Get(ctx, h.CPF)
 				return want.Live && err == nil && d.Score == want.Score || !want.Live && errors.Is(err, score.ErrNotFound)
 			})
@@ -177,14 +144,14 @@ func TestRebuildFromSnapshots(t *testing.T) {
 	}
 	for _, h := range hs[:2] {
 		want := h.Want(h.Final())
-		eventually(t, 5*time.Second, "corrected score.changed of "+h.Subject(), func() bool {
+		scoretest.Eventually(t, 5*time.Second, "corrected score.changed of "+h.Subject(), func() bool {
 			var last eventbus.Event
-			for _, ev := range pub.of(contract.ScoreChanged) {
+			for _, ev := range pub.Of(contract.ScoreChanged) {
 				if ev.Subject == h.Subject() && ev.Version > last.Version {
 					last = ev
 				}
 			}
-			var c scoreChange
+			var c scoretest.ScoreChange
 			return last.ID != "" && last.DecodeData(&c) == nil && c.Score == want.Score && c.Live == want.Live
 		})
 	}
@@ -192,15 +159,15 @@ func TestRebuildFromSnapshots(t *testing.T) {
 	// Events after the switch go to the new collection only, once every
 	// replica routes by a meta document read after it: Apply may use one up
 	// to MetaMaxAge old, which still names the old collection too.
-	time.Sleep(mongodb.MetaMaxAge)
+	time.Sleep(rebuild.MetaMaxAge)
 	h := hs[2]
 	from := len(h.Events)
 	h.Extend(rng, 2)
 	applyAll(t, a, h.Events[from:])
-	if got := semantics(t, env.DB.Collection(r.Target))[h.CPF]; !reflect.DeepEqual(got, h.Want(h.Final())) {
+	if got := scoretest.Semantics(t, env.DB.Collection(r.Target))[h.CPF]; !reflect.DeepEqual(got, h.Want(h.Final())) {
 		t.Fatalf("after the switch: %v, want %v", got, h.Want(h.Final()))
 	}
-	if old := semantics(t, live)[h.CPF]; old.Version == h.Final() {
+	if old := scoretest.Semantics(t, live)[h.CPF]; old.Version == h.Final() {
 		t.Fatal("the replaced collection still receives events")
 	}
 
@@ -219,10 +186,9 @@ func TestRebuildFromSnapshots(t *testing.T) {
 }
 
 func TestRebuildFailures(t *testing.T) {
-	env := startMongo(t)
-	pub := &recorder{}
-	s := env.replica(t, mongodb.Config{Publisher: pub, MetaInterval: 50 * time.Millisecond, RebuildTimeout: 300 * time.Millisecond})
-	runStores(t, s)
+	env := scoretest.StartMongo(t)
+	pub := &outboxtest.Recorder{}
+	s := runReplica(t, env, rebuild.Config{Publisher: pub, MetaInterval: 50 * time.Millisecond, RebuildTimeout: 300 * time.Millisecond}, 0)
 	ctx := context.Background()
 	if _, err := s.RebuildStatus(ctx); !errors.Is(err, score.ErrNoRebuild) {
 		t.Fatalf("status before any rebuild: %v", err)
@@ -250,10 +216,8 @@ func TestRebuildFailures(t *testing.T) {
 		}
 	})
 	t.Run("the request cannot be published", func(t *testing.T) {
-		pub.mu.Lock()
-		pub.fail = errors.New("broker down")
-		pub.mu.Unlock()
-		defer func() { pub.mu.Lock(); pub.fail = nil; pub.mu.Unlock() }()
+		pub.Fail(errors.New("broker down"))
+		defer pub.Fail(nil)
 		if _, err := s.StartRebuild(ctx); !errors.Is(err, mongodb.ErrUnavailable) {
 			t.Fatalf("StartRebuild = %v, want ErrUnavailable", err)
 		}
@@ -272,9 +236,8 @@ func TestRebuildFailures(t *testing.T) {
 // The smallest rebuild: one replica, one person, the snapshot applied through
 // the consumer path before snapshot.completed arrives.
 func TestRebuildOfOnePerson(t *testing.T) {
-	env := startMongo(t)
-	s := env.replica(t, mongodb.Config{Publisher: &recorder{}, MetaInterval: 50 * time.Millisecond})
-	runStores(t, s)
+	env := scoretest.StartMongo(t)
+	s := runReplica(t, env, rebuild.Config{Publisher: &outboxtest.Recorder{}, MetaInterval: 50 * time.Millisecond}, 0)
 	ctx := context.Background()
 	applyAll(t, s, []eventbus.Event{ev(t, contract.PersonCreated, 1, map[string]any{"name": "old"})})
 	r, err := s.StartRebuild(ctx)
@@ -299,9 +262,9 @@ func TestRebuildOfOnePerson(t *testing.T) {
 // one as if a rebuild still ran. The newest score.changed of the cpf must
 // still carry the new collection's score, and the new document the event.
 func TestSwitchDuringApply(t *testing.T) {
-	env := startMongo(t)
-	cfg := mongodb.Config{Publisher: &recorder{}}
-	a, b := env.replica(t, cfg), env.replica(t, cfg)
+	env := scoretest.StartMongo(t)
+	cfg := rebuild.Config{Publisher: &outboxtest.Recorder{}}
+	a, b := newReplica(t, env, cfg), newReplica(t, env, cfg)
 	ctx := context.Background()
 	person := map[string]any{"cpf": 22222, "name": "a", "date_of_birth": "2000-01-01"}
 	income := map[string]any{"id": "i", "value_cents": 1000_00}
@@ -329,7 +292,7 @@ func TestSwitchDuringApply(t *testing.T) {
 	if err := b.Advance(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if act, _ := b.Active(ctx); act != r.Target {
+	if act := scoretest.Active(t, b); act != r.Target {
 		t.Fatalf("active %s, want the rebuilt %s", act, r.Target)
 	}
 
@@ -337,19 +300,19 @@ func TestSwitchDuringApply(t *testing.T) {
 	// income, computes a score of 50 instead of 70.
 	applyAll(t, a, []eventbus.Event{ev(t, "asset.created", 3, map[string]any{"id": "a", "value_cents": 1000_00})})
 
-	rebuilt, _ := readDoc(t, env.DB.Collection(r.Target), 22222)
+	rebuilt, _ := scoretest.ReadDoc(t, env.DB.Collection(r.Target), 22222)
 	if rebuilt.Version != 3 || rebuilt.Score != 70 || !rebuilt.Live() {
 		t.Fatalf("rebuilt document: version %d score %d live %v, want 3, 70, live", rebuilt.Version, rebuilt.Score, rebuilt.Live())
 	}
-	old, _ := readDoc(t, live, 22222)
+	old, _ := scoretest.ReadDoc(t, live, 22222)
 	var newest eventbus.Event
 	for _, e := range append(old.Outbox, rebuilt.Outbox...) {
 		if e.Version > newest.Version {
 			newest = e
 		}
 	}
-	var c scoreChange
-	if newest.ID == "" || newest.DecodeData(&c) != nil || c != (scoreChange{Score: 70, Live: true}) {
+	var c scoretest.ScoreChange
+	if newest.ID == "" || newest.DecodeData(&c) != nil || c != (scoretest.ScoreChange{Score: 70, Live: true}) {
 		t.Fatalf("newest score.changed of 22222: %+v (%s), want score 70, live", c, newest.Data)
 	}
 }
@@ -359,14 +322,14 @@ func TestSwitchDuringApply(t *testing.T) {
 // still shows the score published before the loss. The switch tells person
 // the rebuilt score all the same.
 func TestRebuildTellsPersonWhatTheOldModelLost(t *testing.T) {
-	env := startMongo(t)
-	s := env.replica(t, mongodb.Config{Publisher: &recorder{}})
+	env := scoretest.StartMongo(t)
+	s := newReplica(t, env, rebuild.Config{Publisher: &outboxtest.Recorder{}})
 	ctx := context.Background()
 	person := map[string]any{"cpf": 22222, "name": "a", "date_of_birth": "2000-01-01"}
 	income := map[string]any{"id": "i", "value_cents": 1000_00}
 	applyAll(t, s, []eventbus.Event{ev(t, contract.PersonCreated, 1, person), ev(t, "income.created", 2, income)})
 	live := env.DB.Collection(mongodb.DefaultCollection)
-	lost, _ := readDoc(t, live, 22222)
+	lost, _ := scoretest.ReadDoc(t, live, 22222)
 	told := lost.Outbox // what the relay publishes to person
 	if _, err := live.DeleteOne(ctx, bson.D{{Key: "_id", Value: 22222}}); err != nil {
 		t.Fatal(err)
@@ -385,19 +348,29 @@ func TestRebuildTellsPersonWhatTheOldModelLost(t *testing.T) {
 	if err := s.Advance(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if act, _ := s.Active(ctx); act != r.Target {
+	if act := scoretest.Active(t, s); act != r.Target {
 		t.Fatalf("active %s, want the rebuilt %s", act, r.Target)
 	}
-	old, _ := readDoc(t, live, 22222)
-	rebuilt, _ := readDoc(t, env.DB.Collection(r.Target), 22222)
+	old, _ := scoretest.ReadDoc(t, live, 22222)
+	rebuilt, _ := scoretest.ReadDoc(t, env.DB.Collection(r.Target), 22222)
 	var newest eventbus.Event
 	for _, e := range slices.Concat(told, old.Outbox, rebuilt.Outbox) {
 		if e.Version > newest.Version {
 			newest = e
 		}
 	}
-	var c scoreChange
-	if newest.ID == "" || newest.DecodeData(&c) != nil || c != (scoreChange{Score: 0, Live: false}) {
+	var c scoretest.ScoreChange
+	if newest.ID == "" || newest.DecodeData(&c) != nil || c != (scoretest.ScoreChange{Score: 0, Live: false}) {
 		t.Fatalf("newest score.changed of 22222: %+v (%s), want score 0, not live", c, newest.Data)
+	}
+}
+
+func TestApplyRejectsABadSubject(t *testing.T) {
+	env := scoretest.StartMongo(t)
+	s := newReplica(t, env, rebuild.Config{})
+	e := ev(t, contract.PersonCreated, 1, map[string]any{"name": "x"})
+	e.Subject = "not-a-cpf"
+	if err := s.Apply(context.Background(), e); !errors.Is(err, eventbus.ErrMalformed) {
+		t.Fatalf("Apply = %v, want ErrMalformed", err)
 	}
 }

@@ -1,4 +1,4 @@
-package mongodb
+package rebuild
 
 import (
 	"context"
@@ -11,78 +11,19 @@ import (
 	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
 	"github.com/personscore/score"
-	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"github.com/personscore/score/mongodb"
 	"go.uber.org/zap"
 )
-
-// MetaCollection holds the meta document naming the active collection.
-const MetaCollection = "score_meta"
-
-const metaID = "read_model"
-
-// metaDoc names the collection serving the read model and the current or last
-// rebuild. Rev versions it for compare-and-swap.
-type metaDoc struct {
-	ID       string         `bson:"_id"`
-	Active   string         `bson:"active"`
-	Previous string         `bson:"previous,omitempty"`
-	Rebuild  *score.Rebuild `bson:"rebuild,omitempty"`
-	Rev      int64          `bson:"rev"`
-}
-
-func (s *Store) readMeta(ctx context.Context) (metaDoc, error) {
-	var m metaDoc
-	err := s.meta.FindOne(ctx, bson.D{{Key: "_id", Value: metaID}}).Decode(&m)
-	if errors.Is(err, mongo.ErrNoDocuments) {
-		return metaDoc{ID: metaID, Active: DefaultCollection}, nil
-	}
-	if err != nil {
-		return m, fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	if m.Active == "" {
-		m.Active = DefaultCollection
-	}
-	return m, nil
-}
-
-// casMeta replaces old by next if nobody changed it meanwhile; next gets its
-// id and revision.
-func (s *Store) casMeta(ctx context.Context, old metaDoc, next *metaDoc) (bool, error) {
-	next.ID, next.Rev = metaID, old.Rev+1
-	if old.Rev == 0 {
-		_, err := s.meta.InsertOne(ctx, next)
-		if mongo.IsDuplicateKeyError(err) {
-			return false, nil
-		}
-		if err != nil {
-			return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
-		}
-		return true, nil
-	}
-	res, err := s.meta.ReplaceOne(ctx, bson.D{{Key: "_id", Value: metaID}, {Key: "rev", Value: old.Rev}}, next)
-	if err != nil {
-		return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	return res.MatchedCount == 1, nil
-}
-
-// Active names the collection serving the read model now.
-func (s *Store) Active(ctx context.Context) (string, error) {
-	m, err := s.readMeta(ctx)
-	return m.Active, err
-}
 
 // StartRebuild starts rebuilding the read model from person's snapshots; it
 // returns at once. ErrRebuildRunning (with the running one) when a rebuild is
 // in progress.
-func (s *Store) StartRebuild(ctx context.Context) (score.Rebuild, error) {
+func (s *Router) StartRebuild(ctx context.Context) (score.Rebuild, error) {
 	if s.cfg.Publisher == nil {
-		return score.Rebuild{}, errors.New("mongodb: Config.Publisher is required to rebuild")
+		return score.Rebuild{}, errors.New("rebuild: Config.Publisher is required to rebuild")
 	}
 	for range maxCASAttempts {
-		m, err := s.readMeta(ctx)
+		m, err := s.store.ReadMeta(ctx)
 		if err != nil {
 			return score.Rebuild{}, err
 		}
@@ -94,10 +35,9 @@ func (s *Store) StartRebuild(ctx context.Context) (score.Rebuild, error) {
 		// Collections of earlier rebuilds are no longer needed.
 		for _, name := range []string{m.Previous, targetOf(m.Rebuild)} {
 			if name != "" && name != m.Active {
-				if err := s.db.Collection(name).Drop(ctx); err != nil {
-					return score.Rebuild{}, fmt.Errorf("%w: drop %s: %v", ErrUnavailable, name, err)
+				if err := s.store.Drop(ctx, name); err != nil {
+					return score.Rebuild{}, err
 				}
-				s.cache.reset()
 			}
 		}
 		id := uuid.Must(uuid.NewV7()).String()
@@ -107,7 +47,7 @@ func (s *Store) StartRebuild(ctx context.Context) (score.Rebuild, error) {
 		next := m
 		next.Previous, next.Rebuild = "", &r
 		casStart := time.Now()
-		ok, err := s.casMeta(ctx, m, &next)
+		ok, err := s.store.SwapMeta(ctx, m, &next)
 		if err != nil {
 			return score.Rebuild{}, err
 		}
@@ -123,7 +63,7 @@ func (s *Store) StartRebuild(ctx context.Context) (score.Rebuild, error) {
 		case <-time.After(switchAfter):
 		case <-ctx.Done():
 		}
-		ev, err := eventbus.NewEvent(ctx, Source, contract.SnapshotRequested, id, 1, contract.SnapshotRequest{RebuildID: id})
+		ev, err := eventbus.NewEvent(ctx, mongodb.Source, contract.SnapshotRequested, id, 1, contract.SnapshotRequest{RebuildID: id})
 		if err == nil {
 			err = s.cfg.Publisher.Publish(ctx, ev)
 		}
@@ -132,12 +72,12 @@ func (s *Store) StartRebuild(ctx context.Context) (score.Rebuild, error) {
 			if ferr := s.failRebuild(context.WithoutCancel(ctx), id, reason); ferr != nil {
 				s.log.Warn("could not record the failed rebuild; it will time out", zap.Error(ferr))
 			}
-			return r, fmt.Errorf("%w: %s", ErrUnavailable, reason)
+			return r, fmt.Errorf("%w: %s", mongodb.ErrUnavailable, reason)
 		}
 		r.Active = m.Active
 		return r, nil
 	}
-	return score.Rebuild{}, fmt.Errorf("%w: too much contention on the meta document", ErrUnavailable)
+	return score.Rebuild{}, fmt.Errorf("%w: too much contention on the meta document", mongodb.ErrUnavailable)
 }
 
 func targetOf(r *score.Rebuild) string {
@@ -149,7 +89,7 @@ func targetOf(r *score.Rebuild) string {
 
 // SnapshotCompleted handles snapshot.completed: person has published count
 // snapshots for the rebuild. Unknown, finished or repeated rebuilds are ignored.
-func (s *Store) SnapshotCompleted(ctx context.Context, ev eventbus.Event) error {
+func (s *Router) SnapshotCompleted(ctx context.Context, ev eventbus.Event) error {
 	var c contract.SnapshotCompletion
 	if err := ev.DecodeData(&c); err != nil {
 		return err
@@ -168,9 +108,9 @@ func (s *Store) SnapshotCompleted(ctx context.Context, ev eventbus.Event) error 
 }
 
 // updateRebuild applies change to the rebuild id if it is still running.
-func (s *Store) updateRebuild(ctx context.Context, id string, change func(r *score.Rebuild) bool) error {
+func (s *Router) updateRebuild(ctx context.Context, id string, change func(r *score.Rebuild) bool) error {
 	for range maxCASAttempts {
-		m, err := s.readMeta(ctx)
+		m, err := s.store.ReadMeta(ctx)
 		if err != nil {
 			return err
 		}
@@ -183,15 +123,15 @@ func (s *Store) updateRebuild(ctx context.Context, id string, change func(r *sco
 		}
 		next := m
 		next.Rebuild = &r
-		ok, err := s.casMeta(ctx, m, &next)
+		ok, err := s.store.SwapMeta(ctx, m, &next)
 		if err != nil || ok {
 			return err
 		}
 	}
-	return fmt.Errorf("%w: too much contention on the meta document", ErrUnavailable)
+	return fmt.Errorf("%w: too much contention on the meta document", mongodb.ErrUnavailable)
 }
 
-func (s *Store) failRebuild(ctx context.Context, id, reason string) error {
+func (s *Router) failRebuild(ctx context.Context, id, reason string) error {
 	return s.updateRebuild(ctx, id, func(r *score.Rebuild) bool {
 		now := time.Now().UTC().Truncate(time.Millisecond)
 		r.State, r.Error, r.FinishedAt = score.RebuildFailed, reason, &now
@@ -201,8 +141,8 @@ func (s *Store) failRebuild(ctx context.Context, id, reason string) error {
 }
 
 // RebuildStatus reports the current or last rebuild with its progress.
-func (s *Store) RebuildStatus(ctx context.Context) (score.Rebuild, error) {
-	m, err := s.readMeta(ctx)
+func (s *Router) RebuildStatus(ctx context.Context) (score.Rebuild, error) {
+	m, err := s.store.ReadMeta(ctx)
 	if err != nil {
 		return score.Rebuild{}, err
 	}
@@ -212,9 +152,9 @@ func (s *Store) RebuildStatus(ctx context.Context) (score.Rebuild, error) {
 	r := *m.Rebuild
 	r.Active = m.Active
 	if r.State != score.RebuildFailed {
-		n, err := s.db.Collection(r.Target).CountDocuments(ctx, bson.D{{Key: fromSnapshot, Value: true}})
+		n, err := s.store.Snapshotted(ctx, r.Target)
 		if err != nil {
-			return r, fmt.Errorf("%w: %v", ErrUnavailable, err)
+			return r, fmt.Errorf("%w: %v", mongodb.ErrUnavailable, err)
 		}
 		r.Snapshotted = n
 	}
@@ -223,7 +163,7 @@ func (s *Store) RebuildStatus(ctx context.Context) (score.Rebuild, error) {
 
 // advance fails a rebuild that took too long, or switches to its collection
 // once it has caught up.
-func (s *Store) advance(ctx context.Context, m metaDoc) error {
+func (s *Router) advance(ctx context.Context, m mongodb.Meta) error {
 	r := m.Rebuild
 	if time.Since(r.StartedAt) > s.cfg.RebuildTimeout {
 		return s.failRebuild(ctx, r.ID, fmt.Sprintf("did not catch up within %s (state %s)", s.cfg.RebuildTimeout, r.State))
@@ -231,19 +171,18 @@ func (s *Store) advance(ctx context.Context, m metaDoc) error {
 	if r.State != score.RebuildCatchingUp {
 		return nil
 	}
-	target := s.db.Collection(r.Target)
-	n, err := target.CountDocuments(ctx, bson.D{{Key: fromSnapshot, Value: true}})
+	n, err := s.store.Snapshotted(ctx, r.Target)
 	if err != nil {
 		return err
 	}
 	if n < r.Expected {
 		return nil
 	}
-	live, err := versionsOf(ctx, s.db.Collection(m.Active))
+	live, err := s.store.Versions(ctx, m.Active)
 	if err != nil {
 		return err
 	}
-	rebuilt, err := versionsOf(ctx, target)
+	rebuilt, err := s.store.Versions(ctx, r.Target)
 	if err != nil {
 		return err
 	}
@@ -260,35 +199,15 @@ func (s *Store) advance(ctx context.Context, m metaDoc) error {
 	next := m
 	next.Active, next.Previous, next.Rebuild = r.Target, m.Active, &done
 	casStart := time.Now()
-	ok, err := s.casMeta(ctx, m, &next)
+	ok, err := s.store.SwapMeta(ctx, m, &next)
 	if err != nil || !ok {
 		return err
 	}
 	s.remember(next, casStart)
 	s.log.Info("rebuild done, read model switched", zap.String("rebuild_id", r.ID), zap.String("from", m.Active),
 		zap.String("to", r.Target), zap.Int64("snapshots", n), zap.Int("documents", len(rebuilt)))
-	s.observe(next)
+	s.store.Follow(next)
 	return s.publishScores(ctx, r.Target)
-}
-
-// versionsOf reads the version of every document of coll.
-func versionsOf(ctx context.Context, coll *mongo.Collection) (map[int64]int64, error) {
-	cur, err := coll.Find(ctx, bson.D{}, options.Find().SetProjection(bson.D{{Key: "version", Value: 1}}))
-	if err != nil {
-		return nil, err
-	}
-	var rows []struct {
-		CPF     int64 `bson:"_id"`
-		Version int64 `bson:"version"`
-	}
-	if err := cur.All(ctx, &rows); err != nil {
-		return nil, err
-	}
-	out := make(map[int64]int64, len(rows))
-	for _, r := range rows {
-		out[r.CPF] = r.Version
-	}
-	return out, nil
 }
 
 // publishScores publishes score.changed from collection name for every cpf
@@ -298,48 +217,11 @@ func versionsOf(ctx context.Context, coll *mongo.Collection) (map[int64]int64, e
 // alone can agree with the rebuilt one while person still shows the score
 // published before the loss), so every cpf gets its rebuilt score, with a
 // version newer than any the replaced collection published.
-func (s *Store) publishScores(ctx context.Context, name string) error {
-	cur, err := s.db.Collection(name).Find(ctx, bson.D{}, options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}}))
+func (s *Router) publishScores(ctx context.Context, name string) error {
+	n, err := s.store.RepublishAll(ctx, name)
 	if err != nil {
 		return err
 	}
-	var ids []struct {
-		CPF int64 `bson:"_id"`
-	}
-	if err := cur.All(ctx, &ids); err != nil {
-		return err
-	}
-	for _, id := range ids {
-		if err := s.republishScore(ctx, name, id.CPF); err != nil {
-			return err
-		}
-	}
-	s.log.Info("published the rebuilt scores", zap.String("collection", name), zap.Int("cpfs", len(ids)))
+	s.log.Info("published the rebuilt scores", zap.String("collection", name), zap.Int("cpfs", n))
 	return nil
-}
-
-// republishScore appends score.changed with the current score of cpf.
-func (s *Store) republishScore(ctx context.Context, name string, cpf int64) error {
-	coll := s.db.Collection(name)
-	for range maxCASAttempts {
-		st, found, err := s.load(ctx, coll, cpf)
-		if err != nil || !found {
-			return err
-		}
-		rev := st.Rev
-		st.Rev = nextRev(rev)
-		ev, err := scoreChanged(ctx, st.Document)
-		if err != nil {
-			return err
-		}
-		ok, err := s.write(ctx, coll, st, true, rev, []eventbus.Event{ev})
-		if err != nil {
-			return err
-		}
-		if ok {
-			s.notify(name, cpf, st.Version, []eventbus.Event{ev})
-			return nil
-		}
-	}
-	return fmt.Errorf("%w: too much contention on cpf %d", ErrUnavailable, cpf)
 }

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/personscore/eventbus/outbox"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.uber.org/zap"
+)
+
+// clearDelay is how long published score.changed events wait in a document
+// for its next write to clear them: a new score.changed replaces the outbox
+// (mongodb.Store writes it so), sparing the relay a write of its own.
+const clearDelay = time.Second
+
+// retireAfter is how long the relay of a replaced collection keeps running.
+const retireAfter = 3 * time.Second
+
+// relays relays score.changed from the collection serving the read model: one
+// outbox per collection, started when the store follows the collection
+// (mongodb.Relays) and retired retireAfter after a switch away from it, once
+// it finished what it was publishing; its Run flushes what the replaced
+// collection still holds.
+type relays struct {
+	db        *mongo.Database
+	publisher outbox.Publisher
+	log       *zap.Logger
+	sweep     time.Duration // the outboxes' sweep interval (0: the outbox's default)
+	flush     time.Duration // bounds each outbox's flush at shutdown
+
+	mu      sync.Mutex
+	active  string          // the collection followed last
+	runCtx  context.Context // set while Run runs
+	running map[string]context.CancelFunc
+	obs     map[string]*outbox.Outbox
+	wg      sync.WaitGroup
+}
+
+func newRelays(db *mongo.Database, publisher outbox.Publisher, log *zap.Logger, sweep, flush time.Duration) *relays {
+	return &relays{db: db, publisher: publisher, log: log, sweep: sweep, flush: flush,
+		running: map[string]context.CancelFunc{}, obs: map[string]*outbox.Outbox{}}
+}
+
+// Outbox is the outbox of collection name, nil until its relay first started.
+func (r *relays) Outbox(name string) *outbox.Outbox {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.obs[name]
+}
+
+// Follow makes collection name the one relayed: its relay starts (if Run
+// runs) and the previous one retires.
+func (r *relays) Follow(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := r.active
+	r.active = name
+	if r.runCtx == nil || old == name {
+		return
+	}
+	r.start(name)
+	if cancel, ok := r.running[old]; ok {
+		delete(r.running, old)
+		time.AfterFunc(retireAfter, cancel)
+	}
+}
+
+// Run relays until ctx ends, then stops every relay; each flushes what it has
+// pending within the flush bound before Run returns.
+func (r *relays) Run(ctx context.Context) error {
+	r.mu.Lock()
+	r.runCtx = ctx
+	if r.active != "" {
+		r.start(r.active)
+	}
+	r.mu.Unlock()
+	<-ctx.Done()
+	r.mu.Lock()
+	for name, cancel := range r.running {
+		cancel()
+		delete(r.running, name)
+	}
+	r.runCtx = nil
+	r.mu.Unlock()
+	r.wg.Wait()
+	return nil
+}
+
+// start runs the outbox of collection name; r.mu is held.
+func (r *relays) start(name string) {
+	if _, ok := r.running[name]; ok {
+		return
+	}
+	ob, ok := r.obs[name]
+	if !ok {
+		ob = outbox.New(outbox.Config{Collection: r.db.Collection(name), Publisher: r.publisher, Logger: r.log,
+			SweepInterval: r.sweep, ClearDelay: clearDelay})
+		r.obs[name] = ob
+	}
+	ctx, cancel := context.WithCancel(r.runCtx)
+	r.running[name] = cancel
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		_ = ob.Run(ctx, r.flush)
+	}()
+}
