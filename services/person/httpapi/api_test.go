@@ -414,6 +414,36 @@ func TestMongoDownIs503AndWritesNothing(t *testing.T) {
 	}
 }
 
+// A POST whose store write reached MongoDB only after its answer was lost
+// (connection cut after sending; the command held back until then) is never
+// answered with a plain 503 that invites a retry which would store the income
+// twice: 201 when person settles it (it sends the command again), 503 with
+// Write-Outcome: unknown and no Retry-After when that copy is lost too.
+func TestLateWriteIsNotAnsweredAsRefused(t *testing.T) {
+	s := newServer(t)
+	s.do(t, "POST", "/person", origPerson).expect(t, http.StatusCreated)
+	for i, c := range []struct {
+		held   int // the command, and maybe its copy
+		status int
+	}{{1, http.StatusCreated}, {2, http.StatusServiceUnavailable}} {
+		held, release := s.env.Proxy.Hold(c.held, "update", true)
+		r := s.do(t, "POST", "/person/11111/income", origIncome)
+		<-held
+		if err := release(); err != nil {
+			t.Fatal(err)
+		}
+		unknown := r.Header().Get("Write-Outcome") == "unknown" && r.Header().Get("Retry-After") == ""
+		if r.Code != c.status || (c.status == http.StatusServiceUnavailable && !unknown) {
+			t.Errorf("POST income sent, answer lost, applied late (%d held): %d %s (Write-Outcome %q, Retry-After %q); want %d",
+				c.held, r.Code, r.body, r.Header().Get("Write-Outcome"), r.Header().Get("Retry-After"), c.status)
+		}
+		got := s.do(t, "GET", "/person/11111", "").expect(t, http.StatusOK).json(t)
+		if incomes := got["incomes"].([]any); len(incomes) != i+1 || fmt.Sprint(got["version"]) != fmt.Sprint(i+2) {
+			t.Errorf("after late write %d: version %v, incomes %v; want %d and %d", i+1, got["version"], incomes, i+2, i+1)
+		}
+	}
+}
+
 // The broker down is no reason to refuse writes: they are accepted (their
 // events wait in the outbox) and /readyz stays 200, saying so. Once the
 // backlog is at its bound, every write is refused with 503 problem+json and

@@ -157,10 +157,10 @@ func (s *Store) addBatchLocked(ctx context.Context, held *cpfLock, cpf person.CP
 		set = append(set, bson.E{Key: "version", Value: last}, bson.E{Key: "updated_at", Value: now}, bson.E{Key: lastEventField, Value: lastEv.ID})
 		update := outbox.With(bson.D{{Key: "$set", Value: set}}, events...)
 		filter = append(filter, bson.E{Key: "version", Value: base})
-		res, err := s.coll.UpdateOne(ctx, filter, update)
-		matched := err == nil && res.MatchedCount == 1
+		swap := s.swap(filter, update)
+		matched, err := swap(ctx)
 		if err != nil {
-			if err := s.resolve(cpf, last, lastEv.ID, err); err != nil {
+			if err := s.resolve(cpf, last, lastEv.ID, err, swap); err != nil {
 				fail(err)
 				return
 			}

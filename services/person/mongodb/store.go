@@ -41,9 +41,9 @@ const maxCASAttempts = 200
 // where nothing has been written yet.
 const writeTimeout = 5 * time.Second
 
-// resolveTimeout bounds the read that settles the outcome of a write whose
-// command failed after it was sent.
-const resolveTimeout = 2 * time.Second
+// resolveTimeout bounds the work that settles the outcome of a write whose
+// command failed after it was sent (sending it again, reading the person).
+const resolveTimeout = 5 * time.Second
 
 // Store reads and changes persons.
 type Store struct {
@@ -131,9 +131,13 @@ func (s *Store) Create(ctx context.Context, p person.NewPerson) (int64, error) {
 		{Key: "created_at", Value: now}, {Key: "updated_at", Value: now},
 		{Key: lastEventField, Value: ev.ID}, {Key: outbox.Field, Value: []eventbus.Event{ev}},
 	}
-	_, err = s.coll.InsertOne(ctx, d)
+	insert := func(ctx context.Context) (bool, error) {
+		_, err := s.coll.InsertOne(ctx, d)
+		return err == nil, err
+	}
+	_, err = insert(ctx)
 	if err != nil && !mongo.IsDuplicateKeyError(err) {
-		err = s.resolve(p.CPF, 1, ev.ID, err)
+		err = s.resolve(p.CPF, 1, ev.ID, err, insert)
 	}
 	if err == nil {
 		s.outbox.Notify(p.CPF, ev)
@@ -272,10 +276,10 @@ func (s *Store) changeLocked(ctx context.Context, held *cpfLock, cpf person.CPF,
 		update = setFields(update, bson.E{Key: "version", Value: next}, bson.E{Key: "updated_at", Value: time.Now().UTC()},
 			bson.E{Key: lastEventField, Value: ev.ID})
 		filter = append(filter, bson.E{Key: "version", Value: cur.Version})
-		res, err := s.coll.UpdateOne(ctx, filter, outbox.With(update, ev))
-		matched := err == nil && res.MatchedCount == 1
+		swap := s.swap(filter, outbox.With(update, ev))
+		matched, err := swap(ctx)
 		if err != nil {
-			if err := s.resolve(cpf, next, ev.ID, err); err != nil {
+			if err := s.resolve(cpf, next, ev.ID, err, swap); err != nil {
 				return 0, err
 			}
 			matched = true
@@ -295,33 +299,61 @@ func (s *Store) changeLocked(ctx context.Context, held *cpfLock, cpf person.CPF,
 // written by the same update, so a write whose answer was lost can be looked up.
 const lastEventField = "last_event"
 
+// swap is the compare-and-swap of one change: true if filter matched and the
+// update was applied.
+func (s *Store) swap(filter, update bson.D) func(ctx context.Context) (bool, error) {
+	return func(ctx context.Context) (bool, error) {
+		res, err := s.coll.UpdateOne(ctx, filter, update)
+		return err == nil && res.MatchedCount == 1, err
+	}
+}
+
 // resolve settles a write to version next, carrying event evID, whose command
 // failed after it may have reached the store (a timeout, a dropped
-// connection): it reads the person back and returns nil if the write was
-// applied, ErrUnavailable if it certainly was not, and ErrOutcomeUnknown if
-// that cannot be told. Versions only grow and each is written once, so the
-// person's version and last event decide it.
-func (s *Store) resolve(cpf person.CPF, next int64, evID string, cause error) error {
+// connection): it returns nil if the write is applied, ErrUnavailable if it
+// certainly is not and never will be, and ErrOutcomeUnknown if that cannot be
+// told.
+//
+// A command that was sent may still be on its way (queued in a loaded server)
+// and be applied after any read, so a read alone proves nothing when it shows
+// the write missing. Instead resolve sends the same command again (again: the
+// compare-and-swap on the version, or the insert of the document; a duplicate
+// key means it did not apply). It applies at most once, since whichever copy
+// comes first moves the version (or creates the document) the other one is
+// conditioned on. If the copy applied, the write is done. If it did not, the
+// person has left the state the write needs and never returns to it (versions
+// only grow), so the original cannot apply later either, and the person's
+// version and last event tell whether it did.
+func (s *Store) resolve(cpf person.CPF, next int64, evID string, cause error, again func(ctx context.Context) (bool, error)) error {
 	if notSent(cause) {
 		return unavailable(cause)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
 	defer cancel()
+	applied, err := again(ctx)
+	switch {
+	case mongo.IsDuplicateKeyError(err):
+	case err != nil:
+		// The original may still arrive.
+		return fmt.Errorf("%w: %v (sent again: %v)", person.ErrOutcomeUnknown, cause, err)
+	case applied:
+		return nil
+	}
 	var d struct {
 		Version   int64  `bson:"version"`
 		LastEvent string `bson:"last_event"`
 	}
 	opts := options.FindOne().SetProjection(bson.D{{Key: "version", Value: 1}, {Key: lastEventField, Value: 1}})
-	err := s.coll.FindOne(ctx, bson.D{{Key: "_id", Value: cpf}}, opts).Decode(&d)
+	err = s.coll.FindOne(ctx, bson.D{{Key: "_id", Value: cpf}}, opts).Decode(&d)
 	switch {
-	case errors.Is(err, mongo.ErrNoDocuments):
-		return unavailable(cause)
 	case err != nil:
+		// Missing after the copy found it is no state a write leaves.
 		return fmt.Errorf("%w: %v (read back: %v)", person.ErrOutcomeUnknown, cause, err)
 	case d.LastEvent == evID:
 		return nil
 	case d.Version <= next:
-		// Our version is free or taken by another change.
+		// Another change took our version (ours would have left it at next
+		// with our event, and only later changes move it past next).
 		return unavailable(cause)
 	default:
 		// Later changes hide whether ours was among them.

@@ -29,6 +29,16 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
+// withPerson is a fresh store holding person cpf (version 1).
+func withPerson(t *testing.T, cpf person.CPF) (*persontest.Env, context.Context) {
+	t.Helper()
+	env, c := persontest.New(t), ctx(t)
+	if _, err := env.Store.Create(c, newPerson(cpf)); err != nil {
+		t.Fatal(err)
+	}
+	return env, c
+}
+
 func newPerson(cpf person.CPF) person.NewPerson {
 	return person.NewPerson{CPF: cpf, Details: person.Details{Name: "abc", Address: "abc", DateOfBirth: "2019-06-15T19:23:55-03:00"}}
 }
@@ -336,12 +346,8 @@ func TestUpdateAndDeleteItem(t *testing.T) {
 // Amounts reach the event exactly: 0.1 and 0.2 are 10 and 20 cents, never
 // 0.30000000000000004 of anything.
 func TestMoneyIsExactInStoreAndEvents(t *testing.T) {
-	env := persontest.New(t)
-	c := ctx(t)
 	const cpf person.CPF = 55555
-	if _, err := env.Store.Create(c, newPerson(cpf)); err != nil {
-		t.Fatal(err)
-	}
+	env, c := withPerson(t, cpf)
 	for _, text := range []string{"0.1", "0.2", "1000000000000", "999999999999.99"} {
 		in, err := person.ParseNewItem(person.Income, []byte(`{"type":"x","value":`+text+`}`))
 		if err != nil {
@@ -480,12 +486,8 @@ func TestSetScoreLastWriterWinsByVersion(t *testing.T) {
 // With MongoDB unreachable every operation is ErrUnavailable and nothing is
 // written; once it is back, the state is exactly as before.
 func TestMongoDownIsUnavailableAndWritesNothing(t *testing.T) {
-	env := persontest.New(t)
-	c := ctx(t)
 	const cpf person.CPF = 77777
-	if _, err := env.Store.Create(c, newPerson(cpf)); err != nil {
-		t.Fatal(err)
-	}
+	env, c := withPerson(t, cpf)
 	it, err := env.Store.AddItem(c, cpf, person.Income, person.NewItem{Type: "x", Value: 100})
 	if err != nil {
 		t.Fatal(err)
@@ -539,10 +541,12 @@ func TestMongoDownIsUnavailableAndWritesNothing(t *testing.T) {
 	checkOneEventPerVersion(t, pending(t, env, cpf), cpf, 1, 2)
 }
 
-// A write whose command fails after it may have reached the store is read
-// back before it is answered: applied is success, not applied is
-// ErrUnavailable, and a store that cannot be read is ErrOutcomeUnknown. The
-// proxy breaks the connection of one write, dropping the command or its answer.
+// A write whose command fails after it may have reached the store is settled
+// before it is answered: the proxy breaks the connection of one write,
+// dropping the command or its answer, so the driver cannot tell whether it was
+// applied. Person sends it again: applied once, success. A store that cannot
+// be reached for that is ErrOutcomeUnknown. (ErrUnavailable is for commands
+// the driver never sent: TestMongoDownIsUnavailableAndWritesNothing.)
 func TestFailedWriteIsResolvedBeforeAnswering(t *testing.T) {
 	env := persontest.New(t)
 	c := ctx(t)
@@ -566,12 +570,12 @@ func TestFailedWriteIsResolvedBeforeAnswering(t *testing.T) {
 		t.Fatalf("add with its answer lost: %+v, %v; want version 2", it, err)
 	}
 	breakNext(false, nil)
-	if _, err := env.Store.AddItem(c, cpf, person.Debt, person.NewItem{Value: 5}); !errors.Is(err, person.ErrUnavailable) {
-		t.Fatalf("add that never reached the store: %v, want ErrUnavailable", err)
+	if it, err := env.Store.AddItem(c, cpf, person.Debt, person.NewItem{Value: 5}); err != nil || it.Version != 3 {
+		t.Fatalf("add dropped on its way: %+v, %v; want version 3", it, err)
 	}
 	breakNext(false, nil)
-	if _, err := env.Store.Create(c, newPerson(cpf+1)); !errors.Is(err, person.ErrUnavailable) {
-		t.Fatalf("create that never reached the store: %v, want ErrUnavailable", err)
+	if v, err := env.Store.Create(c, newPerson(cpf+1)); err != nil || v != 1 {
+		t.Fatalf("create dropped on its way: version %d, %v; want 1, nil", v, err)
 	}
 	breakNext(true, env.Proxy.Cut)
 	if _, err := env.Store.AddItem(c, cpf, person.Asset, person.NewItem{Value: 40}); !errors.Is(err, person.ErrOutcomeUnknown) {
@@ -586,23 +590,100 @@ func TestFailedWriteIsResolvedBeforeAnswering(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Version != 3 || len(items) != 2 {
-		t.Errorf("version %d with %d items, want 3 and 2 (income and asset)", p.Version, len(items))
+	if p.Version != 4 || len(items) != 3 {
+		t.Errorf("version %d with %d items, want 4 and 3 (income, debt and asset)", p.Version, len(items))
 	}
+	checkOneEventPerVersion(t, pending(t, env, cpf), cpf, 1, 4)
+	checkOneEventPerVersion(t, pending(t, env, cpf+1), cpf+1, 1, 1)
+}
+
+// A write command that reaches MongoDB only after person stopped waiting for
+// its answer (the connection was cut after it was sent, or the write's
+// deadline passed while it was in flight: a loaded server) may be applied
+// after any read person makes, so a read showing it missing proves nothing.
+// Person must never answer such a write as refused (ErrUnavailable, a plain
+// 503): the client would retry it and the item would be stored twice.
+func TestWriteArrivingAfterItsAnswerWasLost(t *testing.T) {
+	const cpf person.CPF = 79797
+	env, c := withPerson(t, cpf)
+	// late runs write while the proxy holds back its (first) command, then
+	// lets that reach MongoDB.
+	late := func(name, command string, cut bool, write func() error) {
+		t.Helper()
+		held, release := env.Proxy.Hold(1, command, cut)
+		err := write()
+		select {
+		case <-held:
+		default:
+			t.Fatalf("%s: no command held", name)
+		}
+		if err := release(); err != nil {
+			t.Fatalf("%s: sending the held command: %v", name, err)
+		}
+		if err != nil {
+			t.Errorf("%s sent, answer lost, applied late: %v; want it applied (once) and answered so", name, err)
+		}
+	}
+	var it person.Item
+	late("AddItem", "update", true, func() (err error) {
+		it, err = env.Store.AddItem(c, cpf, person.Income, person.NewItem{Type: "late", Value: 100})
+		return err
+	})
+	late("three AddItems of one batch", "update", true, func() error {
+		errs := make(chan error, 3)
+		for _, k := range []person.Kind{person.Income, person.Asset, person.Debt} {
+			go func() {
+				_, err := env.Store.AddItem(c, cpf, k, person.NewItem{Type: "batch", Value: 7})
+				errs <- err
+			}()
+		}
+		return errors.Join(<-errs, <-errs, <-errs)
+	})
+	late("Update", "update", true, func() error {
+		_, err := env.Store.Update(c, cpf, person.Details{Name: "late", Address: "x", DateOfBirth: "2000-01-01"})
+		return err
+	})
+	late("DeleteItem", "update", true, func() error { _, err := env.Store.DeleteItem(c, cpf, person.Income, it.ID); return err })
+	late("AddItem past its deadline", "update", false, func() error {
+		_, err := env.Store.AddItem(c, cpf, person.Debt, person.NewItem{Type: "deadline", Value: 3})
+		return err
+	})
+	late("Create", "insert", true, func() error {
+		_, err := env.Store.Create(c, newPerson(cpf+1))
+		return err
+	})
+	late("Delete", "update", true, func() error { _, err := env.Store.Delete(c, cpf+1); return err })
+
+	// When the write cannot be settled either (the command sent again is
+	// lost too), its answer is ErrOutcomeUnknown (503 with Write-Outcome:
+	// unknown), never ErrUnavailable.
+	held, release := env.Proxy.Hold(2, "update", true)
+	if _, err := env.Store.AddItem(c, cpf, person.Income, person.NewItem{Type: "unsettled", Value: 9}); !errors.Is(err, person.ErrOutcomeUnknown) {
+		t.Errorf("AddItem whose command and its copy were both lost: %v, want ErrOutcomeUnknown", err)
+	}
+	<-held
+	if err := release(); err != nil {
+		t.Fatal(err)
+	}
+
+	p, items, err := env.Store.Get(c, cpf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Version != 9 || len(items) != 5 || p.Name != "late" {
+		t.Errorf("version %d, %d items, name %q; want 9, 5 (the batch's, the deadline's, the unsettled one), late", p.Version, len(items), p.Name)
+	}
+	checkOneEventPerVersion(t, pending(t, env, cpf), cpf, 1, 9)
 	if _, _, err := env.Store.Get(c, cpf+1); !errors.Is(err, person.ErrNotFound) {
-		t.Errorf("the create that never reached the store exists: %v", err)
+		t.Errorf("person %s after its late create and delete: %v, want not found", cpf+1, err)
 	}
-	checkOneEventPerVersion(t, pending(t, env, cpf), cpf, 1, 3)
+	checkOneEventPerVersion(t, pending(t, env, cpf+1), cpf+1, 1, 2)
 }
 
 // A request's deadline also bounds its wait for its turn on a busy person.
 func TestWaitForTurnHonoursDeadline(t *testing.T) {
-	env := persontest.New(t)
-	c := ctx(t)
 	const cpf person.CPF = 88888
-	if _, err := env.Store.Create(c, newPerson(cpf)); err != nil {
-		t.Fatal(err)
-	}
+	env, c := withPerson(t, cpf)
 	short, cancel := context.WithTimeout(c, time.Nanosecond)
 	defer cancel()
 	<-short.Done()

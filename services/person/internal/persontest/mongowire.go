@@ -56,6 +56,9 @@ type mongoLink struct {
 // answer marked to be dropped.
 func (l *mongoLink) requests() {
 	l.pump(l.client, l.server, func(msg []byte) (bool, func()) {
+		if l.keep(msg) { // hold.go
+			return true, nil
+		}
 		f := l.p.takeFault(msg)
 		switch {
 		case f == nil:

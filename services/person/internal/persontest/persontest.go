@@ -113,6 +113,7 @@ type Proxy struct {
 	conns map[net.Conn]struct{}
 	cut   bool
 	fault *writeFault
+	hold  *hold // hold.go
 	wg    sync.WaitGroup
 }
 
