@@ -249,6 +249,20 @@ func (p *Publisher) PublishAsync(ctx context.Context, events ...Event) (*Pending
 	return p.sendAsync(ctx, shard, msgs)
 }
 
+// PublishAsyncOn is PublishAsync on channel lane (modulo Channels) instead
+// of the one of the first event's subject: publishes made one after another
+// on one lane reach the broker in that order, whatever subjects their events
+// have (while that channel stays open), so a producer can keep several
+// batches of mixed subjects in flight without one overtaking another; and
+// producers on lanes 0..Channels-1 each get a channel of their own.
+func (p *Publisher) PublishAsyncOn(ctx context.Context, lane int, events ...Event) (*Pending, error) {
+	msgs, err := p.encode(ctx, events)
+	if err != nil {
+		return nil, err
+	}
+	return p.sendAsyncOn(ctx, p.laneSlot(lane), msgs)
+}
+
 func (p *Publisher) encode(ctx context.Context, events []Event) ([]outgoing, error) {
 	msgs := make([]outgoing, len(events))
 	for i, ev := range events {
@@ -303,6 +317,12 @@ func (p *Publisher) send(ctx context.Context, shard string, msgs []outgoing) err
 // sendAsync writes msgs in order on the channel of shard, taking a window
 // slot for each; the channel's reaper settles them as their confirms arrive.
 func (p *Publisher) sendAsync(ctx context.Context, shard string, msgs []outgoing) (*Pending, error) {
+	return p.sendAsyncOn(ctx, p.shardSlot(shard), msgs)
+}
+
+// sendAsyncOn is sendAsync on the channel of slot home (or another open one
+// while that one is down).
+func (p *Publisher) sendAsyncOn(ctx context.Context, home int, msgs []outgoing) (*Pending, error) {
 	if len(msgs) == 0 {
 		return newPending(0), nil
 	}
@@ -312,7 +332,7 @@ func (p *Publisher) sendAsync(ctx context.Context, shard string, msgs []outgoing
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	s := p.pickSlot(shard)
+	s := p.pickSlot(home)
 	defer s.write.Unlock()
 	pc := s.current()
 	if pc == nil {
@@ -376,17 +396,23 @@ func (p *Publisher) reap(pc *pubChannel) {
 	}
 }
 
-// pickSlot returns the slot of shard with its write lock held, or another
-// open one while that one is down.
-func (p *Publisher) pickSlot(shard string) *pubSlot {
-	n := uint64(len(p.slots))
-	if n == 1 {
-		p.slots[0].write.Lock()
-		return p.slots[0]
-	}
-	home := maphash.String(p.seed, shard) % n
+// shardSlot is the slot of the publishes of shard.
+func (p *Publisher) shardSlot(shard string) int {
+	return int(maphash.String(p.seed, shard) % uint64(len(p.slots)))
+}
+
+// laneSlot is the slot of lane.
+func (p *Publisher) laneSlot(lane int) int {
+	n := len(p.slots)
+	return (lane%n + n) % n
+}
+
+// pickSlot returns slot home with its write lock held, or another open one
+// while that one is down.
+func (p *Publisher) pickSlot(home int) *pubSlot {
+	n := len(p.slots)
 	s := p.slots[home]
-	if s.current() == nil {
+	if n > 1 && s.current() == nil {
 		for i := range n {
 			if other := p.slots[(home+i)%n]; other.current() != nil {
 				s = other

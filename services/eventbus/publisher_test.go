@@ -400,6 +400,61 @@ func TestPublishAsyncStreams(t *testing.T) {
 	}
 }
 
+// readyPublisher is a publisher to the fixture's exchange, connected, and a
+// context that ends after timeout; both end with the test.
+func (f *fixture) readyPublisher(timeout time.Duration) (*Publisher, context.Context) {
+	f.t.Helper()
+	pub := NewPublisher(openConn(f.t, ConnConfig{}), PublisherConfig{Exchange: f.exchange, Metrics: f.metrics})
+	f.t.Cleanup(func() { pub.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	f.t.Cleanup(cancel)
+	if err := pub.WaitReady(ctx); err != nil {
+		f.t.Fatal(err)
+	}
+	return pub, ctx
+}
+
+// Batches of mixed subjects streamed on one lane arrive in the order they
+// were published, though their first subjects would spread them over the
+// publisher's four channels.
+func TestPublishAsyncOnKeepsALaneInOrder(t *testing.T) {
+	f := newFixture(t)
+	raw := rawChannel(t)
+	q := f.bindQueue(raw, "lane.item")
+	pub, ctx := f.readyPublisher(30 * time.Second)
+	const batches, size = 150, 3
+	var pendings []*Pending
+	seq := int64(0)
+	for b := range batches {
+		var evs []Event
+		for i := range size {
+			seq++
+			evs = append(evs, mustEvent(t, "lane.item", fmt.Sprint((b*7+i)%13), seq, nil))
+		}
+		pd, err := pub.PublishAsyncOn(ctx, 1, evs...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pendings = append(pendings, pd)
+	}
+	for _, pd := range pendings {
+		if err := pd.Wait(ctx); err != nil {
+			t.Fatalf("confirm: %v", err)
+		}
+	}
+	prev := int64(0)
+	for _, d := range drain(t, raw, q, batches*size, 10*time.Second) {
+		ev, err := ParseEvent(d.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Version != prev+1 {
+			t.Fatalf("event %d arrived after %d", ev.Version, prev)
+		}
+		prev = ev.Version
+	}
+}
+
 // A channel error (here: the exchange deleted under the publisher) fails the
 // publishes in flight, the channel is reopened with the exchange declared
 // again, and no window slot is lost on the way.

@@ -17,6 +17,16 @@
 // go out in version order. Backlog reports the backlog's size and age from
 // memory, for a service to bound it.
 //
+// A relay worker keeps several batches in flight (Config.RelayInFlight): it
+// publishes a batch while the confirms of earlier ones are on their way, all
+// on one publisher channel, so the broker gets them in order. An event is
+// cleared only once its own confirm came. If the broker nacks a batch while
+// a later one is in flight, the later one may reach consumers first; the
+// nacked events stay stored and go out again with their document's next
+// events (or the sweep's). Consumers must therefore apply a document's events
+// whatever their order, as they must for redeliveries anyway (score applies
+// by version, person's copy of the score by its revision).
+//
 // Delivery is at least once: an event may be published twice (two replicas
 // sweeping, a crash between confirm and removal), never lost.
 package outbox
@@ -48,6 +58,14 @@ type Publisher interface {
 	Publish(ctx context.Context, events ...eventbus.Event) error
 }
 
+// asyncPublisher is implemented by publishers that can keep publishes in
+// flight (eventbus.Publisher): the relay then publishes a batch while the
+// confirms of earlier ones are on their way, in order on one channel per
+// worker. Without it each batch waits for its confirms before the next.
+type asyncPublisher interface {
+	PublishAsyncOn(ctx context.Context, lane int, events ...eventbus.Event) (*eventbus.Pending, error)
+}
+
 // readier is implemented by publishers that know whether the broker is
 // reachable (eventbus.Publisher); without it the outbox assumes it is.
 type readier interface{ Ready() bool }
@@ -71,6 +89,12 @@ type Config struct {
 	// RelayWorkers publish concurrently (default 4). The events of one document
 	// always go through the same worker, so the relay keeps their order.
 	RelayWorkers int
+	// RelayInFlight is how many batches a relay worker may have published
+	// and not yet seen confirmed (default 8, with an asyncPublisher; 1 is
+	// publish, wait for the confirms, publish the next). A batch goes out
+	// while earlier ones wait for their confirms, so an event waits for no
+	// confirm but its own; its events are still cleared only once confirmed.
+	RelayInFlight int
 	// SweepBatch is how many events the sweep publishes per round (default 512).
 	SweepBatch int
 	// ClearDelay is how long published events wait for the next write of
@@ -91,6 +115,9 @@ type Outbox struct {
 
 	backlog *backlog
 	drained prometheus.Counter
+	// publishAsync publishes events on the channel of key and returns what
+	// waits for their confirms (nil: the publisher has no asyncPublisher).
+	publishAsync func(ctx context.Context, lane int, events []eventbus.Event) (func(context.Context) error, error)
 
 	// suspect is set when events may have been left behind: after
 	// a failed publish or removal, when the relay had no room, and when a
@@ -98,8 +125,11 @@ type Outbox struct {
 	suspect atomic.Bool
 
 	mu       sync.Mutex
-	inflight map[string]struct{}    // ids of events handed to the relay and not yet cleared
-	held     map[string]*heldEvents // published events waiting to be cleared, by document
+	inflight map[string]struct{} // ids of events handed to the relay and not yet cleared
+	// sent are the ids of events a relay worker has published and not yet
+	// seen confirmed or failed, by document key: a catch-up leaves them out.
+	sent map[string]map[string]struct{}
+	held map[string]*heldEvents // published events waiting to be cleared, by document
 }
 
 // heldEvents are a document's published events waiting for ClearWith or
@@ -137,6 +167,12 @@ func New(cfg Config) *Outbox {
 	if cfg.RelayWorkers <= 0 {
 		cfg.RelayWorkers = 4
 	}
+	if cfg.RelayInFlight <= 0 {
+		cfg.RelayInFlight = 8
+	}
+	if _, ok := cfg.Publisher.(asyncPublisher); !ok {
+		cfg.RelayInFlight = 1 // each publish returns confirmed: nothing to overlap
+	}
 	if cfg.SweepBatch <= 0 {
 		cfg.SweepBatch = 512
 	}
@@ -147,7 +183,7 @@ func New(cfg Config) *Outbox {
 		cfg.Metrics = eventbus.DefaultMetrics()
 	}
 	o := &Outbox{cfg: cfg, log: cfg.Logger.With(zap.String("outbox", cfg.Collection.Name())), seed: maphash.MakeSeed(),
-		inflight: map[string]struct{}{}, held: map[string]*heldEvents{}}
+		inflight: map[string]struct{}{}, held: map[string]*heldEvents{}, sent: map[string]map[string]struct{}{}}
 	pending := cfg.Metrics.OutboxPending.WithLabelValues(cfg.Collection.Name())
 	age := cfg.Metrics.OutboxOldest.WithLabelValues(cfg.Collection.Name())
 	o.backlog = newBacklog(func(n int, oldest time.Time) {
@@ -159,6 +195,15 @@ func New(cfg Config) *Outbox {
 		}
 	})
 	o.drained = cfg.Metrics.OutboxDrained.WithLabelValues(cfg.Collection.Name())
+	if ap, ok := cfg.Publisher.(asyncPublisher); ok {
+		o.publishAsync = func(ctx context.Context, lane int, events []eventbus.Event) (func(context.Context) error, error) {
+			pd, err := ap.PublishAsyncOn(ctx, lane, events...)
+			if err != nil {
+				return nil, err
+			}
+			return pd.Wait, nil
+		}
+	}
 	for range cfg.RelayWorkers {
 		o.notes = append(o.notes, make(chan note, max(8192/cfg.RelayWorkers, 256)))
 	}
@@ -343,11 +388,11 @@ func (o *Outbox) relaying(id string) bool {
 // Run relays and sweeps until ctx ends, then flushes what is pending within
 // flushTimeout so a clean shutdown leaves nothing behind.
 func (o *Outbox) Run(ctx context.Context, flushTimeout time.Duration) error {
-	for _, notes := range o.notes {
+	for i, notes := range o.notes {
 		o.wg.Add(1)
 		go func() {
 			defer o.wg.Done()
-			o.relay(ctx, notes)
+			o.relay(ctx, i, notes)
 		}()
 	}
 	tick := time.NewTicker(o.cfg.SweepInterval)
@@ -408,11 +453,47 @@ func (o *Outbox) Run(ctx context.Context, flushTimeout time.Duration) error {
 }
 
 // relay publishes notified events in batches: one pipelined publish for many
-// documents, then one removal per document. What it has published but not
+// documents, then, once the broker confirmed it, one removal per document.
+// Up to RelayInFlight batches are out at once, published in order on one
+// channel and settled in that order by a second goroutine, so a batch does
+// not wait for the confirms of the one before. What it has published but not
 // cleared when ctx ends stays held, and Run clears it at shutdown, so it is
 // not published again at the next start.
-func (o *Outbox) relay(ctx context.Context, notes chan note) {
+func (o *Outbox) relay(ctx context.Context, worker int, notes chan note) {
+	slots := make(chan struct{}, o.cfg.RelayInFlight)
+	published := make(chan sentBatch, o.cfg.RelayInFlight)
+	settled := make(chan struct{})
+	go func() {
+		defer close(settled)
+		// Once ctx ended, the confirms still on their way get removeTimeout
+		// in all, so that the flush at shutdown does not publish again
+		// what was confirmed.
+		var grace context.Context
+		cancel := func() {}
+		defer func() { cancel() }()
+		stopping := func() context.Context {
+			if grace == nil {
+				grace, cancel = context.WithTimeout(context.WithoutCancel(ctx), removeTimeout)
+			}
+			return grace
+		}
+		for b := range published {
+			o.settle(ctx, b, stopping)
+			<-slots
+		}
+	}()
+	defer func() {
+		close(published)
+		<-settled
+	}()
 	for {
+		// A free slot first: while every one is taken the notes wait
+		// and the next batch grows.
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
 		var batch []note
 		select {
 		case n := <-notes:
@@ -437,52 +518,133 @@ func (o *Outbox) relay(ctx context.Context, notes chan note) {
 				o.track(n.events, false)
 			}
 			o.suspect.Store(true)
+			<-slots
 			continue
 		}
 		batch = o.catchUp(ctx, o.unpublished(batch))
 		events := inDocumentOrder(batch)
-		if err := o.cfg.Publisher.Publish(ctx, events...); err != nil {
-			o.log.Warn("relay publish failed; the sweep will retry", zap.Error(err), zap.Int("events", len(events)))
-			for _, n := range batch {
-				o.track(n.events, false)
-				o.track(n.notified, false)
-			}
-			o.suspect.Store(true)
+		o.sending(batch, true)
+		wait, err := o.publish(ctx, worker, events)
+		if err != nil {
+			o.sending(batch, false)
+			o.failed(batch, len(events), err)
+			<-slots
 			continue
 		}
-		// Published: hold them for the document's next write (ClearWith),
-		// or clear them now, one removal per document. A catch-up note's
-		// events are removed at once, exactly as read.
-		due := time.Now().Add(o.cfg.ClearDelay)
-		for _, n := range batch {
-			o.backlog.done(eventIDs(n.events)...)
-			if n.raw == nil {
-				o.hold(n.id, n.events, due)
+		published <- sentBatch{notes: batch, events: len(events), wait: wait}
+	}
+}
+
+// sentBatch is a batch the relay published, waiting for its confirms.
+type sentBatch struct {
+	notes  []note
+	events int
+	wait   func(context.Context) error
+}
+
+// publish sends events on the publisher's channel lane, and returns what
+// waits for their confirms; a publisher that cannot stream them confirms
+// them first.
+func (o *Outbox) publish(ctx context.Context, lane int, events []eventbus.Event) (func(context.Context) error, error) {
+	if o.publishAsync != nil {
+		return o.publishAsync(ctx, lane, events)
+	}
+	if err := o.cfg.Publisher.Publish(ctx, events...); err != nil {
+		return nil, err
+	}
+	return func(context.Context) error { return nil }, nil
+}
+
+// sending marks a batch's events as published and awaiting their confirms
+// (or not any more).
+func (o *Outbox) sending(batch []note, on bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, n := range batch {
+		k := docKey(n.id)
+		for _, ev := range n.events {
+			if on {
+				if o.sent[k] == nil {
+					o.sent[k] = map[string]struct{}{}
+				}
+				o.sent[k][ev.ID] = struct{}{}
 				continue
 			}
-			if n.swept {
-				o.drained.Add(float64(len(n.events)))
-			} else {
-				o.drained.Add(float64(max(len(n.events)-n.fresh, 0)))
-			}
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), removeTimeout)
-			if err := o.remove(rctx, n.id, n.raw...); err != nil {
-				o.log.Warn("could not clear published events; they will be republished", zap.Error(err))
-				o.suspect.Store(true)
-			}
-			cancel()
-			o.track(n.events, false)
-			o.track(n.notified, false)
+			delete(o.sent[k], ev.ID)
 		}
-		if o.cfg.ClearDelay == 0 {
-			o.clearDue(ctx, false)
+		if len(o.sent[k]) == 0 {
+			delete(o.sent, k)
 		}
 	}
 }
 
+// isSent reports whether event id of document k is published and awaiting
+// its confirm.
+func (o *Outbox) isSent(k, id string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	_, ok := o.sent[k][id]
+	return ok
+}
+
+// failed gives a batch that was not confirmed back to the sweep; a later
+// note of one of its documents brings its events along (catchUp), in order.
+func (o *Outbox) failed(batch []note, events int, err error) {
+	o.log.Warn("relay publish failed; the sweep will retry", zap.Error(err), zap.Int("events", events))
+	for _, n := range batch {
+		o.track(n.events, false)
+		o.track(n.notified, false)
+	}
+	o.suspect.Store(true)
+}
+
+// settle waits for a published batch's confirms, then clears its events: it
+// holds them for the document's next write (ClearWith), or clears them now,
+// one removal per document. A catch-up note's events are removed at once,
+// exactly as read. Once ctx ends it waits for the confirms within the
+// context stopping returns.
+func (o *Outbox) settle(ctx context.Context, b sentBatch, stopping func() context.Context) {
+	err := b.wait(ctx)
+	if ctx.Err() != nil {
+		err = b.wait(stopping())
+	}
+	// Confirmed or failed, they are out of flight: a failed batch's events
+	// are older events for the catch-up of the next note of their document.
+	if err != nil {
+		o.sending(b.notes, false)
+		o.failed(b.notes, b.events, err)
+		return
+	}
+	due := time.Now().Add(o.cfg.ClearDelay)
+	for _, n := range b.notes {
+		o.backlog.done(eventIDs(n.events)...)
+		if n.raw == nil {
+			o.hold(n.id, n.events, due)
+			continue
+		}
+		if n.swept {
+			o.drained.Add(float64(len(n.events)))
+		} else {
+			o.drained.Add(float64(max(len(n.events)-n.fresh, 0)))
+		}
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), removeTimeout)
+		if err := o.remove(rctx, n.id, n.raw...); err != nil {
+			o.log.Warn("could not clear published events; they will be republished", zap.Error(err))
+			o.suspect.Store(true)
+		}
+		cancel()
+		o.track(n.events, false)
+		o.track(n.notified, false)
+	}
+	o.sending(b.notes, false)
+	if o.cfg.ClearDelay == 0 {
+		o.clearDue(ctx, false)
+	}
+}
+
 // unpublished drops from the sweep's notes the events this process has
-// published since the sweep read them (a catch-up did), so they are not
-// published twice.
+// published since the sweep read them (a catch-up did), or is publishing,
+// so they are not published twice.
 func (o *Outbox) unpublished(batch []note) []note {
 	out := batch[:0]
 	for _, n := range batch {
@@ -492,10 +654,13 @@ func (o *Outbox) unpublished(batch []note) []note {
 		}
 		kept := note{id: n.id, raw: []any{}, swept: true}
 		for i, ev := range n.events {
-			if o.backlog.tracked(ev.ID) {
+			switch {
+			case o.isSent(docKey(n.id), ev.ID):
+				// In flight: its batch's settling untracks it.
+			case o.backlog.tracked(ev.ID):
 				kept.events = append(kept.events, ev)
 				kept.raw = append(kept.raw, n.raw[i])
-			} else {
+			default:
 				o.track([]eventbus.Event{ev}, false)
 			}
 		}
@@ -532,7 +697,7 @@ func inDocumentOrder(batch []note) []eventbus.Event {
 // the backlog (a publish failed while the broker was down, a crash left them)
 // with one note holding the document's whole outbox in version order, so the
 // new events do not overtake the old ones. Events the relay has published
-// and holds for clearing are left out. If the document cannot be read, the
+// (awaiting their confirms, or held for clearing) are left out. If the document cannot be read, the
 // notes go as they are (the sweep publishes the rest later).
 func (o *Outbox) catchUp(ctx context.Context, batch []note) []note {
 	type docNotes struct {
@@ -553,6 +718,13 @@ func (o *Outbox) catchUp(ctx context.Context, batch []note) []note {
 			d.ids[ev.ID] = true
 		}
 	}
+	o.mu.Lock()
+	for k, d := range docs {
+		for id := range o.sent[k] {
+			d.ids[id] = true
+		}
+	}
+	o.mu.Unlock()
 	replaced := map[string]note{}
 	for k, d := range docs {
 		if !o.backlog.olderThan(k, d.min, d.ids) {
@@ -592,7 +764,7 @@ func (o *Outbox) catchUp(ctx context.Context, batch []note) []note {
 }
 
 // readPending reads a document's outbox: the events not published by this
-// relay yet, in version order, with their stored form.
+// relay yet (nor being published), in version order, with their stored form.
 func (o *Outbox) readPending(ctx context.Context, id any) (note, error) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), removeTimeout)
 	defer cancel()
@@ -608,6 +780,9 @@ func (o *Outbox) readPending(ctx context.Context, id any) (note, error) {
 		for _, ev := range h.events {
 			published[ev.ID] = true
 		}
+	}
+	for evID := range o.sent[docKey(id)] {
+		published[evID] = true
 	}
 	o.mu.Unlock()
 	type stored struct {

@@ -641,3 +641,207 @@ func TestClearWithTheNextWrite(t *testing.T) {
 		}
 	}
 }
+
+// confirmGate sits between the relay and the real publisher: every publish
+// goes to the broker at once, and its confirm reaches the relay only once
+// the gate lets it (a slow confirm); nack makes the broker's answer to a
+// call a nack (the publish is not sent).
+type confirmGate struct {
+	pub  *eventbus.Publisher
+	gate chan struct{} // closed: confirms pass
+	nack func(call int) bool
+
+	mu          sync.Mutex
+	calls       int
+	seen        map[string]int // event id → publishes
+	outstanding int            // published, confirm not yet handed to the relay
+	maxOut      int
+}
+
+func newConfirmGate(pub *eventbus.Publisher) *confirmGate {
+	return &confirmGate{pub: pub, gate: make(chan struct{}), seen: map[string]int{}, nack: func(int) bool { return false }}
+}
+
+func (g *confirmGate) install(ob *Outbox) { ob.publishAsync = g.publish }
+
+func (g *confirmGate) publish(ctx context.Context, lane int, events []eventbus.Event) (func(context.Context) error, error) {
+	g.mu.Lock()
+	g.calls++
+	nack := g.nack(g.calls)
+	for _, ev := range events {
+		g.seen[ev.ID]++
+	}
+	g.outstanding++
+	g.maxOut = max(g.maxOut, g.outstanding)
+	g.mu.Unlock()
+	var pd *eventbus.Pending
+	if !nack {
+		var err error
+		if pd, err = g.pub.PublishAsyncOn(ctx, lane, events...); err != nil {
+			return nil, err
+		}
+	}
+	var once sync.Once
+	return func(ctx context.Context) error {
+		select {
+		case <-g.gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		once.Do(func() {
+			g.mu.Lock()
+			g.outstanding--
+			g.mu.Unlock()
+		})
+		if nack {
+			return eventbus.ErrNacked
+		}
+		return pd.Wait(ctx)
+	}, nil
+}
+
+func (g *confirmGate) published(id string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.seen[id]
+}
+
+// outboxIDs lists the ids of the events stored in document id's outbox.
+func outboxIDs(t *testing.T, coll *mongo.Collection, id string) []string {
+	t.Helper()
+	var d pendingDoc
+	if err := coll.FindOne(context.Background(), bson.D{{Key: "_id", Value: id}}).Decode(&d); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, raw := range d.Outbox {
+		var ev eventbus.Event
+		if err := bson.Unmarshal(raw, &ev); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, ev.ID)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func sortedIDs(evs ...eventbus.Event) []string {
+	ids := eventIDs(evs)
+	slices.Sort(ids)
+	return ids
+}
+
+// The relay publishes the next batch while the confirms of earlier ones are
+// outstanding, in order on one channel, at most RelayInFlight batches at
+// once, and clears an event only once its own confirm came.
+func TestRelayPublishesWhileConfirmsAreOutstanding(t *testing.T) {
+	e := newEnv(t)
+	ob := New(Config{Collection: e.coll, Publisher: e.pub, SweepInterval: time.Hour, MinAge: time.Hour, RelayWorkers: 1,
+		RelayInFlight: 2, Metrics: e.metrics})
+	g := newConfirmGate(e.pub)
+	g.install(ob)
+	runOutbox(t, ob)
+
+	a1, a2, b1 := event(t, "person.created", "A", 1), event(t, "person.updated", "A", 2), event(t, "person.created", "B", 1)
+	write(t, e.coll, "A", a1)
+	ob.Notify("A", a1)
+	got := e.received(t, 5*time.Second, func(g []eventbus.Event) bool { return len(g) == 1 })
+	// a1's confirm is held back: the next batch goes out all the same,
+	// after a1 on the broker.
+	write(t, e.coll, "A", a2)
+	ob.Notify("A", a2)
+	got = append(got, e.received(t, 5*time.Second, func(g []eventbus.Event) bool { return len(g) == 1 })...)
+	if got[0].ID != a1.ID || got[1].ID != a2.ID {
+		t.Fatalf("on the broker: %v, want a1 then a2", eventIDs(got))
+	}
+	// Two batches await their confirms: a third stays unpublished.
+	write(t, e.coll, "B", b1)
+	ob.Notify("B", b1)
+	time.Sleep(200 * time.Millisecond) // room for a relay that ignored the bound
+	if _, ok, err := e.raw.Get(e.tap, false); err != nil || ok {
+		t.Errorf("a third batch was published while two awaited their confirms (RelayInFlight 2); err %v", err)
+	}
+	// Nothing was cleared before its confirm.
+	if ids := outboxIDs(t, e.coll, "A"); !slices.Equal(ids, sortedIDs(a1, a2)) {
+		t.Errorf("A's outbox before any confirm: %v, want a1, a2", ids)
+	}
+	if ids := outboxIDs(t, e.coll, "B"); !slices.Equal(ids, sortedIDs(b1)) {
+		t.Errorf("B's outbox before its publish: %v, want b1", ids)
+	}
+
+	close(g.gate)
+	got = e.received(t, 5*time.Second, func(g []eventbus.Event) bool { return len(g) >= 1 })
+	if len(got) != 1 || got[0].ID != b1.ID {
+		t.Errorf("after the confirms the broker got %v, want b1", eventIDs(got))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for pendingCount(t, e.coll) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("outbox not cleared after the confirms: %d pending", pendingCount(t, e.coll))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.maxOut > 2 {
+		t.Errorf("%d batches awaited their confirms at once, RelayInFlight is 2", g.maxOut)
+	}
+	for _, ev := range []eventbus.Event{a1, a2, b1} {
+		if g.seen[ev.ID] != 1 {
+			t.Errorf("%s v%d published %d times, want once", ev.Subject, ev.Version, g.seen[ev.ID])
+		}
+	}
+}
+
+// A batch the broker nacks while a later one is in flight stays in the
+// outbox (the later one's confirm clears only its own events), and the next
+// write of its document brings it along: nothing is lost, the later batch
+// is not published again.
+func TestRelayRepublishesANackedBatch(t *testing.T) {
+	e := newEnv(t)
+	ob := New(Config{Collection: e.coll, Publisher: e.pub, SweepInterval: time.Hour, MinAge: time.Hour, RelayWorkers: 1,
+		Metrics: e.metrics})
+	g := newConfirmGate(e.pub)
+	g.nack = func(call int) bool { return call == 1 }
+	g.install(ob)
+	runOutbox(t, ob)
+
+	a1, a2, a3 := event(t, "person.created", "A", 1), event(t, "person.updated", "A", 2), event(t, "person.updated", "A", 3)
+	write(t, e.coll, "A", a1)
+	ob.Notify("A", a1)
+	// a1 is out (and will be nacked); a2 goes out while a1's answer is pending.
+	for g.published(a1.ID) == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	write(t, e.coll, "A", a2)
+	ob.Notify("A", a2)
+	e.received(t, 5*time.Second, func(got []eventbus.Event) bool { return len(got) == 1 && got[0].ID == a2.ID })
+	close(g.gate)
+	// a2 confirmed and cleared; a1 nacked and still stored.
+	deadline := time.Now().Add(5 * time.Second)
+	for !slices.Equal(outboxIDs(t, e.coll, "A"), sortedIDs(a1)) {
+		if time.Now().After(deadline) {
+			t.Fatalf("A's outbox after a1's nack and a2's confirm: %v, want a1 only", outboxIDs(t, e.coll, "A"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	write(t, e.coll, "A", a3)
+	ob.Notify("A", a3)
+	got := e.received(t, 5*time.Second, func(got []eventbus.Event) bool { return len(got) == 2 })
+	if got[0].ID != a1.ID || got[1].ID != a3.ID {
+		t.Errorf("after the nack the broker got %v, want a1 then a3", eventIDs(got))
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for pendingCount(t, e.coll) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("outbox not cleared: %v", outboxIDs(t, e.coll, "A"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := g.published(a2.ID); n != 1 {
+		t.Errorf("a2 published %d times, want once", n)
+	}
+	if n := g.published(a1.ID); n != 2 {
+		t.Errorf("a1 published %d times, want twice (nacked, then again)", n)
+	}
+}

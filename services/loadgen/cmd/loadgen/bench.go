@@ -47,7 +47,10 @@ type BenchEntry struct {
 	Workload string                  `json:"workload"`
 	Full     *loadgen.WorkloadResult `json:"full"`
 	Half     *loadgen.WorkloadResult `json:"half"`
-	Profile  map[string]ProfileInfo  `json:"profile,omitempty"`
+	// Hop is the broker alone at the lag run's rate, measured on the same
+	// broker right before the lag run: the floor of its lag.
+	Hop     *loadgen.HopResult     `json:"hop,omitempty"`
+	Profile map[string]ProfileInfo `json:"profile,omitempty"`
 }
 
 // runBench runs every workload of -workloads on every backend of -backends,
@@ -142,6 +145,10 @@ func benchOne(ctx context.Context, o options, bin, backend, name string, persons
 	}
 	cfg.Name += fmt.Sprintf(" at %.0f per s", cfg.Rate)
 	cfg.CPFBase = base + 100_000
+	if e.Hop, err = loadgen.RunHop(ctx, loadgen.HopConfig{URL: sys.vhost, Rate: cfg.Rate, Messages: writes}); err != nil {
+		return e, fmt.Errorf("broker hop: %w", err)
+	}
+	printHop(e.Hop)
 	if e.Half, err = loadgen.RunWorkload(ctx, cfg, client); err != nil {
 		return e, err
 	}
@@ -169,6 +176,11 @@ func printWorkload(r *loadgen.WorkloadResult) {
 	}
 }
 
+func printHop(h *loadgen.HopResult) {
+	logf("broker hop alone at %.0f/s (%d messages, quorum queue, confirm each): publish→delivery p50 %.1fms p95 %.1fms p99 %.1fms; publish→confirm p50 %.1fms p99 %.1fms; both p99 %.1fms",
+		h.Rate, h.Messages, h.Delivered.P50MS, h.Delivered.P95MS, h.Delivered.P99MS, h.Confirmed.P50MS, h.Confirmed.P99MS, h.ConfirmedAndDelivered.P99MS)
+}
+
 func benchTable(r *BenchResult) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "| backend | workload | writes/s (16 clients) | write p50/p99 ms | caught up after last write | exact | half rate | lag p50 | lag p95 | lag p99 | lag max ms |\n")
@@ -187,6 +199,12 @@ func benchTable(r *BenchResult) string {
 		}
 		fmt.Fprintf(&b, "| %s | %s | %.1f | %.1f / %.1f | %.0f ms | %v | %s\n", e.Backend, e.Workload, f.Throughput,
 			f.Latency.P50MS, f.Latency.P99MS, f.CatchUpMS, f.Exact, half)
+	}
+	for _, e := range r.Runs {
+		if h := e.Hop; h != nil {
+			fmt.Fprintf(&b, "\n%s %s: the broker hop alone at %.0f/s before the lag run (publish with confirm to a quorum queue, consume): delivery p50 %.1f / p95 %.1f / p99 %.1f ms, confirm p50 %.1f / p99 %.1f ms\n",
+				e.Backend, e.Workload, h.Rate, h.Delivered.P50MS, h.Delivered.P95MS, h.Delivered.P99MS, h.Confirmed.P50MS, h.Confirmed.P99MS)
+		}
 	}
 	for _, it := range r.Items {
 		fmt.Fprintf(&b, "\n%s: writes/s to a person with 5 items ÷ to one with 5,000 (2,000 writes each, 16 clients, twice, alternating): **%.2f**", it.Backend, it.Ratio)

@@ -49,6 +49,7 @@ type options struct {
 	check          bool
 
 	storeBench    bool
+	hopBench      bool
 	storeDuration time.Duration
 	suite         bool
 	step          time.Duration
@@ -111,6 +112,8 @@ func run() error {
 			}
 		}
 		return writeJSON(o.out, "profile.json", p)
+	case o.hopBench:
+		return hopBench(ctx, o)
 	case o.storeBench:
 		res, err := storeBench(ctx, o)
 		if err != nil {
@@ -142,6 +145,7 @@ func parseOptions(args []string) (options, error) {
 	fs.Float64Var(&o.suiteLagSample, "suite-lag-sample", 0.5, "with -suite: fraction of writes whose lag is measured in the rate steps")
 	fs.BoolVar(&o.check, "check", true, "check every cpf's score at the end")
 	fs.BoolVar(&o.storeBench, "store-bench", false, "measure the embedded store's sequential rates (SQLite and PostgreSQL) and exit")
+	fs.BoolVar(&o.hopBench, "hop-bench", false, "measure the broker alone (publish with confirm to a quorum queue, consume) at -lag-rate, -count messages (default 600), in a fresh vhost, and exit")
 	fs.DurationVar(&o.storeDuration, "store-duration", 8*time.Second, "length of each store-bench operation")
 	fs.BoolVar(&o.suite, "suite", false, "run every benchmark of docs/BENCHMARKS.md (store, rate sweep on both backends, resources, start-up, sizes, profiles)")
 	fs.DurationVar(&o.step, "step", 30*time.Second, "length of each step of the rate sweep (-suite)")
@@ -406,6 +410,25 @@ func readProcs(pids map[string]int) map[string]measure.Proc {
 		}
 	}
 	return out
+}
+
+// hopBench measures the bare broker hop at -lag-rate in a fresh vhost.
+func hopBench(ctx context.Context, o options) error {
+	vhost, drop, err := stack.NewVhost(o.amqpURL, "loadgen-hop")
+	if err != nil {
+		return err
+	}
+	defer drop()
+	n := o.count
+	if n <= 0 {
+		n = 600
+	}
+	h, err := loadgen.RunHop(ctx, loadgen.HopConfig{URL: vhost, Rate: o.lagRate, Messages: n})
+	if err != nil {
+		return err
+	}
+	printHop(h)
+	return writeJSON(o.out, "hop.json", map[string]any{"hop": h, "load_avg": loadAvg("after")})
 }
 
 var errInterrupted = errors.New("interrupted")
