@@ -338,3 +338,96 @@ func TestUpdateDoesNotCreateACollection(t *testing.T) {
 		t.Fatalf("after an upsert: collections %v, want [made]", names)
 	}
 }
+
+// An unordered bulk write of updates is one update command with one statement
+// per document: the store applies every statement it can, names each one it
+// refused by its index, and counts one command in top; an ordered one stops
+// at the first refused statement.
+func TestBulkUpdateStatements(t *testing.T) {
+	s := mongotest.Start(t)
+	ctx := testCtx(t)
+	c := connect(t, s)
+	coll := c.Database("bulkdb").Collection("docs")
+	seed := func() {
+		t.Helper()
+		if _, err := coll.DeleteMany(ctx, bson.D{}); err != nil {
+			t.Fatal(err)
+		}
+		// b's list is no array: $pullAll on it fails.
+		if _, err := coll.InsertMany(ctx, []any{
+			bson.D{{Key: "_id", Value: "a"}, {Key: "list", Value: bson.A{"x", "y"}}},
+			bson.D{{Key: "_id", Value: "b"}, {Key: "list", Value: "x"}},
+			bson.D{{Key: "_id", Value: "c"}, {Key: "list", Value: bson.A{"x"}}},
+			bson.D{{Key: "_id", Value: "d"}, {Key: "list", Value: bson.A{"y"}}},
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	models := func() []mongo.WriteModel {
+		var ms []mongo.WriteModel
+		for _, id := range []string{"a", "b", "c", "d", "missing"} {
+			ms = append(ms, mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "_id", Value: id}}).
+				SetUpdate(bson.D{{Key: "$pullAll", Value: bson.D{{Key: "list", Value: bson.A{"x"}}}}}))
+		}
+		return ms
+	}
+	updates := func() int64 {
+		t.Helper()
+		raw, err := c.Database("admin").RunCommand(ctx, bson.D{{Key: "top", Value: 1}}).Raw()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := raw.Lookup("totals", "bulkdb.docs", "update", "count").AsInt64OK()
+		return n
+	}
+	lists := func() map[string]string {
+		t.Helper()
+		cur, err := coll.Find(ctx, bson.D{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var docs []bson.M
+		if err := cur.All(ctx, &docs); err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, d := range docs {
+			out[d["_id"].(string)] = fmt.Sprint(d["list"])
+		}
+		return out
+	}
+	refused := func(err error, want int) {
+		t.Helper()
+		var bwe mongo.BulkWriteException
+		if !errors.As(err, &bwe) || bwe.WriteConcernError != nil || len(bwe.WriteErrors) != 1 || bwe.WriteErrors[0].Index != want {
+			t.Fatalf("bulk error %v, want a BulkWriteException naming statement %d only", err, want)
+		}
+	}
+
+	seed()
+	before := updates()
+	res, err := coll.BulkWrite(ctx, models(), options.BulkWrite().SetOrdered(false))
+	refused(err, 1)
+	if n := updates() - before; n != 1 {
+		t.Errorf("the unordered bulk counted as %d update commands in top, want 1", n)
+	}
+	if res == nil || res.MatchedCount != 3 || res.ModifiedCount != 2 {
+		t.Errorf("unordered bulk result %+v, want 3 matched (a, c, d), 2 modified (a, c)", res)
+	}
+	want := map[string]string{"a": "[y]", "b": "x", "c": "[]", "d": "[y]"}
+	if got := lists(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("after the unordered bulk: %v, want %v", got, want)
+	}
+
+	seed()
+	before = updates()
+	_, err = coll.BulkWrite(ctx, models(), options.BulkWrite().SetOrdered(true))
+	refused(err, 1)
+	if n := updates() - before; n != 1 {
+		t.Errorf("the ordered bulk counted as %d update commands in top, want 1", n)
+	}
+	want = map[string]string{"a": "[y]", "b": "x", "c": "[x]", "d": "[y]"}
+	if got := lists(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("after the ordered bulk: %v, want %v", got, want)
+	}
+}

@@ -7,7 +7,9 @@
 // or removal, events another replica may be relaying), and every
 // IdleSweepInterval otherwise, since a sweep reads every document. With
 // Config.ClearDelay the removal waits a little for the document's next write
-// (ClearWith), which then clears the events at no extra cost.
+// (ClearWith), which then clears the events at no extra cost. The relay's own
+// removals go out many documents per write: one unordered bulk write (a single
+// update command) for all the documents due at once.
 //
 // While the broker is unreachable the events stay in their documents (the
 // backlog), and neither the relay nor the sweep touches the store for them.
@@ -334,16 +336,14 @@ func (o *Outbox) hold(id any, events []eventbus.Event, due time.Time) {
 	o.held[k] = &heldEvents{id: id, events: events, due: due}
 }
 
-// removeTimeout bounds each removal of published events.
+// removeTimeout bounds each removal of published events (one bulk write).
 const removeTimeout = 5 * time.Second
 
 // clearDue clears, with writes of the relay's own, the held events whose
-// deadline passed (all of them with all set). Each removal gets its own
-// removeTimeout, as removals queue behind the store's other writes and a
-// slow one must not use up the time of those after it. After a failed
-// removal the rest are left to the
-// sweep, so a store that stopped answering holds the relay up only once. Once
-// ctx ends the rest are held again, for Run's clearing at shutdown.
+// deadline passed (all of them with all set): one bulk write for many
+// documents (removeAll). A document whose removal failed has its events
+// left to the sweep, which republishes them. Once ctx ends the rest are held
+// again, for Run's clearing at shutdown.
 func (o *Outbox) clearDue(ctx context.Context, all bool) {
 	now := time.Now()
 	var due []*heldEvents
@@ -355,26 +355,32 @@ func (o *Outbox) clearDue(ctx context.Context, all bool) {
 		}
 	}
 	o.mu.Unlock()
+	if len(due) == 0 {
+		return
+	}
+	rs := make([]removal, len(due))
 	for i, h := range due {
-		if ctx.Err() != nil {
-			for _, h := range due[i:] {
-				o.hold(h.id, h.events, now)
-			}
-			return
+		rs[i] = removal{id: h.id, elems: asElems(h.events)}
+	}
+	errs := o.removeAll(ctx, rs, true)
+	failed := 0
+	var first error
+	for i, h := range due {
+		switch err := errs[i]; {
+		case err == nil:
+			o.track(h.events, false)
+		case errors.Is(err, errStopped):
+			o.hold(h.id, h.events, now)
+		default:
+			failed++
+			first = cmp.Or(first, err)
+			o.track(h.events, false)
 		}
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), removeTimeout)
-		err := o.removeEvents(rctx, h.id, h.events)
-		cancel()
-		if err != nil {
-			o.log.Warn("could not clear published events; they will be republished", zap.Error(err),
-				zap.Int("documents", len(due)-i))
-			o.suspect.Store(true)
-			for _, h := range due[i:] {
-				o.track(h.events, false)
-			}
-			return
-		}
-		o.track(h.events, false)
+	}
+	if failed > 0 {
+		o.log.Warn("could not clear published events; they will be republished", zap.Error(first),
+			zap.Int("documents", failed))
+		o.suspect.Store(true)
 	}
 }
 
@@ -453,7 +459,8 @@ func (o *Outbox) Run(ctx context.Context, flushTimeout time.Duration) error {
 }
 
 // relay publishes notified events in batches: one pipelined publish for many
-// documents, then, once the broker confirmed it, one removal per document.
+// documents, then, once the broker confirmed it, the removals (held for
+// ClearDelay, or at once) in one bulk write for many documents.
 // Up to RelayInFlight batches are out at once, published in order on one
 // channel and settled in that order by a second goroutine, so a batch does
 // not wait for the confirms of the one before. What it has published but not
@@ -600,7 +607,8 @@ func (o *Outbox) failed(batch []note, events int, err error) {
 
 // settle waits for a published batch's confirms, then clears its events: it
 // holds them for the document's next write (ClearWith), or clears them now,
-// one removal per document. A catch-up note's events are removed at once,
+// all due documents' removals in one bulk write (clearDue). A catch-up
+// note's events are removed at once, in one bulk write for the batch,
 // exactly as read. Once ctx ends it waits for the confirms within the
 // context stopping returns.
 func (o *Outbox) settle(ctx context.Context, b sentBatch, stopping func() context.Context) {
@@ -616,6 +624,8 @@ func (o *Outbox) settle(ctx context.Context, b sentBatch, stopping func() contex
 		return
 	}
 	due := time.Now().Add(o.cfg.ClearDelay)
+	var rs []removal
+	var caught []note // notes removed exactly as read
 	for _, n := range b.notes {
 		o.backlog.done(eventIDs(n.events)...)
 		if n.raw == nil {
@@ -627,12 +637,18 @@ func (o *Outbox) settle(ctx context.Context, b sentBatch, stopping func() contex
 		} else {
 			o.drained.Add(float64(max(len(n.events)-n.fresh, 0)))
 		}
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), removeTimeout)
-		if err := o.remove(rctx, n.id, n.raw...); err != nil {
+		if len(n.raw) > 0 {
+			rs = append(rs, removal{id: n.id, elems: n.raw})
+		}
+		caught = append(caught, n)
+	}
+	if len(rs) > 0 {
+		if err := failedRemovals(o.removeAll(context.WithoutCancel(ctx), rs, true)); err != nil {
 			o.log.Warn("could not clear published events; they will be republished", zap.Error(err))
 			o.suspect.Store(true)
 		}
-		cancel()
+	}
+	for _, n := range caught {
 		o.track(n.events, false)
 		o.track(n.notified, false)
 	}
@@ -816,27 +832,117 @@ func eventIDs(events []eventbus.Event) []string {
 	return ids
 }
 
-// remove deletes confirmed events from the document's outbox in one write.
-// It uses $pullAll with the exact elements, which MongoDB and FerretDB v1
-// agree on; FerretDB v1 ignores $pull conditions such as {id: ...} (it only
-// removes elements equal to the value given), silently. elems are the
-// events, or their raw BSON exactly as read from the document.
-func (o *Outbox) remove(ctx context.Context, id any, elems ...any) error {
-	if len(elems) == 0 {
-		return nil
-	}
-	_, err := o.cfg.Collection.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}},
-		bson.D{{Key: "$pullAll", Value: bson.D{{Key: Field, Value: elems}}}})
-	return err
+// removal is one document's confirmed events to remove from its outbox:
+// the events as encoded by With (asElems), which is how they were stored, or
+// their raw BSON exactly as read from the document.
+type removal struct {
+	id    any
+	elems []any
 }
 
-// removeEvents removes events as encoded by With, which is how they were stored.
-func (o *Outbox) removeEvents(ctx context.Context, id any, events []eventbus.Event) error {
+func asElems(events []eventbus.Event) []any {
 	elems := make([]any, len(events))
 	for i, ev := range events {
 		elems[i] = ev
 	}
-	return o.remove(ctx, id, elems...)
+	return elems
+}
+
+// A bulk removal holds at most removeChunkDocs documents and, past its first,
+// removeChunkElems events, so each stays a modest command within removeTimeout.
+const (
+	removeChunkDocs  = 500
+	removeChunkElems = 8192
+)
+
+// errStopped is the result of a removal not tried because ctx ended.
+var errStopped = errors.New("outbox: removal not tried: stopping")
+
+// removeAll removes confirmed events from many documents' outboxes: one
+// unordered bulk write (a single update command, one $pullAll statement per
+// document) per chunk, each chunk with its own removeTimeout, as removals
+// queue behind the store's other writes. It returns each removal's error:
+// nil once removed, the statement's own error if the store refused only it,
+// the chunk's error if the whole command failed (the store did not answer:
+// the removals of later chunks then fail with it untried, so a store that
+// stopped answering holds the caller up once), errStopped if ctx ended before
+// its chunk was sent. detach runs a chunk to its end once sent (only its
+// timeout bounds it); otherwise ctx's end cancels it, and it fails with
+// errStopped.
+//
+// $pullAll with the exact elements is what MongoDB and FerretDB v1 agree on;
+// FerretDB v1 ignores $pull conditions such as {id: ...} (it only removes
+// elements equal to the value given), silently.
+func (o *Outbox) removeAll(ctx context.Context, rs []removal, detach bool) []error {
+	errs := make([]error, len(rs))
+	var broken error
+	for start := 0; start < len(rs); {
+		end, elems := start, 0
+		for end < len(rs) && end-start < removeChunkDocs && (end == start || elems+len(rs[end].elems) <= removeChunkElems) {
+			elems += len(rs[end].elems)
+			end++
+		}
+		chunk := rs[start:end]
+		if broken == nil && ctx.Err() != nil {
+			broken = errStopped
+		}
+		if broken != nil {
+			for i := start; i < end; i++ {
+				errs[i] = broken
+			}
+			start = end
+			continue
+		}
+		models := make([]mongo.WriteModel, len(chunk))
+		for i, r := range chunk {
+			models[i] = mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "_id", Value: r.id}}).
+				SetUpdate(bson.D{{Key: "$pullAll", Value: bson.D{{Key: Field, Value: r.elems}}}})
+		}
+		parent := ctx
+		if detach {
+			parent = context.WithoutCancel(ctx)
+		}
+		rctx, cancel := context.WithTimeout(parent, removeTimeout)
+		_, err := o.cfg.Collection.BulkWrite(rctx, models, options.BulkWrite().SetOrdered(false))
+		cancel()
+		var bwe mongo.BulkWriteException
+		switch {
+		case err == nil:
+		case errors.As(err, &bwe) && bwe.WriteConcernError == nil && len(bwe.WriteErrors) > 0:
+			// The store answered: every statement but those it names applied.
+			for _, we := range bwe.WriteErrors {
+				if we.Index >= 0 && we.Index < len(chunk) {
+					errs[start+we.Index] = fmt.Errorf("document %v: %w", chunk[we.Index].id, we)
+				}
+			}
+		default:
+			if !detach && ctx.Err() != nil {
+				err = errStopped
+			}
+			broken = err
+			for i := start; i < end; i++ {
+				errs[i] = err
+			}
+		}
+		start = end
+	}
+	return errs
+}
+
+// failedRemovals sums up removeAll's result: nil if every removal was done.
+func failedRemovals(errs []error) error {
+	var first error
+	n := 0
+	for _, err := range errs {
+		if err != nil {
+			n++
+			first = cmp.Or(first, err)
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d of %d documents' events not cleared: %w", n, len(errs), first)
 }
 
 type pendingDoc struct {
@@ -891,11 +997,13 @@ func (o *Outbox) sweep(ctx context.Context, minAge time.Duration, relaying bool)
 			return
 		}
 		o.drained.Add(float64(len(events)))
+		rs := make([]removal, 0, len(batch))
 		for _, n := range batch {
 			o.backlog.done(eventIDs(n.events)...)
-			if err := o.remove(ctx, n.id, n.raw...); err != nil {
-				errs = append(errs, err)
-			}
+			rs = append(rs, removal{id: n.id, elems: n.raw})
+		}
+		if err := failedRemovals(o.removeAll(ctx, rs, false)); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	for cur.Next(ctx) {
