@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
-	"net/url"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -118,98 +116,41 @@ func TestShutdownClearsHeldEventsInChunks(t *testing.T) {
 	}
 }
 
-// refusingProxy forwards a test's MongoDB connections; while armed, the
-// store refuses each update statement that mentions mark: the proxy renames
-// the statement's $pullAll, in place, to an operator the store does not know.
-type refusingProxy struct {
-	ln     net.Listener
-	target string
-	mark   []byte
-	armed  atomic.Bool
+// refusingDialer connects a test's MongoDB client; while armed, the store
+// refuses each update statement that mentions mark: the connection renames
+// the statement's $pullAll, in the message the client writes, to an operator
+// the store does not know (the driver writes each message whole).
+type refusingDialer struct {
+	mark  []byte
+	armed atomic.Bool
 
 	mu        sync.Mutex
 	refused   int   // statements refused
 	bulkSizes []int // statements in each command that held a refused one
-	conns     []net.Conn
-	wg        sync.WaitGroup
 }
 
-func startRefusingProxy(t *testing.T, uri, mark string) *refusingProxy {
-	t.Helper()
-	u, err := url.Parse(uri)
+func (d *refusingDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	c, err := (&net.Dialer{}).DialContext(ctx, network, address)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &refusingProxy{ln: ln, target: u.Host, mark: []byte(mark)}
-	p.wg.Add(1)
-	go p.serve()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
-			_ = c.Close()
-		}
-		p.mu.Unlock()
-		p.wg.Wait()
-	})
-	return p
+	return refusingConn{Conn: c, d: d}, nil
 }
 
-func (p *refusingProxy) uri() string { return "mongodb://" + p.ln.Addr().String() + "/?directConnection=true" }
-
-func (p *refusingProxy) serve() {
-	defer p.wg.Done()
-	for {
-		client, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		server, err := net.Dial("tcp", p.target)
-		if err != nil {
-			_ = client.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, client, server)
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go func() {
-			defer p.wg.Done()
-			defer server.Close()
-			var buf []byte
-			for {
-				msg, err := mongotest.ReadMessage(client, buf)
-				if err != nil {
-					return
-				}
-				buf = msg
-				p.alter(msg)
-				if _, err := server.Write(msg); err != nil {
-					return
-				}
-			}
-		}()
-		go func() {
-			defer p.wg.Done()
-			defer client.Close()
-			_, _ = io.Copy(client, server)
-		}()
-	}
+type refusingConn struct {
+	net.Conn
+	d *refusingDialer
 }
 
-// alter breaks, in an update command, the statements that mention the mark.
-func (p *refusingProxy) alter(msg []byte) {
-	if !p.armed.Load() || mongotest.CommandName(msg) != "update" {
-		return
+func (c refusingConn) Write(b []byte) (int, error) {
+	if !c.d.armed.Load() || mongotest.CommandName(b) != "update" {
+		return c.Conn.Write(b)
 	}
+	msg := slices.Clone(b)
 	stmts := mongotest.SequenceDocs(msg)
 	hit := 0
 	for _, st := range stmts {
-		if !bytes.Contains(st, p.mark) {
+		if !bytes.Contains(st, c.d.mark) {
 			continue
 		}
 		if i := bytes.Index(st, []byte("$pullAll\x00")); i >= 0 {
@@ -218,17 +159,18 @@ func (p *refusingProxy) alter(msg []byte) {
 		}
 	}
 	if hit > 0 {
-		p.mu.Lock()
-		p.refused += hit
-		p.bulkSizes = append(p.bulkSizes, len(stmts))
-		p.mu.Unlock()
+		c.d.mu.Lock()
+		c.d.refused += hit
+		c.d.bulkSizes = append(c.d.bulkSizes, len(stmts))
+		c.d.mu.Unlock()
 	}
+	return c.Conn.Write(msg)
 }
 
-func (p *refusingProxy) stats() (refused int, bulkSizes []int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.refused, slices.Clone(p.bulkSizes)
+func (d *refusingDialer) stats() (refused int, bulkSizes []int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.refused, slices.Clone(d.bulkSizes)
 }
 
 // When the store refuses one document's removal in a bulk clear, the other
@@ -236,8 +178,8 @@ func (p *refusingProxy) stats() (refused int, bulkSizes []int) {
 // events stay stored, for the sweep to publish again and clear.
 func TestFailedClearOfOneDocumentKeepsOnlyItsEvents(t *testing.T) {
 	e := newEnv(t)
-	p := startRefusingProxy(t, e.uri, "refused-doc")
-	client, err := mongo.Connect(options.Client().ApplyURI(p.uri()))
+	p := &refusingDialer{mark: []byte("refused-doc")}
+	client, err := mongo.Connect(options.Client().ApplyURI(e.uri).SetDialer(p))
 	if err != nil {
 		t.Fatal(err)
 	}
