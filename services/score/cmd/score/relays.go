@@ -12,7 +12,10 @@ import (
 
 // clearDelay is how long published score.changed events wait in a document
 // for its next write to clear them: a new score.changed replaces the outbox
-// (mongodb.Store writes it so), sparing the relay a write of its own.
+// (mongodb.Store writes it so), sparing the relay a write of its own. What no
+// write came for, the relay clears every clearDelay/4 with one update command
+// for all the documents then due, so a longer delay means fewer commands, not
+// more: the events it keeps are confirmed ones, outside the backlog count.
 const clearDelay = time.Second
 
 // retireAfter is how long the relay of a replaced collection keeps running.
