@@ -138,16 +138,7 @@ func queueLen(t testing.TB, ch *amqp.Channel, name string) int {
 }
 
 // waitFor polls cond until it holds or the timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+var waitFor = eventbustest.Eventually
 
 // drain gets up to n messages from a queue, waiting up to timeout for them.
 func drain(t testing.TB, ch *amqp.Channel, queue string, n int, timeout time.Duration) []amqp.Delivery {

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"os"
 	"testing"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -66,5 +67,18 @@ func DeleteDeclared(t testing.TB, exchange string, queues ...string) {
 		if err := ch.ExchangeDelete(exchange, false, false); err != nil {
 			t.Errorf("cleanup: delete exchange %s: %v", exchange, err)
 		}
+	}
+}
+
+// Eventually polls cond every 20 ms until it holds, and fails the test if it
+// does not within the given time.
+func Eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

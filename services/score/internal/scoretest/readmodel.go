@@ -10,6 +10,7 @@ import (
 
 	"github.com/personscore/contract"
 	"github.com/personscore/eventbus"
+	"github.com/personscore/eventbus/eventbustest"
 	"github.com/personscore/eventbus/outbox"
 	"github.com/personscore/score"
 	"github.com/personscore/score/internal/historytest"
@@ -137,16 +138,7 @@ func Event(t testing.TB, typ string, v int64, data any) eventbus.Event {
 }
 
 // Eventually polls cond until it holds or the deadline passes.
-func Eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+var Eventually = eventbustest.Eventually
 
 // RebuildStatuser reports the rebuild of a read model (rebuild.Router).
 type RebuildStatuser interface {
