@@ -254,7 +254,9 @@ func (p *Publisher) PublishAsync(ctx context.Context, events ...Event) (*Pending
 // on one lane reach the broker in that order, whatever subjects their events
 // have (while that channel stays open), so a producer can keep several
 // batches of mixed subjects in flight without one overtaking another; and
-// producers on lanes 0..Channels-1 each get a channel of their own.
+// producers on lanes 0..Channels-1 each get a channel of their own. While the
+// lane's channel is not open (at start, after a connection loss) another open
+// channel takes its batches, and order across that switch is not kept.
 func (p *Publisher) PublishAsyncOn(ctx context.Context, lane int, events ...Event) (*Pending, error) {
 	msgs, err := p.encode(ctx, events)
 	if err != nil {

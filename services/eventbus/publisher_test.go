@@ -411,6 +411,16 @@ func (f *fixture) readyPublisher(timeout time.Duration) (*Publisher, context.Con
 	if err := pub.WaitReady(ctx); err != nil {
 		f.t.Fatal(err)
 	}
+	// WaitReady returns once one channel is open; a lane whose channel is not
+	// open yet borrows another, so tests of lanes wait for all of them.
+	waitFor(f.t, timeout, "every publisher channel open", func() bool {
+		for _, s := range pub.slots {
+			if s.current() == nil {
+				return false
+			}
+		}
+		return true
+	})
 	return pub, ctx
 }
 
