@@ -2,7 +2,7 @@
 // a compare-and-swap on its revision so that several replicas applying events
 // for the same cpf never lose an update. In the collection serving the read
 // model (Live), a change of a cpf's score appends score.changed to the
-// document's outbox in the same write; Relays, given by cmd/score, relays
+// document's outbox in the same write; Relays (package relays, wired in cmd/score) relays
 // them. Store also answers reads, waiting for a min_version if asked (Hub
 // wakes the waiting readers), and keeps the documents it wrote last in a
 // cache so that applying and reading them needs no store read.

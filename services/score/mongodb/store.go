@@ -30,7 +30,7 @@ const maxCASAttempts = 200
 var ErrUnavailable = errors.New("read model store unavailable")
 
 // Relays relays the score.changed events the store writes into a
-// collection's documents (cmd/score runs one outbox per collection).
+// collection's documents (package relays runs one outbox per collection).
 type Relays interface {
 	// Outbox is the outbox relaying collection's score.changed, nil while
 	// none runs (its sweep publishes them once one does).

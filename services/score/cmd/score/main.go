@@ -16,6 +16,7 @@ import (
 	"github.com/personscore/score/mongodb"
 	"github.com/personscore/score/personevents"
 	"github.com/personscore/score/rebuild"
+	"github.com/personscore/score/relays"
 	"go.uber.org/zap"
 )
 
@@ -35,7 +36,7 @@ func spec(own *scoreConfig) service.Spec {
 	return service.Spec{Name: "score", HTTPAddr: ":8081", Build: func(rt *service.Runtime) error {
 		// score.changed goes out through an outbox in each document of the
 		// collection serving the read model; its relay follows a switch.
-		out := newRelays(rt.DB, rt.Publisher, rt.Log, 0, rt.Config.FlushTimeout())
+		out := relays.New(rt.DB, rt.Publisher, rt.Log, 0, rt.Config.FlushTimeout())
 		store := mongodb.New(mongodb.Config{DB: rt.DB, Relays: out, Logger: rt.Log})
 		router := rebuild.New(rebuild.Config{Store: store, Publisher: rt.Publisher, Logger: rt.Log,
 			RebuildTimeout: own.RebuildTimeout})

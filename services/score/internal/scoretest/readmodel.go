@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,51 +13,22 @@ import (
 	"github.com/personscore/eventbus/outbox"
 	"github.com/personscore/score"
 	"github.com/personscore/score/internal/historytest"
+	"github.com/personscore/score/relays"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.uber.org/zap"
 )
 
-// Relays relays the score.changed of every collection a store follows (see
-// mongodb.Relays) to a publisher until the test ends. Unlike cmd/score's it
-// never retires the relay of a replaced collection.
-type Relays struct {
-	db    *mongo.Database
-	pub   outbox.Publisher
-	sweep time.Duration
-	ctx   context.Context
-
-	mu  sync.Mutex
-	obs map[string]*outbox.Outbox
-	wg  sync.WaitGroup
-}
-
-// NewRelays returns relays of db's collections publishing to pub, sweeping
-// every sweep (0: the outbox's default).
-func NewRelays(t testing.TB, db *mongo.Database, pub outbox.Publisher, sweep time.Duration) *Relays {
+// NewRelays returns score's relays of db's collections (see relays.Relays),
+// publishing to pub and sweeping every sweep (0: the outbox's default),
+// running until the test ends.
+func NewRelays(t testing.TB, db *mongo.Database, pub outbox.Publisher, sweep time.Duration) *relays.Relays {
+	r := relays.New(db, pub, zap.NewNop(), sweep, 5*time.Second)
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &Relays{db: db, pub: pub, sweep: sweep, ctx: ctx, obs: map[string]*outbox.Outbox{}}
-	t.Cleanup(func() { cancel(); r.wg.Wait() })
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
 	return r
-}
-
-// Outbox is collection name's outbox once followed.
-func (r *Relays) Outbox(name string) *outbox.Outbox {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.obs[name]
-}
-
-// Follow starts relaying collection name.
-func (r *Relays) Follow(name string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.obs[name] != nil {
-		return
-	}
-	ob := outbox.New(outbox.Config{Collection: r.db.Collection(name), Publisher: r.pub, SweepInterval: r.sweep, ClearDelay: time.Second})
-	r.obs[name] = ob
-	r.wg.Add(1)
-	go func() { defer r.wg.Done(); _ = ob.Run(r.ctx, 5*time.Second) }()
 }
 
 // Doc is a stored document with its outbox.

@@ -1,4 +1,7 @@
-package main
+// Package relays publishes score.changed from the collection serving the read
+// model: one outbox relay per collection, started when the store follows the
+// collection (mongodb.Relays) and retired after a switch away from it.
+package relays
 
 import (
 	"context"
@@ -21,12 +24,12 @@ const clearDelay = time.Second
 // retireAfter is how long the relay of a replaced collection keeps running.
 const retireAfter = 3 * time.Second
 
-// relays relays score.changed from the collection serving the read model: one
+// Relays relays score.changed from the collection serving the read model: one
 // outbox per collection, started when the store follows the collection
 // (mongodb.Relays) and retired retireAfter after a switch away from it, once
 // it finished what it was publishing; its Run flushes what the replaced
 // collection still holds.
-type relays struct {
+type Relays struct {
 	db        *mongo.Database
 	publisher outbox.Publisher
 	log       *zap.Logger
@@ -41,13 +44,16 @@ type relays struct {
 	wg      sync.WaitGroup
 }
 
-func newRelays(db *mongo.Database, publisher outbox.Publisher, log *zap.Logger, sweep, flush time.Duration) *relays {
-	return &relays{db: db, publisher: publisher, log: log, sweep: sweep, flush: flush,
+// New returns the relays of db's collections to publisher; sweep is the
+// outboxes' sweep interval (0: the outbox's default), flush bounds each
+// outbox's flush when its relay stops.
+func New(db *mongo.Database, publisher outbox.Publisher, log *zap.Logger, sweep, flush time.Duration) *Relays {
+	return &Relays{db: db, publisher: publisher, log: log, sweep: sweep, flush: flush,
 		running: map[string]context.CancelFunc{}, obs: map[string]*outbox.Outbox{}}
 }
 
 // Outbox is the outbox of collection name, nil until its relay first started.
-func (r *relays) Outbox(name string) *outbox.Outbox {
+func (r *Relays) Outbox(name string) *outbox.Outbox {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.obs[name]
@@ -55,7 +61,7 @@ func (r *relays) Outbox(name string) *outbox.Outbox {
 
 // Follow makes collection name the one relayed: its relay starts (if Run
 // runs) and the previous one retires.
-func (r *relays) Follow(name string) {
+func (r *Relays) Follow(name string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	old := r.active
@@ -72,7 +78,7 @@ func (r *relays) Follow(name string) {
 
 // Run relays until ctx ends, then stops every relay; each flushes what it has
 // pending within the flush bound before Run returns.
-func (r *relays) Run(ctx context.Context) error {
+func (r *Relays) Run(ctx context.Context) error {
 	r.mu.Lock()
 	r.runCtx = ctx
 	if r.active != "" {
@@ -92,7 +98,7 @@ func (r *relays) Run(ctx context.Context) error {
 }
 
 // start runs the outbox of collection name; r.mu is held.
-func (r *relays) start(name string) {
+func (r *Relays) start(name string) {
 	if _, ok := r.running[name]; ok {
 		return
 	}

@@ -1,4 +1,4 @@
-package main
+package relays_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"github.com/personscore/eventbus/outbox/outboxtest"
 	"github.com/personscore/score/internal/scoretest"
 	"github.com/personscore/score/mongodb"
+	"github.com/personscore/score/relays"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -19,7 +20,7 @@ func TestRelaysFollowTheActiveCollection(t *testing.T) {
 	db := scoretest.StartMongo(t).DB
 	pub := &outboxtest.Recorder{}
 	log := zaptest.NewLogger(t)
-	out := newRelays(db, pub, log, 100*time.Millisecond, 5*time.Second)
+	out := relays.New(db, pub, log, 100*time.Millisecond, 5*time.Second)
 	store := mongodb.New(mongodb.Config{DB: db, Relays: out, Logger: log})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
