@@ -33,7 +33,7 @@ type casBatcher struct {
 	coll *mongo.Collection
 
 	mu    sync.Mutex
-	busy  bool      // a command is under way, or about to be
+	busy  bool     // a command is under way, or about to be
 	queue []*casOp // updates for the next command
 }
 
