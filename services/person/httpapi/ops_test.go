@@ -8,11 +8,19 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap/zapcore"
 )
 
 func TestHealthReadyAndMetrics(t *testing.T) {
-	s := newServer(t, serverOptions{registry: prometheus.DefaultRegisterer}) // /metrics serves the default registry
+	// /metrics serves the default registry: the test gives it a fresh one,
+	// so that it can run more than once in a process (-count).
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector())
+	oldReg, oldGather := prometheus.DefaultRegisterer, prometheus.DefaultGatherer
+	prometheus.DefaultRegisterer, prometheus.DefaultGatherer = reg, reg
+	t.Cleanup(func() { prometheus.DefaultRegisterer, prometheus.DefaultGatherer = oldReg, oldGather })
+	s := newServer(t, serverOptions{registry: reg})
 	s.do(t, "GET", "/healthz", "").expect(t, http.StatusOK)
 	s.do(t, "GET", "/readyz", "").expect(t, http.StatusOK)
 	s.do(t, "POST", "/person", origPerson).expect(t, http.StatusCreated)
