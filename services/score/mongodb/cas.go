@@ -65,7 +65,7 @@ func (b *casBatcher) cas(ctx context.Context, cpf, rev, next int64, update bson.
 	b.busy = true
 	b.mu.Unlock()
 	if lead {
-		b.send()
+		go b.send() // so that this caller, too, can give up when ctx ends
 	}
 	select {
 	case <-op.done:
@@ -75,20 +75,20 @@ func (b *casBatcher) cas(ctx context.Context, cpf, rev, next int64, update bson.
 	}
 }
 
-// send sends what has queued as one command, then, from a goroutine of its
-// own, what queued meanwhile, until nothing is left.
+// send sends what has queued as one command, then what queued meanwhile,
+// until nothing is left.
 func (b *casBatcher) send() {
-	b.mu.Lock()
-	ops := b.queue
-	b.queue = nil
-	b.mu.Unlock()
-	b.write(ops)
-	b.mu.Lock()
-	more := len(b.queue) > 0
-	b.busy = more
-	b.mu.Unlock()
-	if more {
-		go b.send()
+	for {
+		b.mu.Lock()
+		ops := b.queue
+		b.queue = nil
+		if len(ops) == 0 {
+			b.busy = false
+			b.mu.Unlock()
+			return
+		}
+		b.mu.Unlock()
+		b.write(ops)
 	}
 }
 
