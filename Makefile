@@ -39,7 +39,7 @@ test: vet unit fuzz test-charts
 vet:
 	$(GO) vet $(ALL_MODULES)
 
-# Unit, integration (real RabbitMQ, embedded FerretDB) and end-to-end tests.
+# Unit, integration (real RabbitMQ, the embedded MongoDB-wire store) and end-to-end tests.
 unit:
 	$(GO) test -count=1 -timeout 20m $(MODULES)
 

@@ -26,6 +26,8 @@ type BenchResult struct {
 	Machine Machine       `json:"machine"`
 	Runs    []*BenchEntry `json:"runs"`
 	Items   []*ItemsEntry `json:"items_ratio,omitempty"`
+	// Backends compares the journals on each workload, runs alternating.
+	Backends []*BackendsEntry `json:"backends_ratio,omitempty"`
 	// Profile: CPU profiles of a closed-loop run (mixed writes, file journal).
 	Profile map[string]ProfileInfo `json:"profile,omitempty"`
 	// Store: the embedded store's own sequential rates.
@@ -40,6 +42,21 @@ type ItemsEntry struct {
 	// Ratio is the writes/s of the small person over the big one's (1: same cost).
 	Ratio float64 `json:"ratio"`
 }
+
+// BackendsEntry compares the PostgreSQL journal with the file journal on one
+// workload: both systems run at once and take turns, a fresh set of persons
+// each turn, so that both see the same machine.
+type BackendsEntry struct {
+	Workload   string    `json:"workload"`
+	File       []float64 `json:"file_writes_per_s"`
+	PostgreSQL []float64 `json:"postgresql_writes_per_s"`
+	// Ratio is PostgreSQL's median writes/s over the file's (≥ 1: no slower).
+	Ratio float64 `json:"ratio"`
+	Exact bool    `json:"exact"`
+}
+
+// backendRounds is how many turns each journal takes in backendsRatio.
+const backendRounds = 5
 
 // BenchEntry is one workload on one backend: full rate, then half of it.
 type BenchEntry struct {
@@ -102,6 +119,19 @@ func runBench(ctx context.Context, o options) error {
 			}
 		}
 	}
+	if o.backends == "file,postgresql" {
+		for _, name := range strings.Split(o.workloads, ",") {
+			e, err := backendsRatio(ctx, o, bin, name)
+			if e != nil {
+				res.Backends = append(res.Backends, e)
+			}
+			_ = writeJSON(o.out, "bench.json", res)
+			if err != nil {
+				return err
+			}
+		}
+		res.Machine.LoadAvg = append(res.Machine.LoadAvg, loadAvg("after backends ratio"))
+	}
 	if o.profile && ctx.Err() == nil {
 		p, err := profileRun(ctx, o)
 		if err != nil {
@@ -127,10 +157,8 @@ func benchOne(ctx context.Context, o options, bin, backend, name string, persons
 	client := loadgen.NewClient(sys.URL(stack.Person), sys.URL(stack.Score), 64)
 	e := &BenchEntry{Backend: backend, Workload: name}
 	base := cpfBase()
-	cfg := loadgen.WorkloadConfig{Name: name + " " + backend, Persons: persons, Writes: writes, Clients: o.concurrency, CPFBase: base}
-	if backend != "postgresql" { // FerretDB has no `top`
-		cfg.StoreURI = sys.MongoURI()
-	}
+	cfg := loadgen.WorkloadConfig{Name: name + " " + backend, Persons: persons, Writes: writes, Clients: o.concurrency, CPFBase: base,
+		StoreURI: sys.MongoURI()}
 	if e.Full, err = loadgen.RunWorkload(ctx, cfg, client); err != nil {
 		return e, err
 	}
@@ -213,6 +241,10 @@ func benchTable(r *BenchResult) string {
 		}
 		b.WriteString("\n")
 	}
+	for _, e := range r.Backends {
+		fmt.Fprintf(&b, "\n%s: PostgreSQL's writes/s ÷ the file's, medians of %d turns each (both systems up, taking turns): **%.2f** (file %s; PostgreSQL %s; exact %v)\n",
+			e.Workload, len(e.File), e.Ratio, rates(e.File), rates(e.PostgreSQL), e.Exact)
+	}
 	for _, e := range r.Runs {
 		if e.Full != nil && e.Full.StoreCommandsPerWrite != nil {
 			fmt.Fprintf(&b, "\n%s %s: store commands per write: person %.2f, score %.2f (", e.Backend, e.Workload,
@@ -264,4 +296,73 @@ func itemsRatio(ctx context.Context, o options, bin, backend string) (*ItemsEntr
 	}
 	logf("items ratio on %s: a person with 5 items takes %.2f× the writes/s of one with 5,000", backend, e.Ratio)
 	return e, nil
+}
+
+// backendsRatio runs workload name on a file-journal system and on a
+// PostgreSQL one, both started at once, backendRounds turns each,
+// alternating which goes first: a comparison that the machine's drift
+// between two separate runs does not decide.
+func backendsRatio(ctx context.Context, o options, bin, name string) (*BackendsEntry, error) {
+	wl, ok := workloads[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown workload %q (spread, hot)", name)
+	}
+	clients := map[string]*loadgen.Client{}
+	for _, backend := range []string{"file", "postgresql"} {
+		sys, err := startSystem(ctx, o, bin, backend, false)
+		if err != nil {
+			return nil, err
+		}
+		defer sys.close()
+		clients[backend] = loadgen.NewClient(sys.URL(stack.Person), sys.URL(stack.Score), 64)
+	}
+	e := &BackendsEntry{Workload: name, Exact: true}
+	base, turn := cpfBase(), int64(0)
+	for round := range backendRounds {
+		order := []string{"file", "postgresql"}
+		if round%2 == 1 {
+			order[0], order[1] = order[1], order[0]
+		}
+		for _, backend := range order {
+			cfg := loadgen.WorkloadConfig{Name: fmt.Sprintf("%s %s turn %d", name, backend, round+1), Persons: wl.persons, Writes: wl.writes,
+				Clients: o.concurrency, CPFBase: base + turn*1000}
+			turn++
+			r, err := loadgen.RunWorkload(ctx, cfg, clients[backend])
+			if err != nil {
+				return e, err
+			}
+			printWorkload(r)
+			e.Exact = e.Exact && r.Exact
+			if backend == "file" {
+				e.File = append(e.File, r.Throughput)
+			} else {
+				e.PostgreSQL = append(e.PostgreSQL, r.Throughput)
+			}
+		}
+	}
+	if f := median(e.File); f > 0 {
+		e.Ratio = median(e.PostgreSQL) / f
+	}
+	logf("%s: PostgreSQL ÷ file writes/s, medians of %d turns: %.2f", name, backendRounds, e.Ratio)
+	return e, nil
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func rates(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf("%.0f", x)
+	}
+	return strings.Join(parts, " / ")
 }
