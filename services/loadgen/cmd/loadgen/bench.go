@@ -55,7 +55,7 @@ type BackendsEntry struct {
 	Exact bool    `json:"exact"`
 }
 
-// backendRounds is how many turns each journal takes in backendsRatio.
+// backendRounds is how many turns each side of a comparison takes.
 const backendRounds = 5
 
 // BenchEntry is one workload on one backend: full rate, then half of it.
@@ -235,7 +235,7 @@ func benchTable(r *BenchResult) string {
 		}
 	}
 	for _, it := range r.Items {
-		fmt.Fprintf(&b, "\n%s: writes/s to a person with 5 items ÷ to one with 5,000 (2,000 writes each, 16 clients, twice, alternating): **%.2f**", it.Backend, it.Ratio)
+		fmt.Fprintf(&b, "\n%s: writes/s to a person with 5 items ÷ to one with 5,000 (2,000 writes each, 16 clients, medians of %d turns each, alternating): **%.2f**", it.Backend, backendRounds, it.Ratio)
 		for _, run := range it.Runs {
 			fmt.Fprintf(&b, "; %s %.0f/s", run.Name, run.Throughput)
 		}
@@ -263,7 +263,8 @@ func benchTable(r *BenchResult) string {
 }
 
 // itemsRatio preloads one person with 5 items and one with 5,000, then writes
-// 2,000 items to each from -concurrency clients, twice, alternating.
+// 2,000 items to each from -concurrency clients, backendRounds turns each,
+// alternating which goes first; the ratio is of the medians.
 func itemsRatio(ctx context.Context, o options, bin, backend string) (*ItemsEntry, error) {
 	sys, err := startSystem(ctx, o, bin, backend, false)
 	if err != nil {
@@ -273,11 +274,15 @@ func itemsRatio(ctx context.Context, o options, bin, backend string) (*ItemsEntr
 	client := loadgen.NewClient(sys.URL(stack.Person), sys.URL(stack.Score), 64)
 	e := &ItemsEntry{Backend: backend}
 	base := cpfBase()
-	var small, big float64
-	for round := range 2 {
-		for _, items := range []int{5, 5000} {
+	var small, big []float64
+	for round := range backendRounds {
+		order := []int{5, 5000}
+		if round%2 == 1 {
+			order[0], order[1] = order[1], order[0]
+		}
+		for _, items := range order {
 			cfg := loadgen.WorkloadConfig{Name: fmt.Sprintf("person with %d items %s", items, backend), Persons: 1, Writes: 2000,
-				Clients: o.concurrency, Items: items, CPFBase: base + int64(round*10+len(e.Runs))}
+				Clients: o.concurrency, Items: items, CPFBase: base + int64(len(e.Runs))}
 			r, err := loadgen.RunWorkload(ctx, cfg, client)
 			if err != nil {
 				return e, err
@@ -285,16 +290,16 @@ func itemsRatio(ctx context.Context, o options, bin, backend string) (*ItemsEntr
 			printWorkload(r)
 			e.Runs = append(e.Runs, r)
 			if items == 5 {
-				small += r.Throughput
+				small = append(small, r.Throughput)
 			} else {
-				big += r.Throughput
+				big = append(big, r.Throughput)
 			}
 		}
 	}
-	if big > 0 {
-		e.Ratio = small / big
+	if b := median(big); b > 0 {
+		e.Ratio = median(small) / b
 	}
-	logf("items ratio on %s: a person with 5 items takes %.2f× the writes/s of one with 5,000", backend, e.Ratio)
+	logf("items ratio on %s: a person with 5 items takes %.2f× the writes/s of one with 5,000 (medians of %d turns)", backend, e.Ratio, backendRounds)
 	return e, nil
 }
 
