@@ -37,18 +37,6 @@ func seedDocs(t *testing.T, coll *mongo.Collection, prefix string, n int) []even
 	return evs
 }
 
-// updateCommands is how many update commands the store has served on coll
-// (its top counters).
-func updateCommands(t *testing.T, coll *mongo.Collection) int64 {
-	t.Helper()
-	raw, err := coll.Database().Client().Database("admin").RunCommand(context.Background(), bson.D{{Key: "top", Value: 1}}).Raw()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, _ := raw.Lookup("totals", coll.Database().Name()+"."+coll.Name(), "update", "count").AsInt64OK()
-	return n
-}
-
 func waitCleared(t *testing.T, coll *mongo.Collection) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -69,11 +57,11 @@ func TestRelayClearsManyDocumentsInOneCommand(t *testing.T) {
 	for _, ev := range evs {
 		ob.Notify(ev.Subject, ev)
 	}
-	before := updateCommands(t, e.coll)
+	before := mongotest.Commands(t, e.coll, "update")
 	runOutbox(t, ob)
 	e.received(t, 10*time.Second, func(g []eventbus.Event) bool { return len(g) == docs })
 	waitCleared(t, e.coll)
-	if n := updateCommands(t, e.coll) - before; n != 1 {
+	if n := mongotest.Commands(t, e.coll, "update") - before; n != 1 {
 		t.Errorf("%d documents cleared with %d update commands, want 1", docs, n)
 	}
 }
@@ -89,7 +77,7 @@ func TestShutdownClearsHeldEventsInChunks(t *testing.T) {
 	for _, ev := range evs {
 		ob.Notify(ev.Subject, ev)
 	}
-	before := updateCommands(t, e.coll)
+	before := mongotest.Commands(t, e.coll, "update")
 	stop := runOutbox(t, ob)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -111,7 +99,7 @@ func TestShutdownClearsHeldEventsInChunks(t *testing.T) {
 	if n := pendingCount(t, e.coll); n != 0 {
 		t.Fatalf("%d events left after the shutdown's clear", n)
 	}
-	if n, want := updateCommands(t, e.coll)-before, int64(3); n != want {
+	if n, want := mongotest.Commands(t, e.coll, "update")-before, int64(3); n != want {
 		t.Errorf("%d held documents cleared with %d update commands, want %d", docs, n, want)
 	}
 }

@@ -57,16 +57,6 @@ func storedRevs(t *testing.T, coll *mongo.Collection) map[int64]int64 {
 	return out
 }
 
-func updateCommands(t *testing.T, coll *mongo.Collection) int64 {
-	t.Helper()
-	raw, err := coll.Database().Client().Database("admin").RunCommand(context.Background(), bson.D{{Key: "top", Value: 1}}).Raw()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, _ := raw.Lookup("totals", coll.Database().Name()+"."+coll.Name(), "update", "count").AsInt64OK()
-	return n
-}
-
 // One command carries several compare-and-swaps, and its answer tells each
 // one's outcome.
 func TestCASBatchTellsEachOutcome(t *testing.T) {
@@ -83,9 +73,9 @@ func TestCASBatchTellsEachOutcome(t *testing.T) {
 		newOp(ctx, 5, 1, 2),  // the same document twice: only one applies
 		newOp(ctx, 5, 1, 3),
 	}
-	before := updateCommands(t, coll)
+	before := mongotest.Commands(t, coll, "update")
 	b.write(ops)
-	if n := updateCommands(t, coll) - before; n != 1 {
+	if n := mongotest.Commands(t, coll, "update") - before; n != 1 {
 		t.Errorf("%d update commands, want 1", n)
 	}
 	want := []bool{true, false, false, false}
@@ -125,7 +115,7 @@ func TestCASBatcherSendsWhatWaitedInOneCommand(t *testing.T) {
 	coll := casCollection(t, revs)
 	b := &casBatcher{coll: coll}
 	b.busy = true // as if a command were under way
-	before := updateCommands(t, coll)
+	before := mongotest.Commands(t, coll, "update")
 	results := make(chan error, n)
 	for cpf := int64(1); cpf <= n; cpf++ {
 		go func() {
@@ -155,7 +145,7 @@ func TestCASBatcherSendsWhatWaitedInOneCommand(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	if c := updateCommands(t, coll) - before; c != 1 {
+	if c := mongotest.Commands(t, coll, "update") - before; c != 1 {
 		t.Errorf("%d swaps sent with %d update commands, want 1", n, c)
 	}
 	for cpf, rev := range storedRevs(t, coll) {
