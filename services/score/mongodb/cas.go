@@ -17,11 +17,11 @@ import (
 const casTimeout = 10 * time.Second
 
 // casBatcher sends the compare-and-swap updates that concurrent applies make
-// to one collection together: an update that comes while none is under way
-// goes out at once, alone; those that come while one is under way go out
-// together, as one unordered update command, when it is answered. So a busy
-// replica makes fewer store round trips than it applies events, and an idle
-// one waits for nothing.
+// to one collection together: while fewer than casInFlight commands are under
+// way an update goes out at once, alone or with what waits; beyond that,
+// updates wait and go out together, as one unordered update command, when a
+// command is answered. So an idle replica waits for nothing, and a busy one
+// makes fewer store round trips than it applies events.
 //
 // Each statement is an upsert filtered by _id and revision, so that the one
 // answer tells each statement's outcome: applied; refused with a duplicate
@@ -32,10 +32,15 @@ const casTimeout = 10 * time.Second
 type casBatcher struct {
 	coll *mongo.Collection
 
-	mu    sync.Mutex
-	busy  bool     // a command is under way, or about to be
-	queue []*casOp // updates for the next command
+	mu       sync.Mutex
+	inFlight int      // senders running, each with a command under way or about to be
+	queue    []*casOp // updates for the next command
 }
+
+// casInFlight is how many commands of one batcher may be under way at once:
+// two, so that an update that comes while one command is under way does not
+// wait for its answer unless the store is busy.
+const casInFlight = 2
 
 // casOp is one compare-and-swap: update cpf's document, if it is at revision
 // rev, to revision next.
@@ -61,10 +66,12 @@ func (b *casBatcher) cas(ctx context.Context, cpf, rev, next int64, update bson.
 	op := &casOp{ctx: ctx, cpf: cpf, rev: rev, next: next, update: update, done: make(chan struct{})}
 	b.mu.Lock()
 	b.queue = append(b.queue, op)
-	lead := !b.busy
-	b.busy = true
+	start := b.inFlight < casInFlight
+	if start {
+		b.inFlight++
+	}
 	b.mu.Unlock()
-	if lead {
+	if start {
 		go b.send() // so that this caller, too, can give up when ctx ends
 	}
 	select {
@@ -83,7 +90,7 @@ func (b *casBatcher) send() {
 		ops := b.queue
 		b.queue = nil
 		if len(ops) == 0 {
-			b.busy = false
+			b.inFlight--
 			b.mu.Unlock()
 			return
 		}

@@ -105,7 +105,8 @@ func TestCASBatchTellsEachOutcome(t *testing.T) {
 	}
 }
 
-// Swaps that come while a command is under way go out together in the next.
+// Swaps that come while every sender has a command under way go out together
+// in the next.
 func TestCASBatcherSendsWhatWaitedInOneCommand(t *testing.T) {
 	const n = 64
 	revs := map[int64]int64{}
@@ -114,7 +115,7 @@ func TestCASBatcherSendsWhatWaitedInOneCommand(t *testing.T) {
 	}
 	coll := casCollection(t, revs)
 	b := &casBatcher{coll: coll}
-	b.busy = true // as if a command were under way
+	b.inFlight = casInFlight // as if every sender had a command under way
 	before := mongotest.Commands(t, coll, "update")
 	results := make(chan error, n)
 	for cpf := int64(1); cpf <= n; cpf++ {
@@ -139,7 +140,7 @@ func TestCASBatcherSendsWhatWaitedInOneCommand(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	b.send() // the command under way is answered
+	b.send() // a command under way is answered: its sender sends what waited
 	for range n {
 		if err := <-results; err != nil {
 			t.Error(err)
@@ -154,10 +155,11 @@ func TestCASBatcherSendsWhatWaitedInOneCommand(t *testing.T) {
 		}
 	}
 	b.mu.Lock()
-	busy := b.busy
+	b.inFlight-- // the other command under way is answered too
+	inFlight := b.inFlight
 	b.mu.Unlock()
-	if busy {
-		t.Error("the batcher is still busy with nothing queued")
+	if inFlight != 0 {
+		t.Errorf("%d senders still running with nothing queued", inFlight)
 	}
 	// And one that comes now goes out at once, alone.
 	if ok, err := b.cas(context.Background(), 1, 2, 3, revUpdate(3)); !ok || err != nil {
