@@ -134,7 +134,7 @@ func (s *Store) write(ctx context.Context, coll *mongo.Collection, st stored, fo
 	if err != nil {
 		return false, err
 	}
-	ok, err := s.writeRaw(ctx, coll, st.CPF, raw, found, rev, st.Rev, events)
+	ok, err := s.writeRaw(ctx, coll, st.CPF, raw, found, rev, events)
 	s.cached(coll.Name(), st, ok)
 	return ok, err
 }
@@ -186,12 +186,13 @@ func (s *Store) writeChange(ctx context.Context, coll *mongo.Collection, prev, n
 	if len(unset) > 0 {
 		update = append(update, bson.E{Key: "$unset", Value: unset})
 	}
-	ok, err := s.casBatcher(coll.Name()).cas(ctx, next.CPF, rev, next.Rev, update)
+	res, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: next.CPF}, {Key: "rev", Value: rev}}, update)
 	if err != nil {
 		replaced(false)
 		s.cache.drop(coll.Name(), next.CPF)
-		return false, err
+		return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
+	ok := res.MatchedCount == 1
 	replaced(ok)
 	s.cached(coll.Name(), next, ok)
 	return ok, nil
@@ -222,7 +223,7 @@ func diffMap[V comparable](set, unset bson.D, name string, prev, next map[string
 	return append(set, s...), append(unset, u...)
 }
 
-func (s *Store) writeRaw(ctx context.Context, coll *mongo.Collection, cpf int64, raw bson.Raw, found bool, rev, next int64, events []eventbus.Event) (bool, error) {
+func (s *Store) writeRaw(ctx context.Context, coll *mongo.Collection, cpf int64, raw bson.Raw, found bool, rev int64, events []eventbus.Event) (bool, error) {
 	var fields bson.D
 	if err := bson.Unmarshal(raw, &fields); err != nil {
 		return false, err
@@ -250,5 +251,9 @@ func (s *Store) writeRaw(ctx context.Context, coll *mongo.Collection, cpf int64,
 	if len(events) > 0 {
 		update = outbox.With(update, events...)
 	}
-	return s.casBatcher(coll.Name()).cas(ctx, cpf, rev, next, update)
+	res, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: cpf}, {Key: "rev", Value: rev}}, update)
+	if err != nil {
+		return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return res.MatchedCount == 1, nil
 }

@@ -91,8 +91,5 @@ func (s *Store) Drop(ctx context.Context, name string) error {
 		return fmt.Errorf("%w: drop %s: %v", ErrUnavailable, name, err)
 	}
 	s.cache.reset()
-	s.casMu.Lock()
-	delete(s.batchers, name)
-	s.casMu.Unlock()
 	return nil
 }

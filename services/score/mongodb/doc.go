@@ -1,9 +1,6 @@
 // Package mongodb stores score's read model: one document per cpf, changed by
 // a compare-and-swap on its revision so that several replicas applying events
-// for the same cpf never lose an update. The swaps of concurrent applies to
-// one collection go to the store together, one update command for all that
-// waited while the previous one was under way, so a busy replica makes fewer
-// round trips than it applies events. In the collection serving the read
+// for the same cpf never lose an update. In the collection serving the read
 // model (Live), a change of a cpf's score appends score.changed to the
 // document's outbox in the same write; Relays (package relays, wired in cmd/score) relays
 // them. Store also answers reads, waiting for a min_version if asked (Hub

@@ -65,9 +65,6 @@ type Store struct {
 	mu      sync.Mutex
 	active  string // collection serving the read model, as last seen
 	seenRev int64  // revision of the meta document active comes from
-
-	casMu    sync.Mutex
-	batchers map[string]*casBatcher // by collection
 }
 
 // New returns a store on cfg.DB.
