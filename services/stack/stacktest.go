@@ -80,14 +80,29 @@ func StartConfigForTest(t testing.TB, cfg Config) *Stack {
 	if cfg.DataDir == "" {
 		cfg.DataDir = filepath.Join(t.TempDir(), "mongo")
 	}
+	// Each missing address is picked while the ports picked before it are
+	// still held: a port released at once can be handed out again by the
+	// next pick (CI once gave localmongo and person the same one).
+	var held []net.Listener
+	pick := func() string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, l)
+		return l.Addr().String()
+	}
 	if cfg.MongoAddr == "" && cfg.MongoURI == "" {
-		cfg.MongoAddr = FreeAddr(t)
+		cfg.MongoAddr = pick()
 	}
 	if cfg.PersonAddr == "" {
-		cfg.PersonAddr = FreeAddr(t)
+		cfg.PersonAddr = pick()
 	}
 	if cfg.ScoreAddr == "" {
-		cfg.ScoreAddr = FreeAddr(t)
+		cfg.ScoreAddr = pick()
+	}
+	for _, l := range held {
+		l.Close()
 	}
 	out := &syncBuffer{}
 	if cfg.Output == nil {
