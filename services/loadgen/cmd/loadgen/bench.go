@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -119,7 +120,7 @@ func runBench(ctx context.Context, o options) error {
 			}
 		}
 	}
-	if o.backends == "file,postgresql" {
+	if bs := strings.Split(o.backends, ","); slices.Contains(bs, "file") && slices.Contains(bs, "postgresql") {
 		for _, name := range strings.Split(o.workloads, ",") {
 			e, err := backendsRatio(ctx, o, bin, name)
 			if e != nil {
@@ -274,27 +275,18 @@ func itemsRatio(ctx context.Context, o options, bin, backend string) (*ItemsEntr
 	client := loadgen.NewClient(sys.URL(stack.Person), sys.URL(stack.Score), 64)
 	e := &ItemsEntry{Backend: backend}
 	base := cpfBase()
-	var small, big []float64
-	for round := range backendRounds {
-		order := []int{5, 5000}
-		if round%2 == 1 {
-			order[0], order[1] = order[1], order[0]
-		}
-		for _, items := range order {
-			cfg := loadgen.WorkloadConfig{Name: fmt.Sprintf("person with %d items %s", items, backend), Persons: 1, Writes: 2000,
-				Clients: o.concurrency, Items: items, CPFBase: base + int64(len(e.Runs))}
-			r, err := loadgen.RunWorkload(ctx, cfg, client)
-			if err != nil {
-				return e, err
-			}
-			printWorkload(r)
+	small, big, err := alternate(func(side, turn int) (*loadgen.WorkloadResult, error) {
+		items := []int{5, 5000}[side]
+		cfg := loadgen.WorkloadConfig{Name: fmt.Sprintf("person with %d items %s", items, backend), Persons: 1, Writes: 2000,
+			Clients: o.concurrency, Items: items, CPFBase: base + int64(turn)}
+		r, err := loadgen.RunWorkload(ctx, cfg, client)
+		if r != nil {
 			e.Runs = append(e.Runs, r)
-			if items == 5 {
-				small = append(small, r.Throughput)
-			} else {
-				big = append(big, r.Throughput)
-			}
 		}
+		return r, err
+	})
+	if err != nil {
+		return e, err
 	}
 	if b := median(big); b > 0 {
 		e.Ratio = median(small) / b
@@ -322,34 +314,50 @@ func backendsRatio(ctx context.Context, o options, bin, name string) (*BackendsE
 		clients[backend] = loadgen.NewClient(sys.URL(stack.Person), sys.URL(stack.Score), 64)
 	}
 	e := &BackendsEntry{Workload: name, Exact: true}
-	base, turn := cpfBase(), int64(0)
-	for round := range backendRounds {
-		order := []string{"file", "postgresql"}
-		if round%2 == 1 {
-			order[0], order[1] = order[1], order[0]
-		}
-		for _, backend := range order {
-			cfg := loadgen.WorkloadConfig{Name: fmt.Sprintf("%s %s turn %d", name, backend, round+1), Persons: wl.persons, Writes: wl.writes,
-				Clients: o.concurrency, CPFBase: base + turn*1000}
-			turn++
-			r, err := loadgen.RunWorkload(ctx, cfg, clients[backend])
-			if err != nil {
-				return e, err
-			}
-			printWorkload(r)
+	base := cpfBase()
+	var err error
+	e.File, e.PostgreSQL, err = alternate(func(side, turn int) (*loadgen.WorkloadResult, error) {
+		backend := []string{"file", "postgresql"}[side]
+		cfg := loadgen.WorkloadConfig{Name: fmt.Sprintf("%s %s turn %d", name, backend, turn/2+1), Persons: wl.persons, Writes: wl.writes,
+			Clients: o.concurrency, CPFBase: base + int64(turn)*1000}
+		r, err := loadgen.RunWorkload(ctx, cfg, clients[backend])
+		if r != nil {
 			e.Exact = e.Exact && r.Exact
-			if backend == "file" {
-				e.File = append(e.File, r.Throughput)
-			} else {
-				e.PostgreSQL = append(e.PostgreSQL, r.Throughput)
-			}
 		}
+		return r, err
+	})
+	if err != nil {
+		return e, err
 	}
 	if f := median(e.File); f > 0 {
 		e.Ratio = median(e.PostgreSQL) / f
 	}
 	logf("%s: PostgreSQL ÷ file writes/s, medians of %d turns: %.2f", name, backendRounds, e.Ratio)
 	return e, nil
+}
+
+// alternate runs two sides backendRounds turns each, alternating which goes
+// first, and returns each side's writes/s in turn order; run gets the side
+// (0 or 1) and the number of runs before this one.
+func alternate(run func(side, turn int) (*loadgen.WorkloadResult, error)) (a, b []float64, err error) {
+	turn := 0
+	for round := range backendRounds {
+		for i := range 2 {
+			side := i ^ round%2
+			r, err := run(side, turn)
+			turn++
+			if err != nil {
+				return a, b, err
+			}
+			printWorkload(r)
+			if side == 0 {
+				a = append(a, r.Throughput)
+			} else {
+				b = append(b, r.Throughput)
+			}
+		}
+	}
+	return a, b, nil
 }
 
 func median(xs []float64) float64 {
